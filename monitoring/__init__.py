@@ -1,0 +1,1 @@
+"""Monitoring: SnapshotCache, Prometheus exposition and the JSON HTTP API."""

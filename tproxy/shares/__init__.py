@@ -1,0 +1,1 @@
+"""Share log: the ShareRecord, the batcher, the disk spool and the ClickHouse schema."""
