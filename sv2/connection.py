@@ -1,0 +1,180 @@
+"""One SV2 connection, sans-IO: bytes in, messages out; message in, bytes out.
+
+``Sv2Connection`` owns the connection's state machine (handshake, then
+transport, then closed), the Noise handshake object for its role, the
+transport ciphers, and a bounded receive buffer. It never touches a socket:
+the caller feeds whatever bytes arrived with ``receive_data``, writes out
+whatever ``data_to_send`` returns, and iterates ``next_message``.
+
+Any malformed input raises ``ProtocolError`` (or a subclass) and moves the
+connection to ``CLOSED``; further calls raise ``StateError``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+
+from sv2.errors import FrameTooLarge, HandshakeTruncated, ProtocolError, StateError
+from sv2.framing import HEADER_SIZE, FrameHeader, encode_frame
+from sv2.messages import Message, UnknownMessage, decode_message
+from sv2.noise import NoiseInitiator, NoiseResponder, NoiseTransport
+
+ACT1_SIZE = 64
+ACT2_SIZE = 234
+HEADER_CT_SIZE = HEADER_SIZE + 16
+
+
+class Role(enum.Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    TRANSPORT = "transport"
+    CLOSED = "closed"
+
+
+AnyMessage = Message | UnknownMessage
+
+
+class Sv2Connection:
+    """Sans-IO SV2 connection over Noise NX, for either role."""
+
+    def __init__(
+        self,
+        handshake: NoiseInitiator | NoiseResponder,
+        *,
+        max_payload: int = 1 << 20,
+    ) -> None:
+        self._hs = handshake
+        self.role = Role.INITIATOR if isinstance(handshake, NoiseInitiator) else Role.RESPONDER
+        self.max_payload = max_payload
+        self._state = State.HANDSHAKE
+        self._buf = bytearray()
+        self._out = bytearray()
+        self._transport: NoiseTransport | None = None
+        self._header: FrameHeader | None = None  # decrypted header awaiting its payload
+        if isinstance(handshake, NoiseInitiator):
+            self._out += handshake.write_act1()
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._transport is not None
+
+    def close(self) -> None:
+        self._state = State.CLOSED
+        self._buf.clear()
+
+    def eof(self) -> None:
+        """The peer closed its side. Raises if it left a truncated handshake or frame."""
+        state = self._state
+        pending = len(self._buf)
+        self.close()
+        if state is State.HANDSHAKE:
+            raise HandshakeTruncated(f"connection closed during the handshake ({pending} bytes buffered)")
+        if pending or self._header is not None:
+            raise ProtocolError(f"connection closed inside a frame ({pending} bytes buffered)")
+
+    # -- input -------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Buffer bytes from the peer. Handshake acts are processed at once."""
+        if self._state is State.CLOSED:
+            raise StateError("receive_data on a closed connection")
+        self._buf += data
+        if self._state is State.HANDSHAKE:
+            self._advance_handshake()
+        elif len(self._buf) > self._max_buffer():
+            # A well-behaved peer never has more than one maximal frame in flight
+            # unread by us; the caller drains next_message() after every read.
+            pass
+
+    def _max_buffer(self) -> int:
+        return HEADER_CT_SIZE + NoiseTransport.encrypted_payload_length(self.max_payload)
+
+    def _advance_handshake(self) -> None:
+        try:
+            if isinstance(self._hs, NoiseResponder):
+                if len(self._buf) < ACT1_SIZE:
+                    return
+                act1 = bytes(self._buf[:ACT1_SIZE])
+                del self._buf[:ACT1_SIZE]
+                self._hs.read_act1(act1)
+                self._out += self._hs.write_act2()
+                self._transport = self._hs.transport()
+            else:
+                if len(self._buf) < ACT2_SIZE:
+                    return
+                act2 = bytes(self._buf[:ACT2_SIZE])
+                del self._buf[:ACT2_SIZE]
+                self._transport = self._hs.read_act2(act2)
+        except ProtocolError:
+            self.close()
+            raise
+        self._state = State.TRANSPORT
+
+    def next_message(self) -> AnyMessage | None:
+        """Return the next complete message, or None if more bytes are needed."""
+        if self._state is not State.TRANSPORT:
+            if self._state is State.CLOSED:
+                raise StateError("next_message on a closed connection")
+            return None
+        assert self._transport is not None
+        try:
+            if self._header is None:
+                if len(self._buf) < HEADER_CT_SIZE:
+                    return None
+                hdr = self._transport.decrypt_header(bytes(self._buf[:HEADER_CT_SIZE]))
+                del self._buf[:HEADER_CT_SIZE]
+                header = FrameHeader.decode(hdr)
+                if header.msg_length > self.max_payload:
+                    raise FrameTooLarge(
+                        f"frame declares {header.msg_length} payload bytes, limit {self.max_payload}"
+                    )
+                self._header = header
+            header = self._header
+            ct_len = NoiseTransport.encrypted_payload_length(header.msg_length)
+            if len(self._buf) < ct_len:
+                return None
+            if ct_len:
+                payload = self._transport.decrypt_payload(bytes(self._buf[:ct_len]))
+                del self._buf[:ct_len]
+            else:
+                payload = b""
+            self._header = None
+            return decode_message(
+                header.extension_type | (0x8000 if header.channel_msg else 0), header.msg_type, payload
+            )
+        except ProtocolError:
+            self.close()
+            raise
+
+    def messages(self) -> Iterator[AnyMessage]:
+        """Iterate every complete message currently buffered."""
+        while (msg := self.next_message()) is not None:
+            yield msg
+
+    # -- output ------------------------------------------------------------
+
+    def send(self, message: AnyMessage) -> bytes:
+        """Encode and encrypt one message; returns the bytes to write."""
+        if self._state is not State.TRANSPORT or self._transport is None:
+            raise StateError(f"send({type(message).__name__}) in state {self._state.value}")
+        frame = encode_frame(message)
+        if len(frame) - HEADER_SIZE > self.max_payload:
+            raise FrameTooLarge(f"outgoing {type(message).__name__} exceeds {self.max_payload} bytes")
+        return self._transport.encrypt_frame(frame)
+
+    def data_to_send(self) -> bytes:
+        """Pending handshake bytes (act 1 for the initiator, act 2 for the responder)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
