@@ -1,0 +1,380 @@
+"""One SV1 miner's session: method dispatch, difficulty, job tracking, share validation.
+
+The session is the proxy's policy for one connection, independent of sockets:
+the server hands it parsed requests and a ``write`` callable; the session
+answers, keeps the miner's state (subscription, authorized workers, version
+mask, difficulty, the jobs it was sent) and validates every submitted share
+once. It talks to the rest of the proxy only through ``MinerHost`` (the
+bridge), so SV1 code never reaches into upstream internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sv2 import work
+from tproxy.channel import Job
+from tproxy.shares.record import VERDICT_ACCEPTED, ShareRecord
+from tproxy.sv1 import protocol as p
+from tproxy.sv1.vardiff import Vardiff
+
+log = logging.getLogger("tproxy.sv1")
+
+MAX_JOBS_PER_MINER = 32
+MAX_SEEN_SHARES = 65_536
+TARGET_GRACE_S = 10.0
+SUBSCRIPTION_ID = "ae6812eb4cd7735a302a8a9dd95cf71f"
+
+
+class MinerHost(Protocol):
+    """What a session needs from the bridge."""
+
+    def on_authorized(self, session: MinerSession) -> None: ...
+
+    def is_stale_job(self, sv1_job_id: str) -> bool: ...
+
+    def forward_share(
+        self, session: MinerSession, job: Job, extranonce2: bytes, ntime: int, nonce: int, version: int,
+        share_seq: int, target_difficulty: float,
+    ) -> tuple[int, int] | None:
+        """Send a share upstream; returns (channel_id, sequence_number), or None if no live channel."""
+
+    def record_share(self, record: ShareRecord) -> None: ...
+
+    def next_share_seq(self) -> int: ...
+
+    def difficulty_floor(self, session: MinerSession) -> float: ...
+
+
+@dataclass(slots=True)
+class SentJob:
+    job: Job
+    target: int  # the miner's target when this job was notified
+
+
+@dataclass(slots=True)
+class ShareCounters:
+    accepted: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    forwarded: int = 0
+    pool_accepted: int = 0
+    pool_rejected: int = 0
+    work_accepted: float = 0.0  # summed target difficulty of accepted shares
+    best_difficulty: float = 0.0
+    last_share_at: float = 0.0
+
+
+class MinerSession:
+    """State and policy of one SV1 connection."""
+
+    def __init__(
+        self,
+        *,
+        client_id: int,
+        peer: str,
+        extranonce1: bytes,
+        extranonce2_size: int,
+        server_version_mask: int,
+        vardiff: Vardiff,
+        host: MinerHost,
+        write: Callable[[bytes], None],
+        instance_id: str,
+        honour_suggest_difficulty: bool = True,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.client_id = client_id
+        self.peer = peer
+        self.extranonce1 = extranonce1
+        self.extranonce2_size = extranonce2_size
+        self.server_version_mask = server_version_mask
+        self.vardiff = vardiff
+        self.host = host
+        self.write = write
+        self.instance_id = instance_id
+        self.honour_suggest_difficulty = honour_suggest_difficulty
+        self._now = now
+        self.connected_at = now()
+        self.user_agent = ""
+        self.subscribed = False
+        self.worker_name = ""  # first authorized worker
+        self.authorized: set[str] = set()
+        self.version_mask: int | None = None
+        self.version_rolling_min_bit: int | None = None
+        self.wants_set_extranonce = False
+        self.difficulty = vardiff.difficulty
+        self.target = work.target_from_difficulty(self.difficulty)
+        self._prev_target = self.target
+        self._target_changed_at = 0.0
+        self._difficulty_sent: float | None = None
+        self.jobs: OrderedDict[str, SentJob] = OrderedDict()
+        self.latest: tuple[str, Job] | None = None
+        self._seen: OrderedDict[tuple[str, bytes, int, int, int], None] = OrderedDict()
+        self.counters = ShareCounters()
+        self.channel_id: int | None = None  # upstream channel serving this miner
+        self.closed = False
+        self._share_seq = 0
+
+    # -- dispatch ------------------------------------------------------------
+
+    def handle(self, req: p.Request) -> None:
+        """Answer one request. Never raises for bad input; closes only on a flood."""
+        method = req.method
+        try:
+            if method == "mining.submit":
+                self._submit(req)
+            elif method == "mining.subscribe":
+                self._subscribe(req)
+            elif method == "mining.authorize":
+                self._authorize(req)
+            elif method == "mining.configure":
+                self._configure(req)
+            elif method == "mining.extranonce.subscribe":
+                self.wants_set_extranonce = True
+                self.write(p.result(req.id, True))
+            elif method == "mining.suggest_difficulty":
+                self._suggest_difficulty(req)
+            elif method == "mining.ping":
+                self.write(p.result(req.id, "pong"))
+            else:
+                # mining.get_transactions, mining.multi_version, mining.capabilities...:
+                # answer "method not found" and keep the miner.
+                self.write(p.error(req.id, p.METHOD_NOT_FOUND, f"unknown method {method[:64]}"))
+        except p.Sv1ProtocolError as e:
+            self.write(p.error(req.id, e.code, str(e)))
+
+    # -- methods -------------------------------------------------------------
+
+    def _configure(self, req: p.Request) -> None:
+        cfg = p.parse_configure(req.params)
+        if "version-rolling" in cfg.extensions:
+            self.version_mask = cfg.version_rolling_mask & self.server_version_mask
+            self.version_rolling_min_bit = cfg.version_rolling_min_bit_count
+        if cfg.subscribe_extranonce:
+            self.wants_set_extranonce = True
+        if cfg.minimum_difficulty is not None:
+            self.vardiff.set_floor_hint(cfg.minimum_difficulty)
+        result = p.configure_result(
+            cfg,
+            server_mask=self.server_version_mask,
+            allow_min_difficulty=True,
+            allow_subscribe_extranonce=True,
+        )
+        self.write(p.result(req.id, result))
+
+    def _subscribe(self, req: p.Request) -> None:
+        sub = p.parse_subscribe(req.params)
+        self.user_agent = (sub.user_agent or "")[:128]
+        self.subscribed = True
+        self.write(p.result(req.id, p.subscribe_result(SUBSCRIPTION_ID, self.extranonce1, self.extranonce2_size)))
+        if self.authorized:
+            self.host.on_authorized(self)
+
+    def _authorize(self, req: p.Request) -> None:
+        auth = p.parse_authorize(req.params)
+        name = auth.worker_name
+        if not name:
+            self.write(p.error(req.id, p.UNAUTHORIZED, "empty worker name"))
+            return
+        first = not self.authorized
+        self.authorized.add(name)
+        if first:
+            self.worker_name = name
+        self.write(p.result(req.id, True))
+        if first and self.subscribed:
+            self.host.on_authorized(self)
+
+    def _suggest_difficulty(self, req: p.Request) -> None:
+        d = p.parse_suggest_difficulty(req.params)
+        if self.honour_suggest_difficulty and not self.counters.accepted:
+            new = self.vardiff.suggest(d)
+            if new != self.difficulty:
+                self.set_difficulty(new)
+        self.write(p.result(req.id, True))
+
+    # -- difficulty and jobs -------------------------------------------------------
+
+    def set_difficulty(self, difficulty: float) -> None:
+        """Change the miner's difficulty; it is sent right before the next notify."""
+        now = self._now()
+        self._prev_target = self.target
+        self._target_changed_at = now
+        self.difficulty = difficulty
+        self.target = work.target_from_difficulty(difficulty)
+        self.vardiff.difficulty = difficulty
+
+    def send_job(self, sv1_job_id: str, job: Job, notify_line: bytes, *, clean: bool) -> None:
+        """Notify a job, preceded by set_difficulty when the difficulty changed."""
+        if self._difficulty_sent != self.difficulty:
+            self.write(p.set_difficulty(self.difficulty))
+            self._difficulty_sent = self.difficulty
+        if clean:
+            self.jobs.clear()
+            self._seen.clear()
+        self.jobs[sv1_job_id] = SentJob(job, self.target)
+        self.jobs.move_to_end(sv1_job_id)
+        while len(self.jobs) > MAX_JOBS_PER_MINER:
+            self.jobs.popitem(last=False)
+        self.latest = (sv1_job_id, job)
+        self.write(notify_line)
+
+    def forget_jobs(self) -> None:
+        """Upstream lost: every job this miner holds is stale now."""
+        self.jobs.clear()
+        self._seen.clear()
+        self.latest = None
+
+    def maybe_retarget(self) -> bool:
+        """Run vardiff; True if the difficulty changed (the caller re-sends the job)."""
+        new = self.vardiff.maybe_retarget(self._now())
+        if new is None:
+            return False
+        floor = self.host.difficulty_floor(self)
+        new = max(new, floor)
+        if new == self.difficulty:
+            return False
+        self.set_difficulty(new)
+        return True
+
+    # -- shares ----------------------------------------------------------------
+
+    def _reject(self, req: p.Request, code: int, verdict: str, message: str) -> None:
+        c = self.counters
+        c.rejected += 1
+        c.rejected_by_reason[verdict] = c.rejected_by_reason.get(verdict, 0) + 1
+        self.write(p.error(req.id, code, message))
+
+    def _submit(self, req: p.Request) -> None:
+        now = self._now()
+        received_ms = int(now * 1000)
+        self._share_seq = self.host.next_share_seq()
+        try:
+            sub = p.parse_submit(req.params)
+        except p.Sv1ProtocolError as e:
+            self._record(received_ms, None, None, "malformed", 0, 0, 0, b"", "", 0.0, False, (0, 0))
+            self._reject(req, p.OTHER, "malformed", str(e))
+            return
+        en2, ntime, nonce = sub.extranonce2, sub.ntime, sub.nonce
+        if not self.subscribed:
+            self._record(received_ms, sub, None, "not-subscribed", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
+            self._reject(req, p.NOT_SUBSCRIBED, "not-subscribed", "Not subscribed")
+            return
+        if sub.worker_name not in self.authorized:
+            self._record(received_ms, sub, None, "unauthorized", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
+            self._reject(req, p.UNAUTHORIZED, "unauthorized", "Unauthorized worker")
+            return
+        sent = self.jobs.get(sub.sv1_job_id)
+        if sent is None:
+            verdict = "stale-share" if self.host.is_stale_job(sub.sv1_job_id) else "invalid-job-id"
+            self._record(received_ms, sub, None, verdict, ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
+            self._reject(req, p.JOB_NOT_FOUND, verdict, "Job not found (stale)" if verdict == "stale-share" else "Job not found")
+            return
+        job = sent.job
+        if len(en2) != self.extranonce2_size:
+            self._record(received_ms, sub, job, "bad-extranonce-size", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
+            self._reject(req, p.OTHER, "bad-extranonce-size", f"extranonce2 must be {self.extranonce2_size} bytes")
+            return
+        # Version: BIP310 masked form first; Bitaxe's XOR-with-job form is tried too.
+        candidates: tuple[int, ...]
+        if sub.version_bits is None:
+            candidates = (job.version,)
+        else:
+            mask = self.version_mask
+            bits = sub.version_bits
+            if mask is None or bits & ~mask & 0xFFFFFFFF or not job.version_rolling_allowed and bits & mask:
+                self._record(received_ms, sub, job, "invalid-version-bits", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
+                self._reject(req, p.OTHER, "invalid-version-bits", "version bits outside the negotiated mask")
+                return
+            masked = (job.version & ~mask) | (bits & mask)
+            xored = job.version ^ bits
+            candidates = (masked,) if masked == xored else (masked, xored)
+        target = sent.target
+        if now - self._target_changed_at < TARGET_GRACE_S and self._prev_target > target:
+            target = self._prev_target
+        coinbase = job.coinb1 + self.extranonce1 + en2 + job.coinb2
+        root = work.merkle_root(work.sha256d(coinbase), job.merkle_path)
+        version = candidates[0]
+        h = b""
+        for version in candidates:
+            h = work.sha256d(work.header(version, job.prev_hash, root, ntime, job.nbits, nonce))
+            if work.hash_meets_target(h, target):
+                break
+        share_diff = work.share_difficulty(h)
+        if not work.hash_meets_target(h, target):
+            self._record(received_ms, sub, job, "difficulty-too-low", ntime, nonce, version, en2, h[::-1].hex(), share_diff, False, (0, 0))
+            self._reject(req, p.LOW_DIFFICULTY, "difficulty-too-low", "Low difficulty share")
+            return
+        key = (sub.sv1_job_id, en2, ntime, nonce, version)
+        if key in self._seen:
+            self._record(received_ms, sub, job, "duplicate-share", ntime, nonce, version, en2, h[::-1].hex(), share_diff, False, (0, 0))
+            self._reject(req, p.DUPLICATE, "duplicate-share", "Duplicate share")
+            return
+        self._seen[key] = None
+        if len(self._seen) > MAX_SEEN_SHARES:
+            self._seen.popitem(last=False)
+        target_diff = work.difficulty_from_target(target)
+        forwarded_to: tuple[int, int] | None = None
+        if work.hash_meets_target(h, job.upstream_target):
+            forwarded_to = self.host.forward_share(
+                self, job, en2, ntime, nonce, version, self._share_seq, target_diff
+            )
+        c = self.counters
+        c.accepted += 1
+        c.work_accepted += target_diff
+        c.last_share_at = now
+        if share_diff > c.best_difficulty:
+            c.best_difficulty = share_diff
+        if forwarded_to is not None:
+            c.forwarded += 1
+        self.vardiff.record_share(now)
+        self.write(p.result(req.id, True))
+        self._record(
+            received_ms, sub, job, VERDICT_ACCEPTED, ntime, nonce, version, en2, h[::-1].hex(), share_diff,
+            forwarded_to is not None, forwarded_to or (job.channel_id, 0), target_diff,
+        )
+
+    def _record(
+        self,
+        received_ms: int,
+        sub: p.SubmitRequest | None,
+        job: Job | None,
+        verdict: str,
+        ntime: int,
+        nonce: int,
+        version: int,
+        en2: bytes,
+        share_hash: str,
+        share_diff: float,
+        forwarded: bool,
+        channel_seq: tuple[int, int],
+        target_diff: float | None = None,
+    ) -> None:
+        if target_diff is None:
+            target_diff = self.difficulty
+        self.host.record_share(
+            ShareRecord(
+                received_at_ms=received_ms,
+                instance_id=self.instance_id,
+                share_seq=self._share_seq,
+                worker_name=(sub.worker_name if sub is not None else self.worker_name)[:255],
+                client_id=self.client_id,
+                channel_id=channel_seq[0] if forwarded else (job.channel_id if job else 0),
+                sequence_number=channel_seq[1] if forwarded else 0,
+                sv1_job_id=(sub.sv1_job_id if sub is not None else "")[:64],
+                job_id=job.job_id if job else 0,
+                nonce=nonce,
+                ntime=ntime,
+                version=version,
+                extranonce=(self.extranonce1 + en2).hex(),
+                share_hash=share_hash,
+                target_difficulty=target_diff,
+                share_difficulty=share_diff,
+                verdict=verdict,
+                forwarded=forwarded,
+            )
+        )
