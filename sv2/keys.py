@@ -1,0 +1,167 @@
+"""Authority key text encoding (base58check) and key generation.
+
+This module owns the text form of SV2 keys as they appear in configs and
+URLs, and nothing else:
+
+- public authority key: ``base58check(01 00 || xonly32)``, where ``01 00`` is
+  the format version 1 as a little-endian U16 (34 bytes before the checksum);
+- secret key: ``base58check(secret32)`` with no prefix.
+
+base58check here is the Bitcoin alphabet with a 4-byte double-SHA256
+checksum and no version byte of its own. The codec is implemented locally
+(it is short) rather than pulling in a third-party package.
+
+Every malformed string raises ``KeyFormatError`` with a message that names
+the problem (character, checksum, length, version, x coordinate, scalar).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from coincurve import PublicKeyXOnly
+from coincurve.utils import get_valid_secret
+
+from sv2.errors import KeyFormatError
+
+__all__ = [
+    "PUBLIC_KEY_VERSION",
+    "b58check_decode",
+    "b58check_encode",
+    "b58decode",
+    "b58encode",
+    "decode_public_key",
+    "decode_secret_key",
+    "encode_public_key",
+    "encode_secret_key",
+    "generate_keypair",
+    "generate_secret",
+    "xonly_from_secret",
+]
+
+PUBLIC_KEY_VERSION = 1
+_VERSION_PREFIX = PUBLIC_KEY_VERSION.to_bytes(2, "little")
+_KEY_SIZE = 32
+_CHECKSUM_SIZE = 4
+_GROUP_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+
+
+def b58encode(data: bytes) -> str:
+    """Plain base58 (Bitcoin alphabet); each leading zero byte becomes ``1``."""
+    zeros = len(data) - len(data.lstrip(b"\0"))
+    n = int.from_bytes(data, "big")
+    digits: list[str] = []
+    while n:
+        n, r = divmod(n, 58)
+        digits.append(_ALPHABET[r])
+    return "1" * zeros + "".join(reversed(digits))
+
+
+def b58decode(text: str) -> bytes:
+    """Inverse of ``b58encode``; rejects characters outside the alphabet."""
+    n = 0
+    for pos, c in enumerate(text):
+        digit = _INDEX.get(c)
+        if digit is None:
+            raise KeyFormatError(f"invalid base58 character {c!r} at position {pos}")
+        n = n * 58 + digit
+    zeros = len(text) - len(text.lstrip("1"))
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\0" * zeros + body
+
+
+def _checksum(payload: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:_CHECKSUM_SIZE]
+
+
+def b58check_encode(payload: bytes) -> str:
+    return b58encode(payload + _checksum(payload))
+
+
+def b58check_decode(text: str) -> bytes:
+    """Decode base58check and return the payload without its checksum."""
+    raw = b58decode(text)
+    if len(raw) < _CHECKSUM_SIZE:
+        raise KeyFormatError(f"base58check string too short: {len(raw)} bytes decoded")
+    payload, check = raw[:-_CHECKSUM_SIZE], raw[-_CHECKSUM_SIZE:]
+    if _checksum(payload) != check:
+        raise KeyFormatError("bad base58check checksum")
+    return payload
+
+
+def _check_xonly(xonly: bytes) -> None:
+    if len(xonly) != _KEY_SIZE:
+        raise KeyFormatError(f"x-only public key has wrong length: {len(xonly)} bytes, expected 32")
+    try:
+        PublicKeyXOnly(xonly)
+    except ValueError:
+        raise KeyFormatError("public key is not a valid secp256k1 x coordinate") from None
+
+
+def _check_secret(secret: bytes) -> None:
+    if len(secret) != _KEY_SIZE:
+        raise KeyFormatError(f"secret key has wrong length: {len(secret)} bytes, expected 32")
+    if not 0 < int.from_bytes(secret, "big") < _GROUP_ORDER:
+        raise KeyFormatError("secret key is not a valid secp256k1 scalar")
+
+
+def encode_public_key(xonly: bytes) -> str:
+    """Text form of a 32-byte x-only authority public key (starts with ``9``)."""
+    _check_xonly(xonly)
+    return b58check_encode(_VERSION_PREFIX + xonly)
+
+
+def decode_public_key(text: str) -> bytes:
+    """Parse an authority public key string and return the 32-byte x-only key."""
+    # Surrounding whitespace is a copy/paste artefact in configs, never data.
+    payload = b58check_decode(text.strip())
+    if len(payload) != len(_VERSION_PREFIX) + _KEY_SIZE:
+        raise KeyFormatError(
+            f"authority public key has wrong length: {len(payload)} bytes, expected 34"
+        )
+    version = int.from_bytes(payload[:2], "little")
+    if version != PUBLIC_KEY_VERSION:
+        raise KeyFormatError(
+            f"unsupported authority public key version {version}, expected {PUBLIC_KEY_VERSION}"
+        )
+    xonly = payload[2:]
+    _check_xonly(xonly)
+    return xonly
+
+
+def encode_secret_key(secret: bytes) -> str:
+    _check_secret(secret)
+    return b58check_encode(secret)
+
+
+def decode_secret_key(text: str) -> bytes:
+    """Parse a base58check secret key string and return the 32 raw bytes."""
+    secret = b58check_decode(text.strip())
+    _check_secret(secret)
+    return secret
+
+
+def xonly_from_secret(secret: bytes) -> bytes:
+    """The BIP340 x-only public key (32 bytes) of a secret key."""
+    _check_secret(secret)
+    return PublicKeyXOnly.from_secret(secret).format()
+
+
+def generate_secret() -> bytes:
+    """A fresh random 32-byte secret key (uniform in [1, n-1])."""
+    # coincurve's helper draws os.urandom until the value is a valid scalar,
+    # without the cost of deriving public keys we may not need.
+    return get_valid_secret()
+
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A fresh random ``(secret32, xonly32)`` pair.
+
+    Unlike SRI's generator we do not negate secrets whose point has an odd Y:
+    both x-only ECDH and BIP340 are indifferent to it.
+    """
+    secret = generate_secret()
+    return secret, xonly_from_secret(secret)
