@@ -53,6 +53,7 @@ class Sv2Connection:
         self.max_payload = max_payload
         self._state = State.HANDSHAKE
         self._buf = bytearray()
+        self._pos = 0  # read offset into _buf; compacted only when more bytes are needed
         self._out = bytearray()
         self._transport: NoiseTransport | None = None
         self._header: FrameHeader | None = None  # decrypted header awaiting its payload
@@ -72,11 +73,12 @@ class Sv2Connection:
     def close(self) -> None:
         self._state = State.CLOSED
         self._buf.clear()
+        self._pos = 0
 
     def eof(self) -> None:
         """The peer closed its side. Raises if it left a truncated handshake or frame."""
         state = self._state
-        pending = len(self._buf)
+        pending = len(self._buf) - self._pos
         self.close()
         if state is State.HANDSHAKE:
             raise HandshakeTruncated(f"connection closed during the handshake ({pending} bytes buffered)")
@@ -92,13 +94,6 @@ class Sv2Connection:
         self._buf += data
         if self._state is State.HANDSHAKE:
             self._advance_handshake()
-        elif len(self._buf) > self._max_buffer():
-            # A well-behaved peer never has more than one maximal frame in flight
-            # unread by us; the caller drains next_message() after every read.
-            pass
-
-    def _max_buffer(self) -> int:
-        return HEADER_CT_SIZE + NoiseTransport.encrypted_payload_length(self.max_payload)
 
     def _advance_handshake(self) -> None:
         try:
@@ -122,18 +117,26 @@ class Sv2Connection:
         self._state = State.TRANSPORT
 
     def next_message(self) -> AnyMessage | None:
-        """Return the next complete message, or None if more bytes are needed."""
+        """Return the next complete message, or None if more bytes are needed.
+
+        The buffer is bounded by construction: a frame's declared length is
+        checked against ``max_payload`` before its payload is awaited, and the
+        caller drains messages after every read.
+        """
         if self._state is not State.TRANSPORT:
             if self._state is State.CLOSED:
                 raise StateError("next_message on a closed connection")
             return None
         assert self._transport is not None
+        buf, pos = self._buf, self._pos
         try:
             if self._header is None:
-                if len(self._buf) < HEADER_CT_SIZE:
+                if len(buf) - pos < HEADER_CT_SIZE:
+                    self._compact()
                     return None
-                hdr = self._transport.decrypt_header(bytes(self._buf[:HEADER_CT_SIZE]))
-                del self._buf[:HEADER_CT_SIZE]
+                hdr = self._transport.decrypt_header(bytes(buf[pos : pos + HEADER_CT_SIZE]))
+                pos += HEADER_CT_SIZE
+                self._pos = pos
                 header = FrameHeader.decode(hdr)
                 if header.msg_length > self.max_payload:
                     raise FrameTooLarge(
@@ -142,20 +145,21 @@ class Sv2Connection:
                 self._header = header
             header = self._header
             ct_len = NoiseTransport.encrypted_payload_length(header.msg_length)
-            if len(self._buf) < ct_len:
+            if len(buf) - pos < ct_len:
+                self._compact()
                 return None
-            if ct_len:
-                payload = self._transport.decrypt_payload(bytes(self._buf[:ct_len]))
-                del self._buf[:ct_len]
-            else:
-                payload = b""
+            payload = self._transport.decrypt_payload(bytes(buf[pos : pos + ct_len])) if ct_len else b""
+            self._pos = pos + ct_len
             self._header = None
-            return decode_message(
-                header.extension_type | (0x8000 if header.channel_msg else 0), header.msg_type, payload
-            )
+            return decode_message(header.extension_type, header.msg_type, payload, header.channel_msg)
         except ProtocolError:
             self.close()
             raise
+
+    def _compact(self) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
 
     def messages(self) -> Iterator[AnyMessage]:
         """Iterate every complete message currently buffered."""

@@ -1,0 +1,264 @@
+"""sv2.connection: the sans-IO connection in memory and over a real TCP socket."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from sv2.connection import Role, State, Sv2Connection
+from sv2.errors import (
+    AuthorityKeyMismatch,
+    CertificateExpired,
+    DecryptError,
+    FrameTooLarge,
+    HandshakeTruncated,
+    ProtocolError,
+    StateError,
+)
+from sv2.keys import generate_keypair
+from sv2.messages import (
+    NewExtendedMiningJob,
+    SetupConnection,
+    SubmitSharesExtended,
+    SubmitSharesSuccess,
+    UnknownMessage,
+)
+from sv2.noise import NoiseInitiator, NoiseResponder
+
+AUTH_SECRET, AUTH_XONLY = generate_keypair()
+
+
+def pair(
+    *, authority: bytes = AUTH_XONLY, now: float | None = None, max_payload: int = 1 << 20
+) -> tuple[Sv2Connection, Sv2Connection]:
+    clock = (lambda: now) if now is not None else time.time
+    client = Sv2Connection(NoiseInitiator(authority, now=clock), max_payload=max_payload)
+    server = Sv2Connection(NoiseResponder(AUTH_SECRET), max_payload=max_payload)
+    return client, server
+
+
+def handshake(client: Sv2Connection, server: Sv2Connection) -> None:
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    assert client.state is State.TRANSPORT and server.state is State.TRANSPORT
+
+
+def share(seq: int) -> SubmitSharesExtended:
+    return SubmitSharesExtended(
+        channel_id=1, sequence_number=seq, job_id=7, nonce=seq * 3, ntime=1_700_000_000, version=0x20000000,
+        extranonce=seq.to_bytes(8, "little"),
+    )
+
+
+def job(i: int, coinbase_len: int = 100) -> NewExtendedMiningJob:
+    return NewExtendedMiningJob(
+        channel_id=1, job_id=i, min_ntime=None if i % 2 else 1_700_000_000 + i, version=0x20000000,
+        version_rolling_allowed=True, merkle_path=tuple(bytes([i % 256]) * 32 for _ in range(3)),
+        coinbase_tx_prefix=bytes(coinbase_len), coinbase_tx_suffix=b"\x01" * 40,
+    )
+
+
+def test_roles_and_act_sizes() -> None:
+    client, server = pair()
+    assert client.role is Role.INITIATOR and server.role is Role.RESPONDER
+    act1 = client.data_to_send()
+    assert len(act1) == 64 and client.data_to_send() == b""
+    server.receive_data(act1)
+    act2 = server.data_to_send()
+    assert len(act2) == 234
+    client.receive_data(act2)
+    assert client.handshake_complete and server.handshake_complete
+
+
+def test_messages_both_ways_split_at_every_byte() -> None:
+    client, server = pair()
+    handshake(client, server)
+    wire = client.send(share(1)) + client.send(job(2, coinbase_len=65_535)) + client.send(share(3))
+    got = []
+    for b in wire:  # one byte at a time: the worst fragmentation a socket can produce
+        server.receive_data(bytes([b]))
+        got.extend(server.messages())
+    assert got == [share(1), job(2, coinbase_len=65_535), share(3)]
+    server_wire = server.send(SubmitSharesSuccess(channel_id=1, last_sequence_number=3, new_submits_accepted_count=3, new_shares_sum=9))
+    client.receive_data(server_wire)
+    assert list(client.messages()) == [
+        SubmitSharesSuccess(channel_id=1, last_sequence_number=3, new_submits_accepted_count=3, new_shares_sum=9)
+    ]
+
+
+def test_unknown_message_type_is_surfaced_not_fatal() -> None:
+    client, server = pair()
+    handshake(client, server)
+    unknown = UnknownMessage(extension_type=0x4242, msg_type=0x99, channel_msg=False, payload=b"hello")
+    server.receive_data(client.send(unknown) + client.send(share(5)))
+    msgs = list(server.messages())
+    assert isinstance(msgs[0], UnknownMessage) and msgs[0].payload == b"hello"
+    assert msgs[1] == share(5)
+
+
+def test_send_before_handshake_is_a_state_error() -> None:
+    client, _ = pair()
+    with pytest.raises(StateError, match="handshake"):
+        client.send(share(1))
+
+
+def test_wrong_authority_key_is_rejected() -> None:
+    _, other = generate_keypair()
+    client, server = pair(authority=other)
+    server.receive_data(client.data_to_send())
+    with pytest.raises(AuthorityKeyMismatch):
+        client.receive_data(server.data_to_send())
+    assert client.state is State.CLOSED
+    with pytest.raises(StateError):
+        client.receive_data(b"x")
+
+
+def test_expired_certificate_is_rejected() -> None:
+    client, server = pair(now=time.time() + 7200)
+    server.receive_data(client.data_to_send())
+    with pytest.raises(CertificateExpired):
+        client.receive_data(server.data_to_send())
+
+
+@pytest.mark.parametrize("offset", [10, 100, 200])
+def test_tampered_act2_is_rejected(offset: int) -> None:
+    client, server = pair()
+    server.receive_data(client.data_to_send())
+    act2 = bytearray(server.data_to_send())
+    act2[offset] ^= 1
+    with pytest.raises(ProtocolError):  # DecryptError (MAC) or a bad ephemeral key
+        client.receive_data(bytes(act2))
+
+
+def test_truncated_handshake_at_eof() -> None:
+    client, server = pair()
+    server.receive_data(client.data_to_send()[:63])
+    assert server.state is State.HANDSHAKE
+    with pytest.raises(HandshakeTruncated):
+        server.eof()
+    client2, server2 = pair()
+    server2.receive_data(client2.data_to_send())
+    client2.receive_data(server2.data_to_send()[:233])
+    with pytest.raises(HandshakeTruncated):
+        client2.eof()
+
+
+def test_truncated_frame_at_eof() -> None:
+    client, server = pair()
+    handshake(client, server)
+    wire = client.send(share(1))
+    server.receive_data(wire[:-1])
+    assert list(server.messages()) == []
+    with pytest.raises(ProtocolError, match="inside a frame"):
+        server.eof()
+
+
+def test_tampered_transport_frame() -> None:
+    client, server = pair()
+    handshake(client, server)
+    wire = bytearray(client.send(share(1)))
+    wire[30] ^= 0x80  # inside the payload ciphertext
+    server.receive_data(bytes(wire))
+    with pytest.raises(DecryptError):
+        list(server.messages())
+    assert server.state is State.CLOSED
+
+
+def test_replayed_frame_fails_the_mac() -> None:
+    client, server = pair()
+    handshake(client, server)
+    wire = client.send(share(1))
+    server.receive_data(wire)
+    assert list(server.messages()) == [share(1)]
+    server.receive_data(wire)
+    with pytest.raises(DecryptError):
+        list(server.messages())
+
+
+def test_oversize_frame_rejected_before_buffering() -> None:
+    client, _ = pair(max_payload=1 << 20)
+    _, server = pair(max_payload=100)
+    client = Sv2Connection(NoiseInitiator(AUTH_XONLY), max_payload=1 << 20)
+    handshake(client, server)
+    wire = client.send(job(1, coinbase_len=1000))
+    server.receive_data(wire[:22])  # the header alone is enough to refuse
+    with pytest.raises(FrameTooLarge, match="limit 100"):
+        list(server.messages())
+
+
+def test_outgoing_oversize_refused() -> None:
+    client, server = pair(max_payload=200)
+    handshake(client, server)
+    with pytest.raises(FrameTooLarge):
+        client.send(job(1, coinbase_len=1000))
+
+
+async def test_tcp_handshake_and_10000_messages_each_way() -> None:
+    """Initiator and responder over a real socket on 127.0.0.1, 10,000 messages both ways."""
+    n = 10_000
+    server_got: list[object] = []
+    server_done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Sv2Connection(NoiseResponder(AUTH_SECRET))
+        while len(server_got) < n:
+            data = await reader.read(65536)
+            if not data:
+                break
+            conn.receive_data(data)
+            writer.write(conn.data_to_send())
+            for msg in conn.messages():
+                server_got.append(msg)
+                assert isinstance(msg, SubmitSharesExtended)
+                writer.write(
+                    conn.send(
+                        SubmitSharesSuccess(
+                            channel_id=1, last_sequence_number=msg.sequence_number,
+                            new_submits_accepted_count=1, new_shares_sum=msg.nonce,
+                        )
+                    )
+                )
+            await writer.drain()
+        server_done.set()
+        writer.close()
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    conn = Sv2Connection(NoiseInitiator(AUTH_XONLY))
+    writer.write(conn.data_to_send())
+    while not conn.handshake_complete:
+        conn.receive_data(await reader.read(65536))
+    out = bytearray()
+    for i in range(n):
+        out += conn.send(share(i))
+    writer.write(bytes(out))
+    await writer.drain()
+    acks: list[SubmitSharesSuccess] = []
+    while len(acks) < n:
+        data = await asyncio.wait_for(reader.read(65536), 20)
+        assert data, "server closed early"
+        conn.receive_data(data)
+        for m in conn.messages():
+            assert isinstance(m, SubmitSharesSuccess)
+            acks.append(m)
+    await asyncio.wait_for(server_done.wait(), 20)
+    writer.close()
+    srv.close()
+    await srv.wait_closed()
+    assert [m.sequence_number for m in server_got] == list(range(n))  # type: ignore[attr-defined]
+    assert [a.last_sequence_number for a in acks] == list(range(n))
+    assert [a.new_shares_sum for a in acks] == [i * 3 for i in range(n)]
+
+
+def test_setup_connection_is_not_a_channel_message() -> None:
+    client, server = pair()
+    handshake(client, server)
+    msg = SetupConnection(
+        protocol=0, min_version=2, max_version=2, flags=4, endpoint_host="127.0.0.1", endpoint_port=34254,
+        vendor="tproxy", hardware_version="Translator Proxy", firmware="", device_id="",
+    )
+    server.receive_data(client.send(msg))
+    assert list(server.messages()) == [msg]
