@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from sv2.connection import Sv2Connection  # noqa: E402
-from sv2.keys import generate_keypair  # noqa: E402
-from sv2.messages import Message, NewExtendedMiningJob, SubmitSharesExtended  # noqa: E402
-from sv2.noise import NoiseInitiator, NoiseResponder  # noqa: E402
+from sv2.connection import Sv2Connection
+from sv2.keys import generate_keypair
+from sv2.messages import Message, NewExtendedMiningJob, SubmitSharesExtended
+from sv2.noise import NoiseInitiator, NoiseResponder
 
 
 def rate(fn: Callable[[int], None], seconds: float, batch: int = 2000) -> float:
@@ -125,7 +125,7 @@ def bench_message(label: str, msg: Message, seconds: float) -> None:
     print(f"  bare ChaCha20Poly1305 encrypt    : {bare_tx:12,.0f} ops/s   ratio sv2/bare = {tx / bare_tx:.2f}")
     print(f"  decrypt+decode  (sv2 stack)      : {rx:12,.0f} msg/s")
     print(f"  bare ChaCha20Poly1305 decrypt    : {bare_rx:12,.0f} ops/s   ratio sv2/bare = {rx / bare_rx:.2f}")
-    print(f"  (each SV2 frame costs 2 AEAD calls: 6-byte header + payload; ideal ratio is about 0.5)")
+    print("  (each SV2 frame costs 2 AEAD calls: 6-byte header + payload; ideal ratio is about 0.5)")
 
 
 def main() -> None:
