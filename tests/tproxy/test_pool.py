@@ -46,9 +46,11 @@ from sv2.messages import (
     UpdateChannelError,
 )
 from sv2.noise import NoiseInitiator
+from tests.conftest import load_vector
 from tproxy.errors import ConfigError
 from tproxy.pool import DevPool, PoolSettings, load_pool_settings
-from tproxy.pool.template import parse_transaction
+from tproxy.pool.channel import ChainTip, PoolChannel
+from tproxy.pool.template import Job, parse_transaction, strip_bip141
 
 M = TypeVar("M")
 REPO = Path(__file__).resolve().parents[2]
@@ -186,6 +188,38 @@ class Channel:
             extranonce=en if en is not None else bytes(self.ok.extranonce_size),
         ))
         return self.seq
+
+
+# ---------------------------------------------------------------------------- sans-IO validation vs SRI
+
+
+@pytest.mark.parametrize("case", range(3))
+def test_channel_validation_matches_the_sri_share_vectors(case: int) -> None:
+    v = load_vector("share_validation_sri")
+    j, c = v["job"], v["cases"][case]
+    prefix, suffix = strip_bip141(
+        bytes.fromhex(j["coinbase_tx_prefix_hex (as sent, with BIP141 marker/flag)"]),
+        bytes.fromhex(j["coinbase_tx_suffix_hex (as sent, with witness)"]),
+    )
+    assert prefix.hex() == j["coinbase_tx_prefix_stripped_hex"]
+    assert suffix.hex() == j["coinbase_tx_suffix_stripped_hex"]
+    job = Job(j["job_id"], 1, j["version"], True, prefix, suffix, prefix, suffix, (), 32)
+    ch = PoolChannel(
+        9, 8, standard=False, user_identity="u",
+        extranonce_prefix=bytes.fromhex(v["channel"]["extranonce_prefix_hex"]),
+        extranonce_size=v["channel"]["rollable_extranonce_size"],
+        target=int(c["channel_target_be_hex"], 16), max_target=work.MAX_TARGET,
+        share_batch_size=10, max_seen_shares=100,
+    )
+    ch.add_future_job(job)
+    snp = v["set_new_prev_hash"]
+    assert ch.set_new_prev_hash(job.job_id, ChainTip(
+        bytes.fromhex(snp["prev_hash_hex (wire bytes = header bytes)"]), c["nbits"], snp["min_ntime"], 1))
+    res = ch.submit(1, job.job_id, bytes.fromhex(v["share_common"]["extranonce_hex"]),
+                    c["ntime"], c["nonce"], c["version"], work.target_from_nbits(c["nbits"]))
+    assert res.hash is not None and res.hash.hex() == c["hash_internal_le_hex"]
+    expected = {"BlockFound": (None, True), "Valid": (None, False), "DoesNotMeetTarget": ("difficulty-too-low", False)}
+    assert (res.error, res.block_found) == expected[c["sri_result"].split()[0]]
 
 
 # ---------------------------------------------------------------------------- handshake / setup
