@@ -565,10 +565,10 @@ class Bridge:
         for ch in list(self.channels.values()):
             self._maybe_update_channel(ch, now)
             self._maybe_keepalive(ch, now)
-        if self.outage_since is not None and self.sessions:
-            if now - self.outage_since >= self.settings.proxy.outage_reconnect_after_s:
-                self._disconnect_all("upstream outage outlasted outage_reconnect_after_s")
-                self.outage_since = now
+        outage = self.outage_since
+        if outage is not None and self.sessions and now - outage >= self.settings.proxy.outage_reconnect_after_s:
+            self._disconnect_all("upstream outage outlasted outage_reconnect_after_s")
+            self.outage_since = now
 
     def _maybe_update_channel(self, ch: LiveChannel, now: float) -> None:
         if now - ch.last_update_sent < UPDATE_CHANNEL_MIN_INTERVAL_S:

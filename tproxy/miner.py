@@ -240,9 +240,11 @@ class SyntheticMiner:
         self.extranonce2_start = extranonce2_start
         self.submit_invalid = submit_invalid
         if suggest_difficulty is None:
-            # ~10 shares a minute at the configured (or a typical CPU) hashrate.
+            # About two shares a second at the configured (or a typical CPU)
+            # hashrate: a hint that never slows a test down much. A real Bitaxe
+            # suggests its configured difficulty (1000 by default).
             rate = hashrate_limit if hashrate_limit is not None else 300_000.0
-            suggest_difficulty = max(1e-8, rate * 6 / 2**32)
+            suggest_difficulty = max(1e-8, rate / 2 / 2**32)
         self.suggested_difficulty = suggest_difficulty
         self.roll_version = roll_version
         self.reconnect = reconnect

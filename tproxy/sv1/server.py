@@ -127,6 +127,8 @@ class Sv1Server:
                     self.closed_idle += 1
                     log.info("client %d (%s): idle timeout", session.client_id, peer)
                     return
+                except OSError:  # reset by the miner: an ordinary way to leave
+                    return
                 if not data:
                     return
                 timeout = self.settings.idle_timeout_s

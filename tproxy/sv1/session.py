@@ -286,7 +286,7 @@ class MinerSession:
         else:
             mask = self.version_mask
             bits = sub.version_bits
-            if mask is None or bits & ~mask & 0xFFFFFFFF or not job.version_rolling_allowed and bits & mask:
+            if mask is None or bits & ~mask & 0xFFFFFFFF or (not job.version_rolling_allowed and bits & mask):
                 self._record(received_ms, sub, job, "invalid-version-bits", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
                 self._reject(req, p.OTHER, "invalid-version-bits", "version bits outside the negotiated mask")
                 return
@@ -331,7 +331,7 @@ class MinerSession:
             c.best_difficulty = share_diff
         if forwarded_to is not None:
             c.forwarded += 1
-        self.vardiff.record_share(now)
+        self.vardiff.record_share(now, target_diff)
         self.write(p.result(req.id, True))
         self._record(
             received_ms, sub, job, VERDICT_ACCEPTED, ntime, nonce, version, en2, h[::-1].hex(), share_diff,
