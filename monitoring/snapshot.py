@@ -1,0 +1,627 @@
+"""The snapshot cache: the only place monitoring reads proxy state.
+
+Owns ``SnapshotCache`` and the immutable ``Snapshot`` it publishes. A named
+background task asks the ``MonitoringSource`` for the proxy's state every
+``refresh_interval`` seconds, builds a complete, API-ready ``Snapshot`` (JSON
+bodies pre-serialized per item, the Prometheus text rendered once, health
+evaluated) and publishes it by assigning one attribute. Request handlers read
+``cache.snapshot`` and nothing else: no lock, no await, no walk over live
+objects, so a request costs only the sending of bytes that already exist
+(and ``monitoring.api`` caps the rate of those).
+
+The build walks every SV1 client (10,000+ on a farm) on the event loop, in
+slices: after each item it checks a time budget (``slice_budget_s``, 1 ms by
+default) and yields to the loop when it is spent. ``Snapshot.max_slice_seconds``
+records the longest stretch a build held the loop.
+
+Per-worker share statistics over 5 minutes, 1 hour and 24 hours come from the
+share log's aggregate (``MonitoringSource.worker_stats``, which may query the
+database). They are fetched by a second task on their own, slower interval
+with a timeout, kept in the cache, and folded into the next snapshot; a
+request never queries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from time import perf_counter
+from types import MappingProxyType
+from typing import Any
+
+from monitoring.metrics import MetricsInput, MetricsRenderer, RenderedMetrics
+from monitoring.slicing import Slicer
+from monitoring.source import (
+    MonitoringSource,
+    ShareLogState,
+    Sv1ClientState,
+    UpstreamChannelState,
+    UpstreamState,
+)
+
+log = logging.getLogger("monitoring.snapshot")
+
+# (label, seconds) of the per-worker windows, as the API and the metrics name them.
+WORKER_WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("1h", 3600), ("24h", 86400))
+HASHES_PER_DIFFICULTY = float(2**32)  # expected hashes per share of difficulty 1
+
+# One worker's figures over one window: (shares_accepted, shares_rejected,
+# accepted_difficulty_sum, last_share_at). A tuple of atoms, which the GC stops
+# tracking, rather than the source's dataclass instances.
+_Win = tuple[int, int, float, float | None]
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def dumps(obj: object) -> bytes:
+    """Compact JSON bytes (the one JSON encoding used by monitoring)."""
+    return _encode(obj).encode()
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def _opt(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def sv1_worker_name(worker_name: str) -> str:
+    """The part after the first '.' of an SV1 username ("account.rig7" -> "rig7").
+
+    The whole name when there is no '.' or nothing follows it. This is what
+    the reference API calls ``sv1_worker_name``.
+    """
+    _, dot, rest = worker_name.partition(".")
+    return rest if dot and rest else worker_name
+
+
+# -- the published snapshot ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Health as of one snapshot (staleness is added at request time)."""
+
+    reasons: tuple[str, ...]
+    upstream_ok: bool
+    share_log_ok: bool | None  # None when the share log is not configured
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the HTTP handlers serve, frozen at one instant.
+
+    The containers are tuples, bytes and read-only mapping proxies; the small
+    summary dicts are shared read-only by convention (handlers copy before
+    adding request-time fields).
+    """
+
+    seq: int  # 0 for the placeholder published before the first build
+    taken_at: float  # unix seconds
+    build_seconds: float
+    max_slice_seconds: float  # longest event-loop stretch of this build
+    slices: int
+    upstream: UpstreamState
+    health: Health
+    server: Mapping[str, Any]  # /api/v1/server body
+    global_info: Mapping[str, Any]  # /api/v1/global body without uptime_secs
+    share_log: Mapping[str, Any] | None
+    channels: tuple[bytes, ...]  # ServerExtendedChannelInfo JSON, by channel_id
+    sv1_clients: tuple[bytes, ...]  # Sv1ClientInfo JSON, sorted by client_id
+    sv1_by_id: Mapping[int, bytes]
+    sv1_hashrate_total: float
+    workers: tuple[bytes, ...]  # WorkerInfo JSON, sorted by worker_name
+    workers_by_name: Mapping[str, bytes]
+    worker_stats_at: float | None  # unix seconds of the worker statistics used
+    metrics: RenderedMetrics  # Prometheus text without sv2_uptime_seconds
+
+    @classmethod
+    def placeholder(cls) -> Snapshot:
+        up = UpstreamState(connected=False, channel_open=False, address=None, since=None)
+        return cls(
+            seq=0,
+            taken_at=0.0,
+            build_seconds=0.0,
+            max_slice_seconds=0.0,
+            slices=0,
+            upstream=up,
+            health=Health(reasons=("no monitoring snapshot yet",), upstream_ok=False, share_log_ok=None),
+            server=MappingProxyType(
+                {"extended_channels_count": 0, "standard_channels_count": 0, "total_hashrate": 0.0, "upstream": _upstream_json(up)}
+            ),
+            global_info=MappingProxyType({}),
+            share_log=None,
+            channels=(),
+            sv1_clients=(),
+            sv1_by_id=MappingProxyType({}),
+            sv1_hashrate_total=0.0,
+            workers=(),
+            workers_by_name=MappingProxyType({}),
+            worker_stats_at=None,
+            metrics=RenderedMetrics.empty(),
+        )
+
+
+# -- JSON shapes (field names: anchors 2.1/2.2 and docs/NAMES.md) ----------------
+
+
+def _upstream_json(u: UpstreamState) -> dict[str, Any]:
+    return {"connected": u.connected, "channel_open": u.channel_open, "address": u.address, "since": u.since}
+
+
+def _channel_json(c: UpstreamChannelState) -> dict[str, Any]:
+    return {
+        "channel_id": c.channel_id,
+        "user_identity": c.user_identity,
+        "nominal_hashrate": _opt(c.nominal_hashrate),
+        "target_hex": c.target.to_bytes(32, "big").hex(),
+        "extranonce_prefix_hex": c.extranonce_prefix.hex(),
+        "full_extranonce_size": c.full_extranonce_size,
+        "rollable_extranonce_size": c.rollable_extranonce_size,
+        "version_rolling": c.version_rolling,
+        "shares_acknowledged": c.shares_acknowledged,
+        "shares_submitted": c.shares_submitted,
+        "shares_rejected": c.shares_rejected,
+        "shares_rejected_by_reason": dict(c.shares_rejected_by_reason),
+        "acknowledged_work_sum": c.acknowledged_work_sum,
+        "validated_work_sum": _finite(float(c.validated_work_sum)),
+        "best_diff": _finite(float(c.best_diff)),
+        "blocks_found": c.blocks_found,
+    }
+
+
+def _client_json(c: Sv1ClientState) -> dict[str, Any]:
+    # Field names: the reference (stratum-apps 0.7+) replaced authorized_worker_name
+    # by sv1_username (the full mining.authorize name) and sv1_worker_name (the part
+    # after the first '.'); dashboards built for it (sv2-ui) read those two, so we
+    # keep them. We add worker_name, which carries the same value as sv1_username,
+    # because it is our one name for that concept (docs/NAMES.md): it is the key of
+    # /api/v1/workers/{name}, the Prometheus label `worker` and the share-log column,
+    # so a client row joins to those without a rename.
+    return {
+        "client_id": c.client_id,
+        "channel_id": c.channel_id,
+        "worker_name": c.worker_name,
+        "sv1_username": c.worker_name,
+        "sv1_worker_name": sv1_worker_name(c.worker_name),
+        "user_identity": c.user_identity,
+        "target_hex": c.target.to_bytes(32, "big").hex(),
+        "hashrate": _opt(c.hashrate),
+        "stable_hashrate": c.stable_hashrate,
+        "extranonce1_hex": c.extranonce1.hex(),
+        "extranonce2_len": c.extranonce2_len,
+        "version_rolling_mask": None if c.version_rolling_mask is None else f"{c.version_rolling_mask:08x}",
+        "version_rolling_min_bit": None if c.version_rolling_min_bit is None else f"{c.version_rolling_min_bit:08x}",
+        "connection_ip": c.connection_ip,
+        "connected_at": c.connected_at,
+        "shares_accepted": c.shares_accepted,
+        "shares_rejected": c.shares_rejected,
+        "last_share_at": c.last_share_at,
+    }
+
+
+def _share_log_json(s: ShareLogState) -> dict[str, Any]:
+    return {
+        "queued": s.queued,
+        "written": s.written,
+        "spooled": s.spooled,
+        "replayed": s.replayed,
+        "retried": s.retried,
+        "failed_batches": s.failed_batches,
+        "dropped": s.dropped,
+        "spool_pending": s.spool_pending,
+        "oldest_unwritten_age_s": _finite(s.oldest_unwritten_age_s),
+        "db_up": s.db_up,
+    }
+
+
+def _window_json(seconds: int, w: _Win | None) -> dict[str, Any]:
+    if w is None:
+        w = (0, 0, 0.0, None)
+    accepted, rejected, diff, last = w
+    return {
+        "window_s": seconds,
+        "shares_accepted": accepted,
+        "shares_rejected": rejected,
+        "accepted_difficulty_sum": diff,
+        "hashrate": diff * HASHES_PER_DIFFICULTY / seconds,
+        "last_share_at": last,
+    }
+
+
+# -- the cache ------------------------------------------------------------------
+
+
+class SnapshotCache:
+    """Builds snapshots in the background and publishes the latest one."""
+
+    def __init__(
+        self,
+        source: MonitoringSource,
+        *,
+        refresh_interval: float = 5.0,
+        worker_stats_interval: float = 30.0,
+        worker_stats_timeout: float = 10.0,
+        max_share_log_lag_s: float = 120.0,
+        max_db_down_s: float = 300.0,
+        stale_after_s: float | None = None,
+        slice_budget_s: float = 0.001,
+        started_at: float | None = None,
+        renderer: MetricsRenderer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """
+        ``max_share_log_lag_s``: unhealthy when the oldest share not yet in
+        ClickHouse is older than this. ``max_db_down_s``: unhealthy when the
+        database has been unreachable (shares going to the spool) this long.
+        ``stale_after_s``: unhealthy when the published snapshot is older than
+        this (the refresher is stuck); default three intervals plus 5 s.
+        """
+        if refresh_interval <= 0 or worker_stats_interval <= 0:
+            raise ValueError("intervals must be > 0")
+        self._source = source
+        self.refresh_interval = refresh_interval
+        self.worker_stats_interval = worker_stats_interval
+        self.worker_stats_timeout = worker_stats_timeout
+        self.max_share_log_lag_s = max_share_log_lag_s
+        self.max_db_down_s = max_db_down_s
+        self.stale_after_s = stale_after_s if stale_after_s is not None else 3 * refresh_interval + 5.0
+        self.slice_budget_s = slice_budget_s
+        self._clock = clock
+        self.started_at = started_at if started_at is not None else clock()
+        self.renderer = renderer if renderer is not None else MetricsRenderer()
+
+        self._snapshot = Snapshot.placeholder()
+        self._seq = 0
+        self._build_lock = asyncio.Lock()  # serializes builders only; readers never touch it
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
+        self.refresh_errors = 0
+        self.worker_stats_errors = 0
+        self.last_worker_stats_error: str | None = None
+
+        # Worker statistics: worker_name -> one _Win (or None) per WORKER_WINDOWS entry;
+        # replaced whole on each successful fetch.
+        self._worker_stats: Mapping[str, tuple[_Win | None, ...]] = MappingProxyType({})
+        self._worker_stats_at: float | None = None
+
+        # Health state carried from one build to the next.
+        self._prev_dropped: int | None = None
+        self._db_down_since: float | None = None
+
+    # -- readers -------------------------------------------------------------
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The latest published snapshot. Never blocks, never awaits."""
+        return self._snapshot
+
+    def now(self) -> float:
+        """The cache's clock (unix seconds)."""
+        return self._clock()
+
+    def uptime(self) -> float:
+        return max(0.0, self._clock() - self.started_at)
+
+    def health_now(self, snap: Snapshot) -> tuple[bool, tuple[str, ...], float]:
+        """(ok, reasons, snapshot age): the snapshot's health plus staleness now."""
+        age = max(0.0, self._clock() - snap.taken_at) if snap.seq else math.inf
+        reasons = snap.health.reasons
+        if snap.seq and age > self.stale_after_s:
+            reasons = (*reasons, f"monitoring snapshot is stale ({age:.0f} s old)")
+        return (not reasons, reasons, age)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self, *, first_stats_timeout: float = 2.0) -> None:
+        """Fetch worker statistics, build the first snapshot, start both tasks.
+
+        Start-up waits at most ``first_stats_timeout`` for the statistics (the
+        database may be down; the windows then appear after a later fetch), and
+        a failing first build is logged, not raised: health answers 503 until a
+        build succeeds, and the proxy itself starts regardless.
+        """
+        if self._refresh_task is not None:
+            raise RuntimeError("SnapshotCache already started")
+        await self.refresh_worker_stats(timeout=min(self.worker_stats_timeout, first_stats_timeout))
+        try:
+            await self.refresh()
+        except Exception:
+            self.refresh_errors += 1
+            log.exception("first monitoring snapshot build failed; retrying every %s s", self.refresh_interval)
+        self._refresh_task = asyncio.create_task(self._refresh_loop(), name="monitoring-snapshot-refresh")
+        self._stats_task = asyncio.create_task(self._stats_loop(), name="monitoring-worker-stats")
+
+    async def close(self) -> None:
+        """Cancel and await the background tasks (idempotent)."""
+        tasks = [t for t in (self._refresh_task, self._stats_task) if t is not None]
+        self._refresh_task = self._stats_task = None
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.refresh_errors += 1
+                log.exception("monitoring snapshot build failed; keeping the previous snapshot")
+
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.worker_stats_interval)
+            await self.refresh_worker_stats()
+
+    # -- worker statistics -------------------------------------------------------
+
+    async def refresh_worker_stats(self, *, timeout: float | None = None) -> bool:
+        """Fetch per-worker window statistics; on failure keep the previous ones."""
+        windows = [s for _, s in WORKER_WINDOWS]
+        try:
+            async with asyncio.timeout(self.worker_stats_timeout if timeout is None else timeout):
+                rows = await self._source.worker_stats(windows)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the source may fail in any way (database down...)
+            self.worker_stats_errors += 1
+            self.last_worker_stats_error = f"{type(e).__name__}: {e}"
+            log.warning("worker statistics unavailable: %s", self.last_worker_stats_error)
+            return False
+        slicer = Slicer(self.slice_budget_s)
+        position = {seconds: i for i, (_, seconds) in enumerate(WORKER_WINDOWS)}
+        empty: tuple[_Win | None, ...] = (None,) * len(WORKER_WINDOWS)
+        grouped: dict[str, tuple[_Win | None, ...]] = {}
+        for row in rows:
+            i = position.get(row.window_s)
+            if i is not None:
+                cur = grouped.get(row.worker_name, empty)
+                grouped[row.worker_name] = (
+                    *cur[:i],
+                    (row.shares_accepted, row.shares_rejected, _finite(float(row.accepted_difficulty_sum)), row.last_share_at),
+                    *cur[i + 1 :],
+                )
+            if slicer.due():
+                await slicer.pause()
+        slicer.finish()
+        self._worker_stats = MappingProxyType(grouped)
+        self._worker_stats_at = self._clock()
+        self.last_worker_stats_error = None
+        return True
+
+    # -- the build -----------------------------------------------------------------
+
+    async def refresh(self) -> Snapshot:
+        """Build a new snapshot from the source and publish it."""
+        async with self._build_lock:
+            snap = await self._build()
+            self._snapshot = snap  # the one publishing step
+            return snap
+
+    async def _build(self) -> Snapshot:
+        # Allocation note: CPython's cyclic GC walks every tracked container in the
+        # process on a full collection (tens of ms with a large heap), and objects
+        # that survive young collections bring the next full one closer. The build
+        # therefore keeps its long-lived working state in containers of atoms (int,
+        # float, str, bytes), which the GC does not track: parallel lists, not
+        # lists of tuples; dicts of floats, not per-worker objects.
+        t0 = perf_counter()
+        slicer = Slicer(self.slice_budget_s)
+        now = self._clock()
+        src = self._source
+        upstream = src.upstream()
+        channels = sorted(src.channels(), key=lambda c: c.channel_id)
+        share_log = src.share_log()
+        prev = self._snapshot
+
+        channel_items = tuple(dumps(_channel_json(c)) for c in channels)
+        server_hashrate = _finite(sum(c.nominal_hashrate for c in channels if c.nominal_hashrate is not None))
+
+        # SV1 clients: serialize each, aggregate per worker, yield when the budget is spent.
+        ids: list[int] = []
+        bodies: list[bytes] = []
+        by_id: dict[int, bytes] = {}
+        w_hashrate: dict[str, float] = {}  # workers with at least one estimate
+        w_first: dict[str, int] = {}  # first client id of every connected worker
+        w_more: dict[str, list[int]] = {}  # further ids (workers with several connections)
+        sv1_hashrate = 0.0
+        in_order = True
+        last_id = -1
+        for c in src.sv1_clients():
+            body = dumps(_client_json(c))
+            cid = c.client_id
+            if cid <= last_id:
+                in_order = False
+            last_id = cid
+            ids.append(cid)
+            bodies.append(body)
+            by_id[cid] = body
+            hr = c.hashrate
+            if hr is not None and not math.isfinite(hr):
+                hr = None
+            if hr is not None:
+                sv1_hashrate += hr
+            name = c.worker_name
+            if name:
+                if name in w_first:
+                    more = w_more.get(name)
+                    if more is None:
+                        w_more[name] = [cid]
+                    else:
+                        more.append(cid)
+                else:
+                    w_first[name] = cid
+                if hr is not None:
+                    w_hashrate[name] = w_hashrate.get(name, 0.0) + hr
+            if slicer.due():
+                await slicer.pause()
+        if len(by_id) != len(ids):  # duplicate ids from the source: keep the last of each
+            ids = sorted(by_id)
+            sv1_items = tuple(by_id[i] for i in ids)
+        elif in_order:
+            sv1_items = tuple(bodies)
+        else:
+            order = sorted(range(len(ids)), key=ids.__getitem__)
+            sv1_items = tuple(bodies[i] for i in order)
+        del ids, bodies
+        if slicer.due():
+            await slicer.pause()
+
+        # Workers: the connected ones plus those with shares in the statistics windows.
+        stats = self._worker_stats
+        stats_at = self._worker_stats_at
+        names = sorted(w_first.keys() | stats.keys())
+        if slicer.due():
+            await slicer.pause()
+        worker_items: list[bytes] = []
+        workers_by_name: dict[str, bytes] = {}
+        for name in names:
+            first = w_first.get(name)
+            if first is None:
+                client_ids: list[int] = []
+            else:
+                more = w_more.get(name)
+                client_ids = [first] if more is None else sorted([first, *more])
+            windows_json: dict[str, Any] | None = None
+            if stats_at is not None:
+                st = stats.get(name)
+                windows_json = {
+                    label: _window_json(seconds, st[i] if st is not None else None)
+                    for i, (label, seconds) in enumerate(WORKER_WINDOWS)
+                }
+            body = dumps(
+                {
+                    "worker_name": name,
+                    "connections": len(client_ids),
+                    "client_ids": client_ids,
+                    "hashrate": w_hashrate.get(name),
+                    "windows": windows_json,
+                }
+            )
+            worker_items.append(body)
+            workers_by_name[name] = body
+            if slicer.due():
+                await slicer.pause()
+
+        health = self._evaluate_health(now, upstream, share_log)
+        n_clients = len(sv1_items)
+        server = {
+            "extended_channels_count": len(channels),
+            "standard_channels_count": 0,
+            "total_hashrate": server_hashrate,
+            "upstream": _upstream_json(upstream),
+        }
+        share_log_json = _share_log_json(share_log) if share_log is not None else None
+        global_info = {
+            "server": {
+                "total_channels": len(channels),
+                "extended_channels": len(channels),
+                "standard_channels": 0,
+                "total_hashrate": server_hashrate,
+            },
+            "sv2_clients": None,  # a translator has no SV2 clients
+            "sv1_clients": {"total_clients": n_clients, "total_hashrate": sv1_hashrate},
+            "share_log": share_log_json,
+            "snapshot_taken_at": now,
+        }
+
+        def worker_windows() -> Iterator[tuple[str, str, float]]:
+            for name in names:
+                st = stats.get(name)
+                if st is None:
+                    continue
+                for win, (label, seconds) in zip(st, WORKER_WINDOWS, strict=True):
+                    diff = win[2] if win is not None else 0.0
+                    yield name, label, diff * HASHES_PER_DIFFICULTY / seconds
+
+        metrics = await self.renderer.render(
+            MetricsInput(
+                upstream=upstream,
+                channels=channels,
+                sv1_clients_total=n_clients,
+                sv1_hashrate_total=sv1_hashrate,
+                worker_hashrate=((n, w_hashrate[n]) for n in names if n in w_hashrate),
+                worker_windows=worker_windows(),
+                share_log=share_log,
+                healthy=health.ok,
+                taken_at=now,
+                last_build_seconds=prev.build_seconds,
+                last_max_slice_seconds=prev.max_slice_seconds,
+            ),
+            slicer,
+        )
+        slicer.finish()
+        self._seq += 1
+        return Snapshot(
+            seq=self._seq,
+            taken_at=now,
+            build_seconds=perf_counter() - t0,
+            max_slice_seconds=slicer.max_slice_s,
+            slices=slicer.slices,
+            upstream=upstream,
+            health=health,
+            server=MappingProxyType(server),
+            global_info=MappingProxyType(global_info),
+            share_log=MappingProxyType(share_log_json) if share_log_json is not None else None,
+            channels=channel_items,
+            sv1_clients=sv1_items,
+            sv1_by_id=MappingProxyType(by_id),
+            sv1_hashrate_total=sv1_hashrate,
+            workers=tuple(worker_items),
+            workers_by_name=MappingProxyType(workers_by_name),
+            worker_stats_at=stats_at,
+            metrics=metrics,
+        )
+
+    def _evaluate_health(self, now: float, up: UpstreamState, sl: ShareLogState | None) -> Health:
+        reasons: list[str] = []
+        upstream_ok = up.connected and up.channel_open
+        if not up.connected:
+            reasons.append("upstream not connected")
+        elif not up.channel_open:
+            reasons.append("upstream channel not open")
+        share_log_ok: bool | None = None
+        if sl is None:
+            self._prev_dropped = None
+            self._db_down_since = None
+        else:
+            share_log_ok = True
+            if sl.oldest_unwritten_age_s > self.max_share_log_lag_s:
+                share_log_ok = False
+                reasons.append(
+                    f"share log behind: oldest unwritten share is {sl.oldest_unwritten_age_s:.0f} s old"
+                    f" (limit {self.max_share_log_lag_s:.0f} s)"
+                )
+            if self._prev_dropped is not None and sl.dropped > self._prev_dropped:
+                share_log_ok = False
+                reasons.append(f"share log dropped {sl.dropped - self._prev_dropped} records since the last refresh")
+            self._prev_dropped = sl.dropped
+            if sl.db_up:
+                self._db_down_since = None
+            else:
+                if self._db_down_since is None:
+                    self._db_down_since = now
+                down_for = now - self._db_down_since
+                if down_for > self.max_db_down_s:
+                    share_log_ok = False
+                    reasons.append(
+                        f"share log database unreachable for {down_for:.0f} s (spooling; limit {self.max_db_down_s:.0f} s)"
+                    )
+        return Health(reasons=tuple(reasons), upstream_ok=upstream_ok, share_log_ok=share_log_ok)
+

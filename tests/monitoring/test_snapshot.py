@@ -1,0 +1,234 @@
+"""SnapshotCache: content, publishing, failure handling, task ownership, loop stalls."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from monitoring.snapshot import Snapshot, SnapshotCache, sv1_worker_name
+from monitoring.source import Sv1ClientState
+from tests.monitoring.static_source import StaticSource, make_client
+
+
+def _items(raw: tuple[bytes, ...]) -> list[dict[str, Any]]:
+    return [json.loads(b) for b in raw]
+
+
+async def test_placeholder_before_first_build() -> None:
+    cache = SnapshotCache(StaticSource(3))
+    snap = cache.snapshot
+    assert snap.seq == 0
+    ok, reasons, _ = cache.health_now(snap)
+    assert not ok and reasons == ("no monitoring snapshot yet",)
+
+
+async def test_build_content() -> None:
+    src = StaticSource(30, workers=20)
+    cache = SnapshotCache(src)
+    await cache.refresh_worker_stats()
+    snap = await cache.refresh()
+    clients = _items(snap.sv1_clients)
+    assert [c["client_id"] for c in clients] == list(range(1, 31))
+    c7 = json.loads(snap.sv1_by_id[7])
+    assert c7["hashrate"] is None  # every 7th client has no estimate yet
+    assert c7["worker_name"] == c7["sv1_username"] == "farm.rig00007"
+    assert c7["sv1_worker_name"] == "rig00007"
+    assert c7["target_hex"] == src.clients[7].target.to_bytes(32, "big").hex()
+    expected_total = sum(c.hashrate for c in src.clients.values() if c.hashrate is not None)
+    assert snap.global_info["sv1_clients"] == {"total_clients": 30, "total_hashrate": expected_total}
+    # worker farm.rig00001 has clients 1 and 21
+    w1 = json.loads(snap.workers_by_name["farm.rig00001"])
+    assert w1["client_ids"] == [1, 21]
+    assert src.clients[21].hashrate is None  # so the worker's sum is client 1's estimate alone
+    assert w1["hashrate"] == src.clients[1].hashrate
+    assert set(w1["windows"]) == {"5m", "1h", "24h"}
+    # a worker with shares in the windows but no connection is listed too
+    gone = json.loads(snap.workers_by_name["farm.gone"])
+    assert gone["connections"] == 0 and gone["hashrate"] is None
+    assert gone["windows"]["5m"]["hashrate"] == 3072.0 * 2**32 / 300
+    names = [json.loads(b)["worker_name"] for b in snap.workers]
+    assert names == sorted(names)
+
+
+async def test_snapshot_is_immutable_and_swapped_whole() -> None:
+    src = StaticSource(5)
+    cache = SnapshotCache(src)
+    first = await cache.refresh()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.seq = 99  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        first.sv1_by_id[1] = b"x"  # type: ignore[index]
+    src.remove_client(1)
+    second = await cache.refresh()
+    assert cache.snapshot is second and second.seq == first.seq + 1
+    assert 1 in first.sv1_by_id and 1 not in second.sv1_by_id  # the old one is untouched
+
+
+async def test_unsorted_and_duplicate_client_ids() -> None:
+    src = StaticSource(0)
+
+    class Shuffled(StaticSource):
+        def sv1_clients(self) -> Iterator[Sv1ClientState]:
+            yield from (make_client(i, "w") for i in (5, 3, 9, 1))
+            yield dataclasses.replace(make_client(3, "w"), shares_accepted=777)
+
+    cache = SnapshotCache(Shuffled(0))
+    snap = await cache.refresh()
+    assert [c["client_id"] for c in _items(snap.sv1_clients)] == [1, 3, 5, 9]
+    assert json.loads(snap.sv1_by_id[3])["shares_accepted"] == 777
+    assert src.clients == {}
+
+
+async def test_source_failure_keeps_previous_snapshot() -> None:
+    class Flaky(StaticSource):
+        fail = False
+
+        def sv1_clients(self) -> Iterator[Sv1ClientState]:
+            it = super().sv1_clients()
+            yield next(it)
+            if self.fail:
+                raise RuntimeError("dictionary changed size during iteration")
+            yield from it
+
+    src = Flaky(10)
+    cache = SnapshotCache(src, refresh_interval=0.01)
+    await cache.start()
+    try:
+        good = cache.snapshot
+        src.fail = True
+        await asyncio.sleep(0.1)
+        assert cache.refresh_errors >= 2
+        assert cache.snapshot is good
+        src.fail = False
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if cache.snapshot is not good:
+                break
+        assert cache.snapshot.seq > good.seq
+    finally:
+        await cache.close()
+
+
+async def test_worker_stats_failure_and_timeout_keep_previous() -> None:
+    src = StaticSource(5)
+    cache = SnapshotCache(src, worker_stats_timeout=0.05)
+    snap = await cache.refresh()
+    assert json.loads(snap.workers[0])["windows"] is None  # never loaded
+    assert await cache.refresh_worker_stats()
+    loaded_at = cache.snapshot.worker_stats_at
+    src.worker_stats_error = ConnectionError("clickhouse down")
+    assert not await cache.refresh_worker_stats()
+    assert cache.last_worker_stats_error == "ConnectionError: clickhouse down"
+    src.worker_stats_error = None
+    src.worker_stats_delay = 1.0
+    assert not await cache.refresh_worker_stats()
+    assert "TimeoutError" in (cache.last_worker_stats_error or "")
+    snap = await cache.refresh()
+    assert snap.worker_stats_at is not None and snap.worker_stats_at != loaded_at
+    assert json.loads(snap.workers_by_name["farm.rig00001"])["windows"] is not None
+
+
+async def test_tasks_are_named_owned_and_cancelled() -> None:
+    cache = SnapshotCache(StaticSource(5), refresh_interval=0.01, worker_stats_interval=0.01)
+    await cache.start()
+    names = {t.get_name() for t in asyncio.all_tasks()}
+    assert {"monitoring-snapshot-refresh", "monitoring-worker-stats"} <= names
+    with pytest.raises(RuntimeError):
+        await cache.start()
+    await asyncio.sleep(0.05)
+    await cache.close()
+    await cache.close()  # idempotent
+    names = {t.get_name() for t in asyncio.all_tasks()}
+    assert not names & {"monitoring-snapshot-refresh", "monitoring-worker-stats"}
+
+
+def test_sv1_worker_name_rule() -> None:
+    assert sv1_worker_name("acct.rig7") == "rig7"
+    assert sv1_worker_name("acct.rig.7") == "rig.7"
+    assert sv1_worker_name("acct.") == "acct."
+    assert sv1_worker_name("acct") == "acct"
+    assert sv1_worker_name("") == ""
+
+
+async def _build_with_ticker(cache: SnapshotCache) -> tuple[Snapshot, float, int]:
+    """Build while a 'share path' task, woken by a 1 ms timer as a share would be
+    woken by its socket, records how late it runs."""
+    worst = 0.0
+    ticks = 0
+    done = False
+    loop = asyncio.get_running_loop()
+
+    async def ticker() -> None:
+        nonlocal worst, ticks
+        while not done:
+            due = loop.time() + 0.001
+            await asyncio.sleep(0.001)
+            worst = max(worst, loop.time() - due)
+            ticks += 1
+
+    task = asyncio.create_task(ticker(), name="test-ticker")
+    await asyncio.sleep(0)
+    snap = await cache.refresh()
+    done = True
+    await task
+    return snap, worst, ticks
+
+
+async def test_event_loop_stall_with_10000_clients(capsys: pytest.CaptureFixture[str]) -> None:
+    src = StaticSource(10_000)
+    cache = SnapshotCache(src)
+    await cache.refresh_worker_stats()
+    await cache.refresh()  # warm-up
+    runs = [await _build_with_ticker(cache) for _ in range(3)]
+    unsliced = SnapshotCache(src, slice_budget_s=60.0)
+    await unsliced.refresh_worker_stats()
+    one_piece, one_piece_gap, _ = await _build_with_ticker(unsliced)
+    with capsys.disabled():
+        for snap, gap, ticks in runs:
+            print(
+                f"\n10,000 clients: build {snap.build_seconds * 1000:.0f} ms in {snap.slices} slices; "
+                f"longest slice {snap.max_slice_seconds * 1000:.2f} ms; "
+                f"longest lateness of a 1 ms timer task {gap * 1000:.2f} ms ({ticks} ticks)"
+            )
+        print(
+            f"10,000 clients without slicing: build {one_piece.build_seconds * 1000:.0f} ms, "
+            f"longest lateness of a 1 ms timer task {one_piece_gap * 1000:.0f} ms"
+        )
+    best_slice = min(s.max_slice_seconds for s, _, _ in runs)
+    assert best_slice < 0.010  # budget 1 ms plus one metrics piece; generous for noisy CI
+    assert min(g for _, g, _ in runs) < 0.050  # includes any GC pause
+    assert all(s.slices > 20 for s, _, _ in runs)
+    assert one_piece.slices == 1
+
+
+async def test_start_survives_a_broken_source_and_slow_statistics() -> None:
+    class Broken(StaticSource):
+        broken = True
+
+        def upstream(self) -> Any:
+            if self.broken:
+                raise RuntimeError("not wired yet")
+            return super().upstream()
+
+    src = Broken(3)
+    src.worker_stats_delay = 5.0
+    cache = SnapshotCache(src, refresh_interval=0.02)
+    t0 = time.perf_counter()
+    await cache.start(first_stats_timeout=0.05)
+    try:
+        assert time.perf_counter() - t0 < 1.0  # did not wait for the slow statistics
+        assert cache.snapshot.seq == 0 and cache.refresh_errors == 1
+        src.broken = False
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if cache.snapshot.seq:
+                break
+        assert cache.health_now(cache.snapshot)[0]
+    finally:
+        await cache.close()
