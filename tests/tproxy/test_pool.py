@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from sv2 import work
 from sv2.connection import Sv2Connection
-from sv2.errors import AuthorityKeyMismatch, HandshakeTruncated
+from sv2.errors import AuthorityKeyMismatch, CertificateExpired, HandshakeTruncated
 from sv2.keys import decode_public_key, generate_keypair
 from sv2.messages import (
     AnyMessage,
@@ -50,7 +51,7 @@ from tests.conftest import load_vector
 from tproxy.errors import ConfigError
 from tproxy.pool import DevPool, PoolSettings, load_pool_settings
 from tproxy.pool.channel import ChainTip, PoolChannel
-from tproxy.pool.template import Job, parse_transaction, strip_bip141
+from tproxy.pool.template import BlockTemplate, Job, merkle_root_of, parse_transaction, strip_bip141
 
 M = TypeVar("M")
 REPO = Path(__file__).resolve().parents[2]
@@ -222,6 +223,29 @@ def test_channel_validation_matches_the_sri_share_vectors(case: int) -> None:
     assert (res.error, res.block_found) == expected[c["sri_result"].split()[0]]
 
 
+def test_template_merkle_path_and_segwit_coinbase() -> None:
+    s = settings(fake_tx_count=6)
+    tmpl = BlockTemplate.random(1, 900_000, s)
+    job = tmpl.job_for(20, lambda: 42)
+    assert tmpl.job_for(20, lambda: 43) is job  # one job (and job id) per layout
+    en = os.urandom(20)
+    txid = work.sha256d(job.coinbase(en))
+    assert job.merkle_root(en) == merkle_root_of([txid, *tmpl.txids])
+    assert job.merkle_root(en) == work.merkle_root(txid, job.merkle_path)
+    prefix, suffix = tmpl.coinbase_parts(20)
+    assert prefix[4:6] == b"\x00\x01"  # segwit marker/flag before stripping
+    assert (job.coinbase_prefix, job.coinbase_suffix) == work.strip_bip141(prefix, suffix)
+    # scriptSig: BIP34 height push, pool tag push, OP_PUSHBYTES_20, then the extranonce
+    script_len = job.coinbase_prefix[41]  # version 4, input count 1, null outpoint 36
+    script = job.coinbase(en)[42 : 42 + script_len]
+    assert script[:4] == b"\x03" + (900_000).to_bytes(3, "little")
+    assert script[4:5 + len(s.pool_tag)] == bytes([len(s.pool_tag)]) + s.pool_tag.encode()
+    assert script[5 + len(s.pool_tag)] == 20 and script.endswith(en)
+    # the witness commitment output commits to the fake transactions
+    commitment = work.sha256d(merkle_root_of([bytes(32), *tmpl.txids]) + bytes(32))
+    assert b"\x6a\x24\xaa\x21\xa9\xed" + commitment in suffix
+
+
 # ---------------------------------------------------------------------------- handshake / setup
 
 
@@ -242,6 +266,16 @@ async def test_handshake_with_a_wrong_authority_key_is_refused_by_the_client() -
         c = await Client.connect(pool)
         assert isinstance(await c.setup(), SetupConnectionSuccess)
         c.close()
+
+
+async def test_certificate_validity_follows_the_pool_clock() -> None:
+    pool = DevPool(settings(cert_validity_s=60), clock=lambda: time.time() - 3600)
+    await pool.start()
+    try:
+        with pytest.raises(CertificateExpired):
+            await Client.connect(pool)
+    finally:
+        await pool.close()
 
 
 async def test_setup_refuses_other_protocols_and_work_selection() -> None:
