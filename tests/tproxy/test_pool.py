@@ -419,7 +419,7 @@ async def test_version_rolling_not_allowed() -> None:
 
 async def test_block_found_is_acked_at_once() -> None:
     # nbits 0x207fffff: about every other hash is a block
-    async with running(nbits=0x207FFFFF, share_batch_size=10) as pool:
+    async with running(nbits=0x207FFFFF, share_batch_size=10, new_block_on_found=True) as pool:
         c = await Client.connect(pool)
         await c.setup()
         ch = await c.open_extended()
@@ -428,6 +428,10 @@ async def test_block_found_is_acked_at_once() -> None:
         ack = await c.expect(SubmitSharesSuccess)
         assert ack.new_submits_accepted_count == 1 and ack.last_sequence_number == 1
         assert pool.blocks_found == 1
+        # new_block_on_found: the chain moves on to the next height
+        job = await c.expect(NewExtendedMiningJob)
+        snp = await c.expect(SetNewPrevHash)
+        assert snp.job_id == job.job_id and pool.height == pool.settings.block_height + 1
         c.close()
 
 
