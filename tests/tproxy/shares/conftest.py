@@ -1,0 +1,57 @@
+"""Fixtures of the share-log tests: settings on a fresh embedded engine, the HTTP front, records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
+from tproxy.shares.loadgen import make_share
+from tproxy.shares.record import ShareRecord
+from tproxy.shares.settings import ClickHouseSettings
+
+INSTANCE = "test-proxy"
+
+
+def fast_settings(url: str, spool_dir: Path | str, **kw: Any) -> ClickHouseSettings:
+    """Settings with test-sized timeouts and backoff (same code paths as production)."""
+    base: dict[str, Any] = {
+        "url": url,
+        "spool_dir": str(spool_dir),
+        "batch_size": 500,
+        "batch_max_age_s": 0.05,
+        "retry_backoff_base_s": 0.02,
+        "retry_backoff_max_s": 0.2,
+        "connect_timeout_s": 0.5,
+        "insert_timeout_s": 0.5,
+        "close_timeout_s": 3.0,
+        "spool_fsync": False,
+    }
+    base.update(kw)
+    return ClickHouseSettings(**base)
+
+
+def shares(n: int, *, start: int = 1, instance_id: str = INSTANCE, now_ms: int | None = None) -> list[ShareRecord]:
+    """``n`` deterministic shares (``tproxy.shares.loadgen.make_share``), spread over the last minutes."""
+    t0 = int(time.time() * 1000) if now_ms is None else now_ms
+    return [make_share(s, instance_id=instance_id, received_at_ms=t0 - 240_000 + (s * 7) % 240_000)
+            for s in range(start, start + n)]
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> ClickHouseSettings:
+    return fast_settings(f"chdb://{tmp_path / 'db'}", tmp_path / "spool")
+
+
+@pytest.fixture
+def front(tmp_path: Path) -> Iterator[ChdbHttpFront]:
+    f = ChdbHttpFront(str(tmp_path / "front-db"))
+    f.start()
+    try:
+        yield f
+    finally:
+        f.close()

@@ -1,0 +1,136 @@
+"""Spool: append/read/ack in order, resume after reopen, torn tails cut, damage quarantined."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from tproxy.shares.spool import KIND_SHARES, KIND_VERDICTS, Spool, SpoolCorrupt
+
+
+def rows(k: int, n: int = 3) -> list[tuple[object, ...]]:
+    return [(k, i, f"w{i}", 1.5 * i, True) for i in range(n)]
+
+
+def drain(sp: Spool) -> list[str]:
+    out = []
+    while (ref := sp.head()) is not None:
+        got = sp.read(ref)
+        assert list(got) == rows(int(ref.token.split(":")[1]), ref.nrows)
+        out.append(ref.token)
+        sp.ack(ref)
+    return out
+
+
+def test_roundtrip_in_order_across_segments(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, segment_bytes=1 << 16, fsync=False)
+    sp.open()
+    for k in range(200):
+        sp.append(KIND_SHARES if k % 3 else KIND_VERDICTS, f"t:{k}", 1000 + k, rows(k, 20))
+    assert len(list(tmp_path.glob("*.seg"))) > 1  # rotated
+    assert sp.pending_frames == 200 and sp.pending_rows == 4000
+    assert sp.head_first_ms == 1000
+    assert drain(sp) == [f"t:{k}" for k in range(200)]
+    assert sp.pending_rows == 0 and sp.pending_bytes == 0
+    sp.close()
+    assert list(tmp_path.glob("*.seg")) == []
+
+
+def test_reopen_resumes_after_last_ack(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, fsync=False)
+    sp.open()
+    for k in range(10):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k))
+    for _ in range(4):
+        ref = sp.head()
+        assert ref is not None
+        sp.read(ref)
+        sp.ack(ref)
+    sp.close()
+    sp2 = Spool(tmp_path, fsync=False)
+    rep = sp2.open()
+    assert rep.frames == 6 and rep.rows == 18
+    assert drain(sp2) == [f"t:{k}" for k in range(4, 10)]
+
+
+def test_torn_tail_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sp = Spool(tmp_path, fsync=False)
+    sp.open()
+    for k in range(5):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k))
+    seg = next(tmp_path.glob("*.seg"))
+    # A killed process: half of a sixth frame reached the file.
+    from tproxy.shares.spool import encode_frame
+
+    frame = encode_frame(KIND_SHARES, "t:5", 5, rows(5))
+    with open(seg, "ab") as f:
+        f.write(frame[: len(frame) // 2])
+    sp2 = Spool(tmp_path, fsync=False)
+    with caplog.at_level(logging.WARNING):
+        rep = sp2.open()
+    assert rep.frames == 5 and rep.truncated_bytes == len(frame) // 2
+    assert "torn last frame" in caplog.text
+    assert drain(sp2) == [f"t:{k}" for k in range(5)]
+
+
+def test_corrupt_segment_is_quarantined_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sp = Spool(tmp_path, segment_bytes=1 << 16, fsync=False)
+    sp.open()
+    for k in range(600):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k, 10))
+    sp.close()
+    segs = sorted(tmp_path.glob("*.seg"))
+    assert len(segs) >= 3
+    bad = segs[1]
+    data = bytearray(bad.read_bytes())
+    data[200] ^= 0xFF  # flip a bit inside the first frame's rows
+    bad.write_bytes(bytes(data))
+    sp2 = Spool(tmp_path, segment_bytes=1 << 16, fsync=False)
+    with caplog.at_level(logging.ERROR):
+        rep = sp2.open()
+    assert len(rep.quarantined) == 1 and "quarantined" in caplog.text and bad.name in caplog.text
+    assert (tmp_path / "quarantine" / bad.name).exists()
+    got = drain(sp2)
+    assert got[0] == "t:0" and got[-1] == "t:599" and 0 < len(got) < 600
+
+
+def test_damage_found_at_read_quarantines(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, fsync=False)
+    sp.open()
+    for k in range(3):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k))
+    sp.close()
+    sp2 = Spool(tmp_path, fsync=False)
+    sp2.open()
+    seg = next(tmp_path.glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[-10] ^= 0x01
+    seg.write_bytes(bytes(data))
+    ref = sp2.head()
+    assert ref is not None
+    sp2.read(ref)  # first frame is intact
+    sp2.ack(ref)
+    ref = sp2.head()
+    assert ref is not None
+    sp2.read(ref)
+    sp2.ack(ref)
+    ref = sp2.head()
+    assert ref is not None
+    with pytest.raises(SpoolCorrupt):
+        sp2.read(ref)
+    assert sp2.head() is None and sp2.pending_rows == 0
+    assert len(list((tmp_path / "quarantine").glob("*.seg"))) == 1
+
+
+def test_quarantine_single_frame(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, fsync=False)
+    sp.open()
+    for k in range(3):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k))
+    ref = sp.head()
+    assert ref is not None
+    dst = sp.quarantine_frame(ref, "test")
+    assert Path(dst).exists()
+    assert drain(sp) == ["t:1", "t:2"]

@@ -1,0 +1,603 @@
+"""ShareLog: the durable share log the proxy hands every ShareRecord to.
+
+Owns the in-memory queue, the batcher, the database thread, the spool
+thread and the counters. The share path calls ``submit()`` /
+``submit_pool_verdict()``: a tuple is appended to the batch being built and
+the call returns; nothing on that path waits for the database or the disk.
+
+Flow::
+
+    submit() ─▶ building batch ─(batch_size or batch_max_age_s)─▶ ready deque
+                                                                    │
+          database up, spool empty, queue under queue_size ◀────────┤
+          │ writer task: insert on the DB thread, token attached     │ otherwise
+          ▼                                                          ▼
+      ClickHouse  ◀── replay in order, with backoff ───  spool (disk, spool thread)
+                        (writer task, same token)            ▲
+                                                             └── a failed direct insert
+
+* A batch gets its deduplication token when it is sealed:
+  ``{instance_id}:{run_id hex}:{s|v}:{batch number}``. ``run_id`` is new for
+  every process start (``share_seq`` restarts at 1), so tokens never repeat
+  across restarts, and the same batch always carries the same token: a
+  retry, a replay of a spooled copy, or a replay after a crash whose insert
+  did land before the crash are all dropped by ClickHouse.
+* A direct insert is tried once. If it fails the batch is written to the
+  spool at once (so a kill during an outage loses nothing that was sealed)
+  and retried from there with exponential backoff. While the spool holds
+  anything, new batches go to the spool too, so the replay order is the
+  order the batches were sealed in.
+* A batch the database rejects as bad data (type/size errors) twice is moved
+  to ``spool_dir/quarantine`` with an error log line, so one bad batch
+  cannot stop the log.
+* ``close()`` writes what it can within ``close_timeout_s`` and spools the
+  rest, including a batch whose insert is still in flight (its token makes a
+  late landing harmless).
+
+What a SIGKILL can lose: records not yet sealed into a batch (at most
+``batch_max_age_s`` old) and a batch whose first direct insert is in flight
+and does not land. Everything sealed during an outage is on disk.
+
+``submit`` must be called from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tproxy.shares.record import PoolVerdictRecord, ShareRecord
+from tproxy.shares.settings import ClickHouseSettings
+from tproxy.shares.spool import KIND_SHARES, KIND_VERDICTS, FrameRef, Spool, SpoolCorrupt
+from tproxy.shares.store import Store, is_bad_data
+
+log = logging.getLogger("tproxy.shares")
+
+T = TypeVar("T")
+_KIND_LETTER = ("s", "v")
+DOWN_LOG_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ShareLogStats:
+    """A snapshot of the share log's counters. Totals only grow for the life of the process.
+
+    Record counters (``queued``, ``written``, ``spooled``, ``replayed``,
+    ``spool_pending``) count share records; pool verdicts have their own.
+    """
+
+    queued: int  # share records in memory (building, sealed, in flight)
+    written: int  # share rows written to ClickHouse (directly or by replay)
+    spooled: int  # share records written to the spool
+    replayed: int  # spooled share records later written to ClickHouse
+    retried: int  # insert attempts of a batch that had failed before
+    failed_batches: int  # insert attempts that failed
+    dropped: int  # records lost; stays 0 (only a submit after close() counts here)
+    oldest_unwritten_age_s: float  # age of the oldest record not yet in ClickHouse; 0.0 if none
+    spool_pending: int  # share records in the spool not yet replayed
+    spool_bytes: int
+    db_up: bool  # the last insert or migration attempt succeeded
+    verdicts_written: int
+    verdicts_pending: int  # pool verdicts in memory or in the spool
+    quarantined: int  # spool segments / batches moved to quarantine
+    schema_version: int  # 0 until migrations ran
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """One worker over a trailing window, from the per-minute aggregate.
+
+    ``hashrate`` (H/s) = ``accepted_difficulty`` * 2**32 / ``window_s``, where
+    ``accepted_difficulty`` sums the *assigned* ``target_difficulty`` of accepted
+    shares (pool accounting). ``share_difficulty_sum`` sums what the accepted
+    shares achieved (luck included).
+    """
+
+    worker_name: str
+    window_s: float
+    shares: int
+    accepted_shares: int
+    accepted_difficulty: float
+    share_difficulty_sum: float
+    hashrate: float
+    first_share_at: float | None
+    last_share_at: float | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    kind: int
+    token: str
+    rows: list[tuple[object, ...]]
+    first_ms: int
+
+
+class ShareLog:
+    """The durable, exactly-once share log (see the module docstring)."""
+
+    def __init__(self, settings: ClickHouseSettings, instance_id: str, *, now: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self._now = now
+        # Milliseconds since the epoch in the high bits: later runs sort later.
+        self.run_id = ((time.time_ns() // 1_000_000) << 16) | secrets.randbits(16)
+        self._store = Store(settings, instance_id)
+        self._spool = Spool(settings.spool_dir, segment_bytes=settings.spool_segment_bytes, fsync=settings.spool_fsync)
+        self._batch_size = settings.batch_size
+        self._queue_size = settings.queue_size
+        self._building: list[list[tuple[object, ...]]] = [[], []]
+        self._building_first_ms = [0, 0]
+        self._batch_no = [0, 0]
+        self._ready: deque[_Batch] = deque()
+        # Batches out of the ready deque but not yet in ClickHouse or on disk,
+        # with the spool write's future when one is under way.
+        self._transit: dict[int, tuple[_Batch, Future[Any] | None]] = {}
+        self._mem = [0, 0]  # records in memory, per kind
+        self._written = [0, 0]
+        self._spooled = [0, 0]
+        self._replayed = [0, 0]
+        self._retried = 0
+        self._failed_batches = 0
+        self._dropped = 0
+        self._failed_tokens: set[str] = set()
+        self._bad_data_tries: dict[str, int] = {}
+        self._spool_frames = 0
+        self._spool_rows = [0, 0]
+        self._spool_bytes = 0
+        self._spool_head_ms: int | None = None
+        self._quarantined = 0
+        self._db_up = False
+        self._schema_version = 0
+        self._down_since: float | None = None
+        self._last_down_log = 0.0
+        self._backoff_s = 0.0
+        self._wake_writer = asyncio.Event()
+        self._wake_spooler = asyncio.Event()
+        self._db_exec: ThreadPoolExecutor | None = None
+        self._spool_exec: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self._closing = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ hot path
+
+    def submit(self, record: ShareRecord) -> None:
+        """Queue one share row. O(1), never blocks, never raises on database trouble."""
+        r = record
+        self._add(
+            KIND_SHARES,
+            (
+                r.received_at_ms, r.instance_id, self.run_id, r.share_seq, r.worker_name, r.client_id,
+                r.channel_id, r.sequence_number, r.sv1_job_id, r.job_id, r.nonce, r.ntime, r.version,
+                r.extranonce, r.share_hash, r.target_difficulty, r.share_difficulty, r.verdict, r.forwarded,
+            ),
+        )
+
+    def submit_pool_verdict(self, record: PoolVerdictRecord) -> None:
+        """Queue the pool's verdict for one forwarded share (same properties as ``submit``)."""
+        r = record
+        self._add(
+            KIND_VERDICTS,
+            (r.received_at_ms, r.instance_id, self.run_id, r.channel_id, r.sequence_number, r.share_seq, r.pool_verdict),
+        )
+
+    def _add(self, kind: int, row: tuple[object, ...]) -> None:
+        if self._closed:
+            self._dropped += 1
+            if self._dropped == 1:
+                log.error("share log: record submitted after close(); it is lost (counted in dropped)")
+            return
+        b = self._building[kind]
+        if not b:
+            self._building_first_ms[kind] = int(self._now() * 1000)
+        b.append(row)
+        self._mem[kind] += 1
+        if len(b) >= self._batch_size:
+            self._seal(kind)
+        if self._mem[0] + self._mem[1] > self._queue_size:
+            # Over the memory bound: seal what we have and let the spooler move
+            # the oldest batches to disk (on its thread; this call does not wait).
+            self._seal(kind)
+            self._wake_spooler.set()
+
+    def _seal(self, kind: int) -> None:
+        rows = self._building[kind]
+        if not rows:
+            return
+        self._building[kind] = []
+        self._batch_no[kind] += 1
+        token = f"{self.instance_id}:{self.run_id:x}:{_KIND_LETTER[kind]}:{self._batch_no[kind]}"
+        self._ready.append(_Batch(kind, token, rows, self._building_first_ms[kind]))
+        self._wake_writer.set()
+        self._wake_spooler.set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the spool, run migrations (off the loop), start the writer, spooler and ticker.
+
+        Spooled batches from an earlier run are replayed by the writer in the
+        background, oldest first. A database that is down at start does not
+        fail start(): records go to the spool until it answers.
+        """
+        if self._started:
+            return
+        self._started = True
+        self._db_exec = ThreadPoolExecutor(1, thread_name_prefix="sharelog-db")
+        self._spool_exec = ThreadPoolExecutor(1, thread_name_prefix="sharelog-spool")
+        report = await self._in_spool(self._spool.open)
+        if report.frames or report.truncated_bytes or report.quarantined:
+            log.info(
+                "share log: spool %s holds %d batches (%d records) to replay%s%s",
+                self.settings.spool_dir, report.frames, report.rows,
+                f", cut a torn tail of {report.truncated_bytes} bytes" if report.truncated_bytes else "",
+                f", quarantined {len(report.quarantined)} segment(s)" if report.quarantined else "",
+            )
+        await self._migrate()
+        log.info(
+            "share log: %s database %s, run_id %x, batch %d / %.3gs, queue %d, spool %s",
+            self.settings.redacted_url(), self._store.schema.db, self.run_id, self._batch_size,
+            self.settings.batch_max_age_s, self._queue_size, self.settings.spool_dir,
+        )
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="sharelog-writer"),
+            asyncio.create_task(self._spooler(), name="sharelog-spooler"),
+            asyncio.create_task(self._ticker(), name="sharelog-ticker"),
+        ]
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Seal the open batches and wait until nothing is in memory or in the spool.
+
+        Returns False on timeout (for tests, benches and orderly maintenance;
+        the proxy itself never needs to call it)."""
+        self._seal(KIND_SHARES)
+        self._seal(KIND_VERDICTS)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._mem[0] or self._mem[1] or self._spool_frames or self._transit:
+            if loop.time() >= deadline:
+                return False
+            self._seal(KIND_SHARES)
+            self._seal(KIND_VERDICTS)
+            await asyncio.sleep(0.005)
+        return True
+
+    async def close(self) -> None:
+        """Write what can be written within ``close_timeout_s``, spool the rest, stop.
+
+        Bounded: the database gets ``close_timeout_s``; the spool writes that
+        follow only wait for the local disk."""
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closing = True
+        self._seal(KIND_SHARES)
+        self._seal(KIND_VERDICTS)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.close_timeout_s
+        while (self._ready or self._transit) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        self._closed = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        # Finish spool writes under way; spool batches whose insert is in flight.
+        for batch, fut in list(self._transit.values()):
+            if fut is not None:
+                with contextlib.suppress(Exception):
+                    _, snap = await asyncio.wrap_future(fut)
+                    self._after_spooled(batch, snap)
+            else:
+                self._transit.pop(id(batch), None)
+                self._ready.appendleft(batch)
+        for kind in (KIND_SHARES, KIND_VERDICTS):
+            self._seal(kind)
+        left = 0
+        while self._ready:
+            batch = self._ready.popleft()
+            if not await self._spool_batch(batch, retry_on_error=False):
+                left += len(batch.rows)
+        if left:
+            self._dropped += left
+            log.error("share log: %d records could neither be written nor spooled at close; they are lost", left)
+        with contextlib.suppress(Exception):
+            await self._in_spool(self._spool.close)
+        assert self._db_exec is not None and self._spool_exec is not None
+        db_close = loop.run_in_executor(self._db_exec, self._store.close)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(db_close), 2.0)
+        self._db_exec.shutdown(wait=False, cancel_futures=True)
+        self._spool_exec.shutdown(wait=True)
+        st = self.stats()
+        log.info(
+            "share log closed: written %d, spooled %d (%d pending replay), verdicts written %d, dropped %d",
+            st.written, st.spooled, st.spool_pending, st.verdicts_written, st.dropped,
+        )
+
+    # ------------------------------------------------------------------ stats / queries
+
+    def stats(self) -> ShareLogStats:
+        now_ms = self._now() * 1000
+        firsts = [self._building_first_ms[k] for k in (0, 1) if self._building[k]]
+        firsts.extend(b.first_ms for b in self._ready)
+        firsts.extend(b.first_ms for b, _ in self._transit.values())
+        if self._spool_head_ms is not None:
+            firsts.append(self._spool_head_ms)
+        oldest = max(0.0, (now_ms - min(firsts)) / 1000) if firsts else 0.0
+        return ShareLogStats(
+            queued=self._mem[KIND_SHARES],
+            written=self._written[KIND_SHARES],
+            spooled=self._spooled[KIND_SHARES],
+            replayed=self._replayed[KIND_SHARES],
+            retried=self._retried,
+            failed_batches=self._failed_batches,
+            dropped=self._dropped,
+            oldest_unwritten_age_s=oldest,
+            spool_pending=self._spool_rows[KIND_SHARES],
+            spool_bytes=self._spool_bytes,
+            db_up=self._db_up,
+            verdicts_written=self._written[KIND_VERDICTS],
+            verdicts_pending=self._mem[KIND_VERDICTS] + self._spool_rows[KIND_VERDICTS],
+            quarantined=self._quarantined,
+            schema_version=self._schema_version,
+        )
+
+    async def worker_hashrate(self, window_minutes: int) -> list[WorkerStats]:
+        """Shares and hashrate per worker of this instance over the last ``window_minutes``.
+
+        The window is the current (partial) minute plus the ``window_minutes - 1``
+        before it, up to now; ``window_s`` is its exact length. Reads only the
+        per-minute aggregate. Raises if the database cannot be queried."""
+        if window_minutes < 1:
+            raise ValueError("window_minutes must be >= 1")
+        now = self._now()
+        start = (int(now) // 60 - (window_minutes - 1)) * 60
+        seconds = max(now - start, 1.0)
+        rows = await self._query_rows(
+            self._store.schema.worker_hashrate_query(), {"instance_id": self.instance_id, "window_start": start}
+        )
+        return [
+            WorkerStats(
+                worker_name=w,
+                window_s=seconds,
+                shares=int(n),
+                accepted_shares=int(acc),
+                accepted_difficulty=float(dsum),
+                share_difficulty_sum=float(ssum),
+                hashrate=float(dsum) * 2**32 / seconds,
+                first_share_at=f / 1000 if n else None,
+                last_share_at=last / 1000 if n else None,
+            )
+            for w, n, acc, dsum, ssum, f, last in rows
+        ]
+
+    async def _query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a read query on the database thread (also used by tests and the bench)."""
+        if self._db_exec is None:
+            raise RuntimeError("share log not started")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_exec, self._store.query_rows, sql, parameters)
+
+    # ------------------------------------------------------------------ threads
+
+    def _spool_snapshot(self) -> tuple[int, int, int, int, int | None, int]:
+        s = self._spool
+        return (s.pending_frames, s.pending_by_kind[0], s.pending_by_kind[1], s.pending_bytes, s.head_first_ms, len(s.quarantined))
+
+    def _apply_snapshot(self, snap: tuple[int, int, int, int, int | None, int]) -> None:
+        (self._spool_frames, self._spool_rows[0], self._spool_rows[1], self._spool_bytes, self._spool_head_ms, self._quarantined) = snap
+
+    def _spool_call(self, fn: Callable[..., T], *args: Any) -> Future[tuple[T, Any]]:
+        assert self._spool_exec is not None
+
+        def call() -> tuple[T, Any]:
+            return fn(*args), self._spool_snapshot()
+
+        return self._spool_exec.submit(call)
+
+    async def _in_spool(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            r, snap = await asyncio.wrap_future(self._spool_call(fn, *args))
+        except BaseException:
+            self._apply_snapshot(self._spool_snapshot())  # counters only; a stale read is harmless
+            raise
+        self._apply_snapshot(snap)
+        return r
+
+    async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._db_exec is not None
+        return await asyncio.get_running_loop().run_in_executor(self._db_exec, fn, *args)
+
+    # ------------------------------------------------------------------ database state
+
+    def _scrub(self, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        pw = self.settings.password
+        if pw is not None and pw.get_secret_value():
+            text = text.replace(pw.get_secret_value(), "***")
+        return text[:500]
+
+    def _note_down(self, exc: BaseException, what: str) -> None:
+        now = time.monotonic()
+        if self._db_up or self._down_since is None:
+            self._down_since = now
+            self._last_down_log = now
+            log.warning(
+                "share log: %s failed on %s (%s); records go to the spool %s until it recovers",
+                what, self.settings.redacted_url(), self._scrub(exc), self.settings.spool_dir,
+            )
+        elif now - self._last_down_log >= DOWN_LOG_INTERVAL_S:
+            self._last_down_log = now
+            log.warning(
+                "share log: database still failing after %.0fs (%s); %d records in the spool",
+                now - self._down_since, self._scrub(exc), self._spool_rows[0] + self._spool_rows[1],
+            )
+        else:
+            log.debug("share log: %s failed: %s", what, self._scrub(exc))
+        self._db_up = False
+        self._backoff_s = min(
+            self.settings.retry_backoff_max_s,
+            max(self.settings.retry_backoff_base_s, self._backoff_s * 2),
+        )
+
+    def _note_up(self) -> None:
+        if not self._db_up:
+            if self._down_since is not None:
+                log.info(
+                    "share log: database %s is back after %.1fs; replaying %d spooled records",
+                    self.settings.redacted_url(), time.monotonic() - self._down_since,
+                    self._spool_rows[0] + self._spool_rows[1],
+                )
+            self._down_since = None
+        self._db_up = True
+        self._backoff_s = 0.0
+
+    async def _migrate(self) -> bool:
+        try:
+            self._schema_version = await self._in_db(self._store.migrate)
+        except Exception as e:
+            self._note_down(e, "schema migration")
+            return False
+        self._note_up()
+        return True
+
+    async def _sleep_backoff(self) -> None:
+        # Jitter keeps several proxies from retrying in lockstep.
+        await asyncio.sleep(self._backoff_s * (0.8 + 0.4 * secrets.randbelow(1000) / 1000))
+
+    async def _insert(self, kind: int, rows: Any, token: str) -> BaseException | None:
+        if token in self._failed_tokens:
+            self._retried += 1
+        try:
+            await self._in_db(self._store.insert, kind, rows, token)
+        except Exception as e:
+            self._failed_batches += 1
+            self._failed_tokens.add(token)
+            self._note_down(e, "insert")
+            return e
+        self._failed_tokens.discard(token)
+        self._note_up()
+        return None
+
+    # ------------------------------------------------------------------ tasks
+
+    def _should_spool(self) -> bool:
+        return (
+            not self._db_up
+            or self._schema_version == 0
+            or self._spool_frames > 0
+            or self._mem[0] + self._mem[1] > self._queue_size
+        )
+
+    async def _writer(self) -> None:
+        while True:
+            if self._schema_version == 0 and not await self._migrate():
+                await self._sleep_backoff()
+                continue
+            if self._spool_frames > 0:
+                if not await self._replay_one():
+                    await self._sleep_backoff()
+                continue
+            if self._ready and self._db_up:
+                batch = self._ready.popleft()
+                self._transit[id(batch)] = (batch, None)
+                exc = await self._insert(batch.kind, batch.rows, batch.token)
+                if exc is None:
+                    self._transit.pop(id(batch), None)
+                    n = len(batch.rows)
+                    self._written[batch.kind] += n
+                    self._mem[batch.kind] -= n
+                else:
+                    self._transit.pop(id(batch), None)
+                    await self._spool_batch(batch)
+                continue
+            self._wake_writer.clear()
+            await self._wake_writer.wait()
+
+    async def _replay_one(self) -> bool:
+        """Insert the spool's oldest batch; True when the writer may go on at once."""
+        try:
+            ref, rows = await self._in_spool(self._read_head)
+        except SpoolCorrupt:
+            return True  # that segment is quarantined; go on with the next
+        if ref is None:
+            return True
+        exc = await self._insert(ref.kind, rows, ref.token)
+        if exc is None:
+            await self._in_spool(self._spool.ack, ref)
+            self._written[ref.kind] += ref.nrows
+            self._replayed[ref.kind] += ref.nrows
+            self._bad_data_tries.pop(ref.token, None)
+            return True
+        if is_bad_data(exc):
+            tries = self._bad_data_tries.get(ref.token, 0) + 1
+            self._bad_data_tries[ref.token] = tries
+            if tries >= 2:
+                await self._in_spool(self._spool.quarantine_frame, ref, self._scrub(exc))
+                self._bad_data_tries.pop(ref.token, None)
+                self._failed_tokens.discard(ref.token)
+                return True
+        return False
+
+    def _read_head(self) -> tuple[FrameRef | None, tuple[tuple[object, ...], ...]]:
+        ref = self._spool.head()
+        if ref is None:
+            return None, ()
+        return ref, self._spool.read(ref)
+
+    async def _spooler(self) -> None:
+        while True:
+            if self._ready and self._should_spool():
+                batch = self._ready.popleft()
+                await self._spool_batch(batch)
+                continue
+            self._wake_spooler.clear()
+            await self._wake_spooler.wait()
+
+    async def _spool_batch(self, batch: _Batch, *, retry_on_error: bool = True) -> bool:
+        fut = self._spool_call(self._spool.append, batch.kind, batch.token, batch.first_ms, batch.rows)
+        self._transit[id(batch)] = (batch, fut)
+        try:
+            _, snap = await asyncio.shield(asyncio.wrap_future(fut))
+        except asyncio.CancelledError:
+            raise  # close() finishes this one
+        except Exception as e:
+            self._transit.pop(id(batch), None)
+            log.error("share log: cannot write to the spool %s: %s; keeping the batch in memory",
+                      self.settings.spool_dir, e)
+            if retry_on_error:
+                self._ready.appendleft(batch)
+                await asyncio.sleep(1.0)
+            return False
+        self._after_spooled(batch, snap)
+        return True
+
+    def _after_spooled(self, batch: _Batch, snap: Any) -> None:
+        if self._transit.pop(id(batch), None) is None:
+            return
+        n = len(batch.rows)
+        self._spooled[batch.kind] += n
+        self._mem[batch.kind] -= n
+        self._apply_snapshot(snap)
+        self._wake_writer.set()
+
+    async def _ticker(self) -> None:
+        max_age_ms = self.settings.batch_max_age_s * 1000
+        tick = min(0.25, self.settings.batch_max_age_s / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now_ms = self._now() * 1000
+            for kind in (KIND_SHARES, KIND_VERDICTS):
+                if self._building[kind] and now_ms - self._building_first_ms[kind] >= max_age_ms:
+                    self._seal(kind)

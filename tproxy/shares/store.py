@@ -1,0 +1,159 @@
+"""Blocking ClickHouse access for the share log: client, migrations, inserts, queries.
+
+Owns the clickhouse-connect client. Every method blocks and must run on the
+share log's single database thread (chdb's embedded engine is in-process and
+its calls block; one writer thread keeps its use sequential). The same code
+serves ``chdb://PATH`` and ``http(s)://`` URLs: only ``_connect`` differs.
+
+After any error the client is dropped and rebuilt on the next call, so a
+restarted server or a broken HTTP connection does not stick.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import DataError
+
+from tproxy.shares.schema import SHARE_COLUMNS, VERDICT_COLUMNS, Schema
+from tproxy.shares.settings import ClickHouseSettings
+from tproxy.shares.spool import KIND_SHARES
+
+log = logging.getLogger("tproxy.shares.store")
+
+# Errors raised while building a batch on the client, or codes ClickHouse uses for
+# rows it cannot take: retrying the same batch cannot help.
+_BAD_DATA_CODES = frozenset({6, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 321})
+
+
+def is_bad_data(exc: BaseException) -> bool:
+    if isinstance(exc, (DataError, TypeError, OverflowError, struct.error, UnicodeError)):
+        return True
+    code = getattr(exc, "code", None)
+    return isinstance(code, int) and code in _BAD_DATA_CODES
+
+
+class Store:
+    """One connection to the share log's database (embedded or server)."""
+
+    def __init__(self, settings: ClickHouseSettings, instance_id: str) -> None:
+        self.settings = settings
+        self.schema = Schema(settings)
+        self.instance_id = instance_id
+        self._client: Any = None
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> Any:
+        s = self.settings
+        if s.is_embedded:
+            path = s.chdb_path
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+        return clickhouse_connect.get_client(
+            **s.http_params(),
+            connect_timeout=s.connect_timeout_s,
+            send_receive_timeout=s.insert_timeout_s,
+            compress="lz4" if s.compress else False,
+            autogenerate_session_id=False,
+            query_retries=0,
+        )
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def reset(self) -> None:
+        c, self._client = self._client, None
+        if c is not None:
+            try:
+                c.close()
+            except Exception:
+                log.debug("closing the ClickHouse client failed", exc_info=True)
+
+    def close(self) -> None:
+        self.reset()
+
+    def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException:
+            self.reset()
+            raise
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._guard(lambda: self.client.ping()))
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ schema
+
+    def migrate(self) -> int:
+        """Create what is missing (idempotent) and record versions; returns the schema version."""
+        return int(self._guard(self._migrate))
+
+    def _migrate(self) -> int:
+        sc = self.schema
+        c = self.client
+        c.command(sc.create_database())
+        c.command(sc.create_migrations_table())
+        current = int(c.query(sc.applied_versions()).result_rows[0][0] or 0)
+        for m in sc.migrations():
+            if m.version <= current:
+                continue
+            for stmt in m.statements(sc):
+                c.command(stmt)
+            c.insert(
+                sc.q(sc.migrations_table),
+                [(m.version, m.description, int(time.time() * 1000), self.instance_id)],
+                column_names=("version", "description", "applied_at", "instance_id"),
+            )
+            log.info("share log schema: applied migration %d (%s)", m.version, m.description)
+            current = m.version
+        self._apply_ttl()
+        return current
+
+    def _apply_ttl(self) -> None:
+        sc = self.schema
+        rows = self.client.query(sc.table_engine_full(), parameters={"db": sc.db}).result_rows
+        engines = {name: engine for name, engine in rows}
+        want = f"toIntervalDay({self.settings.ttl_days})"
+        for table, column in sc.ttl_targets():
+            full = engines.get(table, "")
+            has_ttl = " TTL " in f" {full} "
+            if (self.settings.ttl_days > 0 and want not in full) or (self.settings.ttl_days <= 0 and has_ttl):
+                self.client.command(sc.modify_ttl(table, column), settings={"materialize_ttl_after_modify": 0})
+                log.info("share log schema: TTL of %s set to %d days", table, self.settings.ttl_days)
+
+    # ------------------------------------------------------------------ writes
+
+    def insert(self, kind: int, rows: Sequence[Sequence[object]], token: str) -> None:
+        sc = self.schema
+        table, cols = (sc.q(sc.shares), SHARE_COLUMNS) if kind == KIND_SHARES else (sc.q(sc.verdicts), VERDICT_COLUMNS)
+        settings: dict[str, Any] = {
+            "insert_deduplicate": 1,
+            "insert_deduplication_token": token,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+        }
+        if sc.cluster:
+            # Foreground: the insert returns only when every shard has its part, so a
+            # failure is seen and the retry (same token) deduplicates shard by shard.
+            settings["distributed_foreground_insert"] = 1
+        self._guard(lambda: self.client.insert(table, rows, column_names=cols, settings=settings))
+
+    # ------------------------------------------------------------------ reads
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return list(self._guard(lambda: self.client.query(sql, parameters=parameters or {}).result_rows))
+
+
+
