@@ -154,6 +154,8 @@ class ShareLog:
         self._spool_bytes = 0
         self._spool_head_ms: int | None = None
         self._quarantined = 0
+        self._snap_taken = 0  # written on the spool thread only
+        self._snap_applied = 0
         self._db_up = False
         self._schema_version = 0
         self._down_since: float | None = None
@@ -204,9 +206,8 @@ class ShareLog:
         if len(b) >= self._batch_size:
             self._seal(kind)
         if self._mem[0] + self._mem[1] > self._queue_size:
-            # Over the memory bound: seal what we have and let the spooler move
-            # the oldest batches to disk (on its thread; this call does not wait).
-            self._seal(kind)
+            # Over the memory bound: the spooler moves the oldest sealed batches to
+            # disk (on its thread; this call does not wait for it).
             self._wake_spooler.set()
 
     def _seal(self, kind: int) -> None:
@@ -391,26 +392,49 @@ class ShareLog:
 
     # ------------------------------------------------------------------ threads
 
-    def _spool_snapshot(self) -> tuple[int, int, int, int, int | None, int]:
+    def _spool_snapshot(self) -> tuple[int, int, int, int, int, int | None, int]:
+        # Runs on the spool thread right after an operation; the sequence number lets the
+        # loop ignore a snapshot that arrives after a newer one.
         s = self._spool
-        return (s.pending_frames, s.pending_by_kind[0], s.pending_by_kind[1], s.pending_bytes, s.head_first_ms, len(s.quarantined))
+        self._snap_taken += 1
+        return (self._snap_taken, s.pending_frames, s.pending_by_kind[0], s.pending_by_kind[1], s.pending_bytes,
+                s.head_first_ms, len(s.quarantined))
 
-    def _apply_snapshot(self, snap: tuple[int, int, int, int, int | None, int]) -> None:
-        (self._spool_frames, self._spool_rows[0], self._spool_rows[1], self._spool_bytes, self._spool_head_ms, self._quarantined) = snap
+    def _apply_snapshot(self, snap: tuple[int, int, int, int, int, int | None, int]) -> None:
+        if snap[0] <= self._snap_applied:
+            return
+        self._snap_applied = snap[0]
+        (_, self._spool_frames, self._spool_rows[0], self._spool_rows[1], self._spool_bytes,
+         self._spool_head_ms, self._quarantined) = snap
+        self._wake_both()
+
+    def _wake_both(self) -> None:
+        # Every change of the state the writer and the spooler route on wakes both;
+        # each re-checks its own condition, so a spurious wake costs one check.
+        self._wake_writer.set()
+        self._wake_spooler.set()
 
     def _spool_call(self, fn: Callable[..., T], *args: Any) -> Future[tuple[T, Any]]:
         assert self._spool_exec is not None
 
         def call() -> tuple[T, Any]:
-            return fn(*args), self._spool_snapshot()
+            try:
+                return fn(*args), self._spool_snapshot()
+            except BaseException as e:
+                with contextlib.suppress(AttributeError):
+                    e.spool_snapshot = self._spool_snapshot()  # type: ignore[attr-defined]
+                raise
 
         return self._spool_exec.submit(call)
 
     async def _in_spool(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             r, snap = await asyncio.wrap_future(self._spool_call(fn, *args))
-        except BaseException:
-            self._apply_snapshot(self._spool_snapshot())  # counters only; a stale read is harmless
+        except BaseException as e:
+            snap = getattr(e, "spool_snapshot", None)
+            if snap is not None:
+                self._apply_snapshot(snap)
+            self._wake_writer.set()
             raise
         self._apply_snapshot(snap)
         return r
@@ -446,6 +470,7 @@ class ShareLog:
         else:
             log.debug("share log: %s failed: %s", what, self._scrub(exc))
         self._db_up = False
+        self._wake_both()
         self._backoff_s = min(
             self.settings.retry_backoff_max_s,
             max(self.settings.retry_backoff_base_s, self._backoff_s * 2),
@@ -462,6 +487,7 @@ class ShareLog:
             self._down_since = None
         self._db_up = True
         self._backoff_s = 0.0
+        self._wake_both()
 
     async def _migrate(self) -> bool:
         try:
@@ -484,7 +510,12 @@ class ShareLog:
         except Exception as e:
             self._failed_batches += 1
             self._failed_tokens.add(token)
-            self._note_down(e, "insert")
+            if is_bad_data(e):
+                # The database is fine; this batch is not. It goes to the spool and,
+                # after a second rejection, to quarantine.
+                log.error("share log: batch %s rejected as bad data: %s", token, self._scrub(e))
+            else:
+                self._note_down(e, "insert")
             return e
         self._failed_tokens.discard(token)
         self._note_up()
@@ -501,6 +532,17 @@ class ShareLog:
         )
 
     async def _writer(self) -> None:
+        while True:
+            try:
+                await self._writer_step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug must not silently stop the log: say so loudly and go on.
+                log.exception("share log: writer error; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _writer_step(self) -> None:
         while True:
             if self._schema_version == 0 and not await self._migrate():
                 await self._sleep_backoff()
@@ -557,6 +599,16 @@ class ShareLog:
         return ref, self._spool.read(ref)
 
     async def _spooler(self) -> None:
+        while True:
+            try:
+                await self._spooler_step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("share log: spooler error; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _spooler_step(self) -> None:
         while True:
             if self._ready and self._should_spool():
                 batch = self._ready.popleft()

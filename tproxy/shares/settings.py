@@ -75,7 +75,8 @@ class ClickHouseSettings(BaseModel):
     retry_backoff_max_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=3.0, gt=0)
     insert_timeout_s: float = Field(default=15.0, gt=0)
-    """HTTP read timeout of one insert or query; a stalled server counts as a failure after it."""
+    """HTTP read timeout of one insert or query (whole seconds, at least 1); a stalled server
+    counts as a failure after it. ``connect_timeout_s`` is rounded up the same way."""
     compress: bool = True
     """HTTP only: lz4-compress inserts."""
     close_timeout_s: float = Field(default=10.0, gt=0)

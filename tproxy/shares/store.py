@@ -12,6 +12,7 @@ restarted server or a broken HTTP connection does not stick.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import struct
 import time
@@ -58,8 +59,9 @@ class Store:
             return clickhouse_connect.get_client(dsn=f"chdb://{path}")
         return clickhouse_connect.get_client(
             **s.http_params(),
-            connect_timeout=s.connect_timeout_s,
-            send_receive_timeout=s.insert_timeout_s,
+            # The sync HTTP client takes whole seconds.
+            connect_timeout=max(1, math.ceil(s.connect_timeout_s)),
+            send_receive_timeout=max(1, math.ceil(s.insert_timeout_s)),
             compress="lz4" if s.compress else False,
             autogenerate_session_id=False,
             query_retries=0,

@@ -55,3 +55,21 @@ def front(tmp_path: Path) -> Iterator[ChdbHttpFront]:
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture
+async def opened() -> Any:
+    """``opened(ShareLog(...))`` starts a share log and guarantees close() at teardown,
+    so a failed test does not leave the process's chdb engine open on its path."""
+    from tproxy.shares.pipeline import ShareLog
+
+    logs: list[ShareLog] = []
+
+    async def _open(log: ShareLog) -> ShareLog:
+        logs.append(log)
+        await log.start()
+        return log
+
+    yield _open
+    for log in logs:
+        await log.close()
