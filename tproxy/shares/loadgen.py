@@ -76,6 +76,7 @@ async def run(args: argparse.Namespace) -> int:
         retry_backoff_base_s=0.05,
         retry_backoff_max_s=0.5,
         close_timeout_s=args.close_timeout,
+        compress=not args.no_compress,
     )
     log = ShareLog(settings, args.instance_id)
     await log.start()
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--insert-timeout", type=float, default=2.0)
     p.add_argument("--close-timeout", type=float, default=5.0)
     p.add_argument("--flush-timeout", type=float, default=60.0)
+    p.add_argument("--no-compress", action="store_true", help="HTTP: send inserts uncompressed")
     p.add_argument("--then", choices=("close", "hang"), default="close")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)

@@ -76,6 +76,14 @@ VERDICT_COLUMNS: tuple[str, ...] = (
     "pool_verdict",
 )
 
+def _types(definition: str) -> dict[str, str]:
+    out = {}
+    for line in definition.strip()[1:-1].strip().splitlines():
+        name, _, rest = line.strip().rstrip(",").partition(" ")
+        out[name] = rest.split(" CODEC(")[0]
+    return out
+
+
 _SHARES_DEF = """(
     received_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
     instance_id LowCardinality(String),
@@ -127,6 +135,10 @@ _MIGRATIONS_DEF = """(
     applied_at DateTime64(3, 'UTC'),
     instance_id String
 )"""
+
+
+SHARE_TYPES: tuple[str, ...] = tuple(_types(_SHARES_DEF)[c] for c in SHARE_COLUMNS)
+VERDICT_TYPES: tuple[str, ...] = tuple(_types(_VERDICTS_DEF)[c] for c in VERDICT_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)

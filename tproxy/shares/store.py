@@ -22,7 +22,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DataError
 
-from tproxy.shares.schema import SHARE_COLUMNS, VERDICT_COLUMNS, Schema
+from tproxy.shares.schema import SHARE_COLUMNS, SHARE_TYPES, VERDICT_COLUMNS, VERDICT_TYPES, Schema
 from tproxy.shares.settings import ClickHouseSettings
 from tproxy.shares.spool import KIND_SHARES
 
@@ -140,7 +140,11 @@ class Store:
 
     def insert(self, kind: int, rows: Sequence[Sequence[object]], token: str) -> None:
         sc = self.schema
-        table, cols = (sc.q(sc.shares), SHARE_COLUMNS) if kind == KIND_SHARES else (sc.q(sc.verdicts), VERDICT_COLUMNS)
+        table, cols, types = (
+            (sc.q(sc.shares), SHARE_COLUMNS, SHARE_TYPES)
+            if kind == KIND_SHARES
+            else (sc.q(sc.verdicts), VERDICT_COLUMNS, VERDICT_TYPES)
+        )
         settings: dict[str, Any] = {
             "insert_deduplicate": 1,
             "insert_deduplication_token": token,
@@ -150,7 +154,10 @@ class Store:
             # Foreground: the insert returns only when every shard has its part, so a
             # failure is seen and the retry (same token) deduplicates shard by shard.
             settings["distributed_foreground_insert"] = 1
-        self._guard(lambda: self.client.insert(table, rows, column_names=cols, settings=settings))
+        # Column types given, so the client does not DESCRIBE the table before every insert.
+        self._guard(lambda: self.client.insert(
+            table, rows, column_names=cols, column_type_names=types, settings=settings
+        ))
 
     # ------------------------------------------------------------------ reads
 

@@ -14,12 +14,14 @@ Switchable faults, for the share log's fault tests:
 
 * ``stop()`` / ``start()``: the port is closed (connections refused) and
   open connections are cut; ``start()`` listens again on the same port.
-* ``stall(execute=...)``: accept requests and never answer until
-  ``unstall()`` (the client times out). With ``execute=True`` the insert is
+* ``stall(execute=..., inserts_only=...)``: accept requests and never answer
+  until ``unstall()`` (the client times out); ``inserts_only`` stalls only
+  INSERTs (uncompressed bodies) and answers other queries. With ``execute=True`` the insert is
   executed first, then the answer is withheld: the data landed but the
   client believes it failed, the case the deduplication token exists for.
-* ``fail_next(n, execute=...)``: answer the next ``n`` requests (except
-  ``/ping``) with HTTP 500, optionally after executing them.
+* ``fail_next(n, execute=..., inserts_only=...)``: answer the next ``n``
+  requests (except ``/ping``; only INSERTs with ``inserts_only``) with HTTP
+  500, optionally after executing them.
 
 Only binds 127.0.0.1. One instance per test; it owns a chdb handle on the
 engine path it is given (chdb allows one engine path per process).
@@ -82,9 +84,11 @@ class ChdbHttpFront:
         self._engine_lock = threading.Lock()
         self._stall = threading.Event()  # set = stalling
         self._stall_execute = False
+        self._stall_inserts_only = False
         self._release = threading.Event()
         self._fail_left = 0
         self._fail_execute = False
+        self._fail_inserts_only = False
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -94,6 +98,7 @@ class ChdbHttpFront:
         self.inserts_executed = 0
         self.failed = 0
         self.stalled = 0
+        self.errors: list[str] = []
         self.tmpdir = tempfile.mkdtemp(prefix="chdb-front-")
 
     @staticmethod
@@ -152,8 +157,9 @@ class ChdbHttpFront:
         if self._thread is not None:
             self._thread.join(5)
 
-    def stall(self, *, execute: bool = False) -> None:
+    def stall(self, *, execute: bool = False, inserts_only: bool = False) -> None:
         self._stall_execute = execute
+        self._stall_inserts_only = inserts_only
         self._release.clear()
         self._stall.set()
 
@@ -161,10 +167,11 @@ class ChdbHttpFront:
         self._stall.clear()
         self._release.set()
 
-    def fail_next(self, n: int, *, execute: bool = False) -> None:
+    def fail_next(self, n: int, *, execute: bool = False, inserts_only: bool = False) -> None:
         with self._lock:
             self._fail_left = n
             self._fail_execute = execute
+            self._fail_inserts_only = inserts_only
 
     def close(self) -> None:
         self.unstall()
@@ -266,30 +273,39 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, raw_body: bytes) -> None:
         f = self.front
         parts = urlsplit(self.path)
+        if os.environ.get("CHDB_FRONT_TRACE"):
+            print("front:", self.command, self.path[:120], raw_body[:60], dict(self.headers), flush=True)
         if parts.path.rstrip("/") == "/ping":
-            if f._stall.is_set():
+            if f._stall.is_set() and not f._stall_inserts_only:
                 self._withhold()
                 return
             self._send(200, b"Ok.\n")
             return
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        try:
+            body = _decode_body(raw_body, self.headers.get("Content-Encoding"))
+        except Exception as e:
+            f.errors.append(str(e))
+            self._send(400, f"Code: 1001. DB::Exception: {e}".encode(), {"X-ClickHouse-Exception-Code": "1001"})
+            return
+        is_insert = body[:6].upper() == b"INSERT" or params.get("query", "")[:6].upper() == "INSERT"
         with f._lock:
             f.requests += 1
-            failing = f._fail_left > 0
+            failing = f._fail_left > 0 and (is_insert or not f._fail_inserts_only)
             if failing:
                 f._fail_left -= 1
             fail_execute = f._fail_execute
-        stalling = f._stall.is_set()
+        stalling = f._stall.is_set() and (is_insert or not f._stall_inserts_only)
         execute = (not failing and not stalling) or (failing and fail_execute) or (stalling and f._stall_execute)
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
         sql = params.get("query", "")
         result: tuple[bytes, str, int] | None = None
         error: str | None = None
         if execute:
             try:
-                body = _decode_body(raw_body, self.headers.get("Content-Encoding"))
                 result = f._execute(sql, body, params)
             except Exception as e:
                 error = str(e)
+                f.errors.append(error)
         if stalling:
             self._withhold()
             return

@@ -60,7 +60,7 @@ FAULTS: dict[str, tuple[Callable[[ChdbHttpFront], None], Callable[[ChdbHttpFront
     "stall": (lambda f: f.stall(execute=False), lambda f: f.unstall(), 1.6),
     "stall_after_insert_landed": (lambda f: f.stall(execute=True), lambda f: f.unstall(), 1.6),
     "http_500": (lambda f: f.fail_next(6, execute=False), lambda f: None, 0.0),
-    "http_500_after_insert_landed": (lambda f: f.fail_next(6, execute=True), lambda f: None, 0.0),
+    "http_500_after_insert_landed": (lambda f: f.fail_next(6, execute=True, inserts_only=True), lambda f: None, 0.0),
 }
 
 
