@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sv2.connection import AnyMessage, Sv2Connection
 from sv2.errors import ProtocolError
@@ -89,9 +89,10 @@ class UpstreamConnection:
     ) -> UpstreamConnection:
         """TCP connect, Noise handshake, SetupConnection. Raises UpstreamError."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(endpoint.host, endpoint.port), proxy.connect_timeout_s
-            )
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+            # cancellation that races with completion, which hangs shutdown.
+            async with asyncio.timeout(proxy.connect_timeout_s):
+                reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
         except (OSError, TimeoutError) as e:
             raise UpstreamError(f"{endpoint}: connect failed: {e or type(e).__name__}") from e
         conn = Sv2Connection(
@@ -100,8 +101,10 @@ class UpstreamConnection:
         )
         self = cls(endpoint, reader, writer, conn)
         try:
-            await asyncio.wait_for(self._handshake(), proxy.handshake_timeout_s)
-            await asyncio.wait_for(self._setup(), proxy.handshake_timeout_s)
+            async with asyncio.timeout(proxy.handshake_timeout_s):
+                await self._handshake()
+            async with asyncio.timeout(proxy.handshake_timeout_s):
+                await self._setup()
         except TimeoutError as e:
             self.close()
             raise UpstreamError(f"{endpoint}: handshake/setup timed out") from e
@@ -199,7 +202,8 @@ class UpstreamConnection:
             )
         )
         try:
-            reply = await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                reply = await fut
         except TimeoutError as e:
             raise UpstreamError(f"{self.endpoint}: no answer to OpenExtendedMiningChannel") from e
         finally:
@@ -301,12 +305,12 @@ class UpstreamSupervisor:
     async def stop(self) -> None:
         self._stopping = True
         for t in (self._task, self._failback_task):
-            if t is not None:
+            # Cancel until done: a library await may swallow one cancellation.
+            while t is not None and not t.done():
                 t.cancel()
-        for t in (self._task, self._failback_task):
-            if t is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+                await asyncio.wait({t}, timeout=0.5)
+            if t is not None and not t.cancelled():
+                t.exception()
         if self.current is not None:
             self.current.close()
 
@@ -411,8 +415,10 @@ class UpstreamSupervisor:
                 break
 
 
-async def _cancel(task: asyncio.Task[object] | asyncio.Task[None] | asyncio.Task[bool]) -> None:
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it, without swallowing a cancellation of our own."""
     if not task.done():
         task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved: its failure was already reported where it happened

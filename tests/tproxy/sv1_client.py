@@ -42,6 +42,7 @@ class Sv1TestClient:
         self.difficulty = 0.0
         self.extranonce1 = b""
         self.extranonce2_size = 0
+        self.worker = ""
         self.closed = asyncio.Event()
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +121,7 @@ class Sv1TestClient:
         self.extranonce2_size = r["result"][2]
         r = await self.request("mining.authorize", [worker, "x"])
         assert r["result"] is True, r
+        self.worker = worker
 
     async def wait_for(self, predicate: Any, timeout: float = 15) -> None:
         async def loop() -> None:

@@ -77,9 +77,15 @@ class Stack:
         return c
 
     async def settled(self) -> None:
-        """Wait until every forwarded share has the pool's verdict."""
+        """Wait until forwarding has stopped and every forwarded share has the pool's verdict."""
         async def loop() -> None:
-            while self.pool_accepted() + self.pool_rejected() < self.proxy.bridge.shares_forwarded:
+            stable = 0
+            last = -1
+            while stable < 5:
+                fwd = self.proxy.bridge.shares_forwarded
+                done = self.pool_accepted() + self.pool_rejected() >= fwd
+                stable = stable + 1 if (done and fwd == last) else 0
+                last = fwd
                 await asyncio.sleep(0.02)
 
         await asyncio.wait_for(loop(), 10)

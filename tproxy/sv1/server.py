@@ -122,7 +122,8 @@ class Sv1Server:
         try:
             while not closing:
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+                    async with asyncio.timeout(timeout):
+                        data = await reader.read(READ_CHUNK)
                 except TimeoutError:
                     self.closed_idle += 1
                     log.info("client %d (%s): idle timeout", session.client_id, peer)

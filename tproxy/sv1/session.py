@@ -216,6 +216,9 @@ class MinerSession:
         if clean:
             self.jobs.clear()
             self._seen.clear()
+        if self.latest is None and not self.counters.accepted:
+            # Time without work is not the miner's silence: start vardiff's clock now.
+            self.vardiff.reset(self._now())
         self.jobs[sv1_job_id] = SentJob(job, self.target)
         self.jobs.move_to_end(sv1_job_id)
         while len(self.jobs) > MAX_JOBS_PER_MINER:
@@ -234,9 +237,9 @@ class MinerSession:
         new = self.vardiff.maybe_retarget(self._now())
         if new is None:
             return False
-        floor = self.host.difficulty_floor(self)
-        new = max(new, floor)
+        new = max(new, self.host.difficulty_floor(self))
         if new == self.difficulty:
+            self.vardiff.difficulty = new  # keep vardiff's view equal to what the miner has
             return False
         self.set_difficulty(new)
         return True
