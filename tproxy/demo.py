@@ -107,10 +107,12 @@ async def run_demo(
     ]
     started = time.time()
     tasks = [asyncio.create_task(m.run(), name=f"demo-miner-{i}") for i, m in enumerate(fleet)]
+    health = "not probed"
     try:
         while time.time() - started < duration:
             await asyncio.sleep(min(2.0, max(0.1, duration - (time.time() - started))))
             print(_table(proxy, pool, started), flush=True)
+        health = await _probe_monitoring(proxy)
     finally:
         for m in fleet:
             await m.close()
@@ -119,22 +121,60 @@ async def run_demo(
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
-        await asyncio.sleep(0.5)  # let the last pool acknowledgements arrive
-        accepted = sum(s.counters.accepted for s in proxy.bridge.sessions.values())
-        forwarded = proxy.bridge.shares_forwarded
-        await proxy.close()
-        pool_accepted = pool.total_accepted
-        await pool.close()
+    await _settle(proxy, pool)
+    accepted = sum(m.accepted for m in fleet)
+    forwarded = proxy.bridge.shares_forwarded
+    pool_accepted = pool.total_accepted
+    workers = []
+    if proxy.share_log is not None:
+        await proxy.share_log.flush(10.0)
+        workers = await proxy.share_log.worker_hashrate(max(1, int(duration // 60) + 1))
+    await proxy.close()
+    await pool.close()
     written = proxy.share_log.stats().written if proxy.share_log else 0
     submitted = sum(m.submitted for m in fleet)
     print("=== summary")
     print(f"shares submitted by miners : {submitted}")
-    print(f"accepted by the proxy      : {accepted if accepted else sum(m.accepted for m in fleet)}")
+    print(f"accepted by the proxy      : {accepted}")
     print(f"forwarded upstream         : {forwarded}")
     print(f"accepted by the pool       : {pool_accepted}")
     print(f"share rows in ClickHouse   : {written}")
-    ok = forwarded == pool_accepted and forwarded > 0
-    print("books balance: forwarded == pool accepted" if ok else "WARNING: forwarded != pool accepted")
+    print(f"monitoring                 : {health}")
+    if workers:
+        print("per-worker over the last minute, from the ClickHouse per-minute aggregate:")
+        for w in sorted(workers, key=lambda w: w.worker_name):
+            print(f"  {w.worker_name:<16} shares={w.shares:<5} accepted={w.accepted_shares:<5} hashrate={_fmt_rate(w.hashrate)}")
+    ok = forwarded == pool_accepted and forwarded > 0 and written >= submitted
+    print("books balance: forwarded == pool accepted, every share logged" if ok else "WARNING: the books do not balance")
     if tmp is not None:
         tmp.cleanup()
     return 0 if ok else 1
+
+
+async def _settle(proxy: Proxy, pool: DevPool, timeout: float = 5.0) -> None:
+    """Wait until forwarding has stopped and the pool has answered every forwarded share."""
+    deadline = time.time() + timeout
+    last = -1
+    while time.time() < deadline:
+        fwd = proxy.bridge.shares_forwarded
+        if fwd == last and pool.total_accepted + pool.total_rejected >= fwd:
+            return
+        last = fwd
+        await asyncio.sleep(0.1)
+
+
+async def _probe_monitoring(proxy: Proxy) -> str:
+    """One real HTTP round trip to the proxy's own monitoring server."""
+    import aiohttp
+
+    port = proxy.monitoring_port
+    if port is None:
+        return "disabled"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/health") as r:
+            health = await r.json()
+            status = r.status
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+            metrics = await r.text()
+    clients = next((ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("sv1_clients_total")), "?")
+    return f"/health {status} {health.get('status')}, /metrics sv1_clients_total {clients}"

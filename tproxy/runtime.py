@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tproxy.bridge import Bridge
 from tproxy.config import Settings
@@ -20,6 +21,9 @@ from tproxy.monitor_source import ProxyMonitoringSource
 from tproxy.shares.pipeline import ShareLog
 from tproxy.sv1.server import Sv1Server
 from tproxy.upstream import UpstreamSupervisor
+
+if TYPE_CHECKING:
+    from monitoring.service import Monitoring
 
 log = logging.getLogger("tproxy")
 
@@ -42,8 +46,7 @@ class Proxy:
         self.sv1 = Sv1Server(settings.downstream, self.bridge)
         self.supervisor = UpstreamSupervisor(settings.upstreams, settings.proxy, self.bridge, now=now)
         self.monitoring_source = ProxyMonitoringSource(self.bridge, self.supervisor, self.share_log)
-        self._monitoring: object | None = None
-        self._cache: object | None = None
+        self._monitoring: Monitoring | None = None
 
     @property
     def sv1_port(self) -> int:
@@ -51,8 +54,7 @@ class Proxy:
 
     @property
     def monitoring_port(self) -> int | None:
-        srv = self._monitoring
-        return getattr(srv, "port", None) if srv is not None else None
+        return self._monitoring.server.port if self._monitoring is not None else None
 
     async def start(self) -> None:
         if self.share_log is not None:
@@ -60,26 +62,9 @@ class Proxy:
         self.bridge.start()
         await self.sv1.start()
         self.supervisor.start()
-        mon = self.settings.monitoring
-        if mon.enabled:
-            from monitoring.api import MonitoringServer
-            from monitoring.snapshot import SnapshotCache
+        from monitoring.service import start_monitoring
 
-            cache = SnapshotCache(
-                self.monitoring_source,
-                refresh_interval=mon.refresh_interval_s,
-                worker_stats_interval=mon.worker_stats_interval_s,
-            )
-            await cache.start()
-            server = MonitoringServer(
-                cache,
-                host=mon.address,
-                port=mon.port,
-                token=mon.token.get_secret_value() if mon.token else None,
-                max_share_log_lag_s=mon.max_share_log_lag_s,
-            )
-            await server.start()
-            self._cache, self._monitoring = cache, server
+        self._monitoring = await start_monitoring(self.monitoring_source, self.settings.monitoring)
         log.info(
             "proxy %s listening for SV1 miners on %s:%d (%s mode)",
             self.settings.proxy.instance_id,
@@ -89,10 +74,8 @@ class Proxy:
         )
 
     async def close(self) -> None:
-        for obj in (self._monitoring, self._cache):
-            if obj is not None:
-                with contextlib.suppress(Exception):
-                    await obj.close()  # type: ignore[attr-defined]
+        if self._monitoring is not None:
+            await self._monitoring.close()
         await self.supervisor.stop()
         await self.sv1.close()
         await self.bridge.stop()

@@ -385,9 +385,11 @@ class UpstreamSupervisor:
             self.current = None
             self.current_index = None
             self.down_since = self._now()
+            if self._stopping:
+                reason = "proxy shutting down"
             self.last_error = reason
             up.close()
-            log.warning("upstream %s lost: %s", endpoint, reason)
+            (log.info if self._stopping else log.warning)("upstream %s closed: %s", endpoint, reason)
             self.listener.on_upstream_lost(up, reason)
         return max(self._now() - started, 1e-9)
 
