@@ -85,14 +85,14 @@ class Proxy:
 
 async def run_until_signalled(settings: Settings) -> None:
     """``tproxy run``: start, serve until SIGINT/SIGTERM, shut down gracefully."""
-    proxy = Proxy(settings)
-    await proxy.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before start(): a signal during start-up is a stop too
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    proxy = Proxy(settings)
     try:
+        await proxy.start()
         await stop.wait()
     finally:
         log.info("shutting down")

@@ -1,0 +1,205 @@
+"""Upstream events through the whole stack: keepalive, UpdateChannel, SetExtranoncePrefix,
+CloseChannel, pool rejections attributed to the miner, the outage cut-off, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sv2 import work
+from sv2.keys import decode_public_key, decode_secret_key, xonly_from_secret
+from sv2.messages import CloseChannel, SetExtranoncePrefix
+from tests.tproxy.sv1_client import Sv1TestClient
+from tests.tproxy.test_e2e import Stack, pool_settings, proxy_settings, running
+from tproxy.pool import DevPool
+from tproxy.runtime import Proxy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def _until(pred: object, timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while not pred():  # type: ignore[operator]
+            await asyncio.sleep(0.02)
+
+
+def pool_channel_id(st: Stack) -> int:
+    assert len(st.pool.channels) == 1
+    return next(iter(st.pool.channels))
+
+
+async def test_keepalive_job_rolls_ntime_and_is_accepted() -> None:
+    pool = DevPool(pool_settings())
+    await pool.start()
+    proxy = Proxy(proxy_settings([pool.port], job_keepalive_interval_s=1), share_log=False)
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")
+        first = await c.wait_job()
+        ka = await c.wait_job(after=len(c.jobs), timeout=5)
+        assert ka.job_id != first.job_id and not ka.clean
+        assert ka.prevhash == first.prevhash and ka.coinb1 == first.coinb1
+        assert ka.ntime > first.ntime
+        en2, ntime, nonce = c.find_share(ka)
+        assert (await c.submit("farm.w1", ka, en2, ntime, nonce))["result"] is True
+        await _until(lambda: pool.total_accepted == 1)
+        # the original job is still valid too (not clean)
+        en2, ntime, nonce = c.find_share(first, en2=b"\x00\x00\x00\x09")
+        assert (await c.submit("farm.w1", first, en2, ntime, nonce))["result"] is True
+        await c.close()
+    finally:
+        await proxy.close()
+        await pool.close()
+
+
+async def test_update_channel_follows_measured_hashrate() -> None:
+    import time as _time
+
+    offset = [0.0]  # the handshake happens at real time; later ticks are pushed forward
+
+    pool = DevPool(pool_settings(fixed_difficulty=None))
+    await pool.start()
+    settings = proxy_settings([pool.port])
+    proxy = Proxy(settings, share_log=False, now=lambda: _time.time() + offset[0])
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")
+        job = await c.wait_job()
+        for k in range(5):
+            en2, ntime, nonce = c.find_share(job, en2=k.to_bytes(4, "big"))
+            assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
+        ch = next(iter(proxy.bridge.channels.values()))
+        before_target = ch.state.target
+        assert ch.stats.nominal_hashrate == 0.0
+        offset[0] += 20.0  # 20 s later: UpdateChannel is due
+        proxy.bridge.tick()
+        assert ch.stats.nominal_hashrate > 0
+        # the pool answers UpdateChannel with SetTarget: the proxy's channel target moves
+        await _until(lambda: ch.state.target != before_target)
+        await c.close()
+    finally:
+        await proxy.close()
+        await pool.close()
+
+
+async def test_set_extranonce_prefix_keeps_extranonce1_and_shares_stay_valid() -> None:
+    async with running() as st:
+        c = await st.client("farm.w1")
+        en1 = c.extranonce1
+        cid = pool_channel_id(st)
+        new_prefix = b"\xaa\xbb\xcc\xdd"
+        pch = st.pool.channels[cid]
+        pch.extranonce_prefix = new_prefix
+        conn = st.pool._owner(cid)
+        assert conn is not None
+        conn.send(SetExtranoncePrefix(channel_id=cid, extranonce_prefix=new_prefix))
+        mark = len(c.jobs)
+        await st.pool.announce_new_block()
+        job = await c.wait_job(after=mark, clean=True)
+        assert c.extranonce1 == en1  # no mining.set_extranonce needed, no reconnect
+        assert new_prefix in job.coinb1
+        en2, ntime, nonce = c.find_share(job)
+        assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
+        await st.settled()
+        assert st.pool.total_accepted == 1 and st.pool.total_rejected == 0
+        await c.close()
+
+
+async def test_pool_close_channel_in_aggregated_mode_reopens_and_keeps_miners() -> None:
+    async with running() as st:
+        c = await st.client("farm.w1")
+        cid = pool_channel_id(st)
+        conn = st.pool._owner(cid)
+        assert conn is not None
+        mark = len(c.jobs)
+        conn.send(CloseChannel(channel_id=cid, reason_code="maintenance"))
+        job = await c.wait_job(after=mark, timeout=15)
+        assert not c.closed.is_set()
+        en2, ntime, nonce = c.find_share(job)
+        assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
+        await _until(lambda: st.pool.total_accepted == 1)
+        await c.close()
+
+
+async def test_pool_rejections_are_attributed_to_the_miner_and_worker() -> None:
+    async with running() as st:
+        a = await st.client("farm.alice")
+        b = await st.client("farm.bob")
+        cid = pool_channel_id(st)
+        # The pool silently raises its target for jobs activated from now on; the proxy
+        # still believes the old one, so it forwards shares the pool will refuse.
+        st.pool.channels[cid].target = work.target_from_difficulty(1e6)
+        mark_a, mark_b = len(a.jobs), len(b.jobs)
+        await st.pool.announce_new_block()
+        ja = await a.wait_job(after=mark_a, clean=True)
+        await b.wait_job(after=mark_b, clean=True)
+        for k in range(2):
+            en2, ntime, nonce = a.find_share(ja, en2=k.to_bytes(4, "big"))
+            assert (await a.submit("farm.alice", ja, en2, ntime, nonce))["result"] is True
+        await st.settled()
+        assert st.pool.total_rejected == 2
+        sessions = {s.worker_name: s for s in st.proxy.bridge.sessions.values()}
+        assert sessions["farm.alice"].counters.pool_rejected == 2
+        assert sessions["farm.bob"].counters.pool_rejected == 0
+        ch = next(iter(st.proxy.bridge.channels.values()))
+        assert ch.stats.shares_rejected_by_reason == {"difficulty-too-low": 2}
+        await a.close()
+        await b.close()
+
+
+async def test_outage_longer_than_the_limit_disconnects_miners_cleanly() -> None:
+    pool = DevPool(pool_settings())
+    await pool.start()
+    proxy = Proxy(proxy_settings([pool.port], outage_reconnect_after_s=1.0), share_log=False)
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")
+        await c.wait_job()
+        await pool.close()
+        await asyncio.wait_for(c.closed.wait(), 10)
+        assert proxy.bridge.outage_disconnects == 1
+    finally:
+        await proxy.close()
+        await pool.close()
+
+
+def test_keygen_prints_a_matching_pair() -> None:
+    r = subprocess.run([sys.executable, "-m", "tproxy.cli", "keygen"], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert r.returncode == 0
+    lines = dict(line.split(" = ") for line in r.stdout.strip().splitlines())
+    pub = decode_public_key(lines["authority_pubkey"].strip('"'))
+    sec = decode_secret_key(lines["authority_secret_key"].strip('"'))
+    assert xonly_from_secret(sec) == pub
+
+
+def test_run_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(
+        TPROXY__DOWNSTREAM__PORT="0",
+        TPROXY__MONITORING__ENABLED="false",
+        TPROXY__UPSTREAMS='[{"address": "127.0.0.1", "port": 9, "authority_pubkey": "9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72"}]',
+        TPROXY__CLICKHOUSE__URL=f"chdb://{tmp_path / 'shares.chdb'}",
+        TPROXY__CLICKHOUSE__SPOOL_DIR=str(tmp_path / "spool"),
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tproxy.cli", "run", "--config", str(REPO / "config-examples" / "tproxy.toml")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+    )
+    assert p.stdout is not None
+    seen = []
+    for line in p.stdout:
+        seen.append(line)
+        if "listening for SV1 miners" in line:
+            break
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 0, "".join(seen) + out
+    assert "upstream 127.0.0.1:9 unavailable" in "".join(seen) + out
+    assert "Traceback" not in "".join(seen) + out
