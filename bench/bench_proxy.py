@@ -112,6 +112,7 @@ class Conn:
         self.job_id = "0"
         self.ntime = "00000000"
         self.en2_size = 4
+        self.nonce = 0  # never reused on this connection: a repeat would be a duplicate share
 
     async def call(self, req_id: int, method: str, params: list[object]) -> dict[str, object]:
         self.writer.write(json.dumps({"id": req_id, "method": method, "params": params}).encode() + b"\n")
@@ -145,17 +146,24 @@ async def open_conns(port: int, n: int, echo: bool) -> list[Conn]:
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def drive(conns: list[Conn], seconds: float) -> tuple[int, list[float]]:
+async def drive(conns: list[Conn], seconds: float, rate: float | None = None) -> tuple[int, list[float]]:
+    """Closed loop (rate None: one submit in flight per connection, as fast as answered)
+    or paced (every connection submits every len(conns)/rate seconds)."""
     latencies: list[float] = []
     done = 0
     stop_at = time.perf_counter() + seconds
+    period = len(conns) / rate if rate else 0.0
 
     async def loop(c: Conn) -> None:
         nonlocal done
-        nonce = 0
         en2 = c.index.to_bytes(c.en2_size, "big").hex()
+        next_at = time.perf_counter() + period * (c.index / len(conns))
         while time.perf_counter() < stop_at:
-            nonce += 1
+            if period:
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                next_at += period
+            c.nonce += 1
+            nonce = c.nonce
             line = (
                 f'{{"id":4,"method":"mining.submit","params":["bench.w{c.index}","{c.job_id}",'
                 f'"{en2}","{c.ntime}","{nonce:08x}"]}}\n'
@@ -189,7 +197,9 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run_case(mode: str, n: int, seconds: float, forward_ratio: float) -> dict[str, float]:
+async def run_case(
+    mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0
+) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio), "--max-connections", str(n + 100)]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -201,9 +211,13 @@ async def run_case(mode: str, n: int, seconds: float, forward_ratio: float) -> d
         await asyncio.sleep(0.5)
         rss1 = rss_kib(child.pid)
         done, lat = await drive(conns, seconds)
+        paced: dict[str, float] = {}
+        if paced_rate:
+            pdone, plat = await drive(conns, seconds, rate=paced_rate)
+            paced = {"paced_per_s": pdone / seconds, "paced_p50_ms": pct(plat, 0.5) * 1000, "paced_p99_ms": pct(plat, 0.99) * 1000}
         for c in conns:
             c.writer.close()
-        return {
+        return paced | {
             "shares_per_s": done / seconds,
             "p50_ms": pct(lat, 0.50) * 1000,
             "p99_ms": pct(lat, 0.99) * 1000,
@@ -225,6 +239,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, nargs="+", default=[1000, 5000])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--forward-ratio", type=float, default=0.1, help="fraction of shares that meet the pool target")
+    ap.add_argument("--paced-rate", type=float, default=2000.0, help="shares/s of the paced latency run (0 = skip)")
     ap.add_argument("--serve", choices=["proxy", "echo"], help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -238,14 +253,18 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, "
           f"~{args.forward_ratio:.0%} of shares forwarded upstream")
     for n in args.connections:
-        proxy = asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio))
-        echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio))
+        proxy = asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate))
+        echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate))
         print(f"\nN = {n} SV1 connections")
         print(f"  proxy : {proxy['shares_per_s']:10,.0f} shares/s   p50 {proxy['p50_ms']:7.2f} ms   p99 {proxy['p99_ms']:7.2f} ms"
               f"   {proxy['kib_per_conn']:6.1f} KiB/conn (RSS {proxy['rss_mib']:.0f} MiB)")
         print(f"  echo  : {echo['shares_per_s']:10,.0f} lines/s    p50 {echo['p50_ms']:7.2f} ms   p99 {echo['p99_ms']:7.2f} ms"
               f"   {echo['kib_per_conn']:6.1f} KiB/conn")
-        print(f"  ratio proxy/echo throughput = {proxy['shares_per_s'] / echo['shares_per_s']:.2f}")
+        print(f"  ratio proxy/echo throughput = {proxy['shares_per_s'] / echo['shares_per_s']:.2f}"
+              "   (closed loop: latency here is mostly queueing, N in flight / throughput)")
+        if args.paced_rate:
+            print(f"  paced at {args.paced_rate:,.0f}/s total: proxy p50 {proxy['paced_p50_ms']:.2f} ms p99 {proxy['paced_p99_ms']:.2f} ms"
+                  f" ({proxy['paced_per_s']:,.0f}/s); echo p50 {echo['paced_p50_ms']:.2f} ms p99 {echo['paced_p99_ms']:.2f} ms")
     _ = statistics
 
 
