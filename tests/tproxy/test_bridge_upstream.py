@@ -203,3 +203,48 @@ def test_run_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert p.returncode == 0, "".join(seen) + out
     assert "upstream 127.0.0.1:9 unavailable" in "".join(seen) + out
     assert "Traceback" not in "".join(seen) + out
+
+
+async def test_graceful_shutdown_sends_client_reconnect_to_the_proxy_itself() -> None:
+    pool = DevPool(pool_settings())
+    await pool.start()
+    proxy = Proxy(proxy_settings([pool.port]), share_log=False)
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")
+        await c.wait_job()
+        port = proxy.sv1_port
+    finally:
+        await proxy.close()
+        await pool.close()
+    await asyncio.wait_for(c.closed.wait(), 5)
+    rec = [n for n in c.notifications if n["method"] == "client.reconnect"]
+    assert rec and rec[0]["params"][:2] == ["127.0.0.1", port] and rec[0]["params"][2] > 0
+
+
+async def test_version_mask_follows_the_pools_rolling_permission() -> None:
+    pool = DevPool(pool_settings(version_rolling_allowed=False))
+    await pool.start()
+    proxy = Proxy(proxy_settings([pool.port]), share_log=False)
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")  # negotiates version rolling (mask 1fffe000)
+        job = await c.wait_job()
+        methods = [n["method"] for n in c.notifications]
+        assert methods.index("mining.set_version_mask") < methods.index("mining.notify")
+        mask_msg = next(n for n in c.notifications if n["method"] == "mining.set_version_mask")
+        assert mask_msg["params"] == ["00000000"]
+        # an unrolled share is fine, and the pool accepts it
+        en2, ntime, nonce = c.find_share(job)
+        assert (await c.submit("farm.w1", job, en2, ntime, nonce, version_bits=0))["result"] is True
+        await _until(lambda: pool.total_accepted == 1)
+        # a rolled one is refused locally instead of being rejected upstream
+        r = await c.submit("farm.w1", job, en2, ntime, nonce + 1, version_bits=0x00002000)
+        assert r["error"][0] == 20
+        assert pool.total_rejected == 0
+        await c.close()
+    finally:
+        await proxy.close()
+        await pool.close()

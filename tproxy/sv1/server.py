@@ -41,6 +41,7 @@ class Sv1Server:
         self.factory = factory
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self._writers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.refused = 0
         self.closed_for_garbage = 0
         self.closed_idle = 0
@@ -61,9 +62,15 @@ class Sv1Server:
             self._accept, self.settings.address, self.settings.port, backlog=1024, limit=READ_CHUNK
         )
 
-    async def close(self) -> None:
+    async def close(self, *, reconnect_wait_s: int = 5) -> None:
+        """Stop accepting; ask every miner to come back in ``reconnect_wait_s`` (a restart)."""
         if self._server is not None:
             self._server.close()
+        for writer in list(self._writers.values()):
+            sock = writer.get_extra_info("sockname")
+            if isinstance(sock, tuple) and not writer.is_closing():
+                with contextlib.suppress(Exception):
+                    writer.write(p.reconnect(str(sock[0]), int(sock[1]), reconnect_wait_s))
         for t in list(self._conns):
             t.cancel()
         for t in list(self._conns):
@@ -81,12 +88,14 @@ class Sv1Server:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        self._writers[task] = writer
         try:
             await self._serve(reader, writer)
         except asyncio.CancelledError:
             pass
         finally:
             self._conns.discard(task)
+            self._writers.pop(task, None)
             with contextlib.suppress(Exception):
                 writer.close()
 

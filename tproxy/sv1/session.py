@@ -105,6 +105,7 @@ class MinerSession:
         self.worker_name = ""  # first authorized worker
         self.authorized: set[str] = set()
         self.version_mask: int | None = None
+        self._mask_sent: int | None = None  # the mask in force at the miner (None: as configured)
         self.version_rolling_min_bit: int | None = None
         self.wants_set_extranonce = False
         self.difficulty = vardiff.difficulty
@@ -210,6 +211,14 @@ class MinerSession:
 
     def send_job(self, sv1_job_id: str, job: Job, notify_line: bytes, *, clean: bool) -> None:
         """Notify a job, preceded by set_difficulty when the difficulty changed."""
+        if self.version_mask is not None:
+            # A pool may forbid version rolling for a job; tell the miner before the
+            # notify instead of rejecting every rolled share it would send.
+            effective = self.version_mask if job.version_rolling_allowed else 0
+            current = self.version_mask if self._mask_sent is None else self._mask_sent
+            if effective != current:
+                self.write(p.set_version_mask(effective))
+                self._mask_sent = effective
         if self._difficulty_sent != self.difficulty:
             self.write(p.set_difficulty(self.difficulty))
             self._difficulty_sent = self.difficulty
