@@ -194,10 +194,11 @@ def test_run_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
     )
     assert p.stdout is not None
     seen = []
-    for line in p.stdout:
+    for line in p.stdout:  # up, and the unreachable pool was tried and reported
         seen.append(line)
-        if "listening for SV1 miners" in line:
+        if "upstream 127.0.0.1:9 unavailable" in line:
             break
+    assert any("listening for SV1 miners" in ln for ln in seen)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=30)
     assert p.returncode == 0, "".join(seen) + out
