@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from monitoring.api import MonitoringServer
+from monitoring.api import MonitoringServer, RateLimits
 from monitoring.snapshot import SnapshotCache
 from monitoring.source import MonitoringSource
 
@@ -40,6 +40,26 @@ class MonitoringConfig(Protocol):
     @property
     def max_share_log_lag_s(self) -> float: ...
 
+    # Optional (read with defaults, so older config objects keep working):
+    # max_db_down_s, rate_limit, api_rate, api_burst, health_rate, health_burst, max_wait_s.
+
+
+def rate_limits(config: object) -> RateLimits | None:
+    """The admission control a config asks for; None when ``rate_limit`` is false.
+
+    Fields a config object does not have take ``RateLimits``' defaults.
+    """
+    if not getattr(config, "rate_limit", True):
+        return None
+    d = RateLimits()
+    return RateLimits(
+        api_rate=getattr(config, "api_rate", d.api_rate),
+        api_burst=getattr(config, "api_burst", d.api_burst),
+        health_rate=getattr(config, "health_rate", d.health_rate),
+        health_burst=getattr(config, "health_burst", d.health_burst),
+        max_wait_s=getattr(config, "max_wait_s", d.max_wait_s),
+    )
+
 
 class Monitoring:
     """A running monitoring service: the cache and the server in front of it."""
@@ -63,9 +83,10 @@ async def start_monitoring(source: MonitoringSource, config: MonitoringConfig) -
         refresh_interval=config.refresh_interval_s,
         worker_stats_interval=config.worker_stats_interval_s,
         max_share_log_lag_s=config.max_share_log_lag_s,
+        max_db_down_s=getattr(config, "max_db_down_s", 300.0),
     )
     token = config.token.get_secret_value() if config.token is not None else None
-    server = MonitoringServer(cache, host=config.address, port=config.port, token=token)
+    server = MonitoringServer(cache, host=config.address, port=config.port, token=token, limits=rate_limits(config))
     await cache.start()
     try:
         await server.start()

@@ -142,6 +142,19 @@ class MonitoringSettings(BaseModel):
     refresh_interval_s: float = Field(default=5.0, gt=0)
     worker_stats_interval_s: float = Field(default=30.0, gt=0)
     max_share_log_lag_s: float = Field(default=120.0, gt=0)
+    """/health turns 503 when the oldest share not yet in ClickHouse is older than this."""
+    max_db_down_s: float = Field(default=300.0, gt=0)
+    """/health turns 503 when ClickHouse has been unreachable (shares spooling) this long."""
+    rate_limit: bool = True
+    """Admission control of the API (monitoring.limits); off only for trusted benchmarks."""
+    api_rate: float = Field(default=100.0, gt=0)
+    """Cost units per second the API may serve (1 per response + 1 per 64 KiB sent)."""
+    api_burst: float = Field(default=50.0, ge=1)
+    health_rate: float = Field(default=50.0, gt=0)
+    """The same for /health and /api/v1/health, on their own bucket."""
+    health_burst: float = Field(default=50.0, ge=1)
+    max_wait_s: float = Field(default=2.0, ge=0)
+    """A request that would wait longer than this for the bucket is refused with 429."""
 
 
 class Settings(BaseSettings):

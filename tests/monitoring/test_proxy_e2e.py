@@ -413,3 +413,17 @@ async def _health(st: Stack, path: str, want: int) -> dict[str, Any] | None:
     async with st.http.get(path) as r:
         body = await r.json()
         return body if r.status == want else None
+
+
+# -- configuration reaches the monitoring ---------------------------------------------------
+
+
+def test_monitoring_settings_reach_admission_control_and_health() -> None:
+    from monitoring.api import RateLimits
+    from monitoring.service import rate_limits
+
+    assert rate_limits(MonitoringSettings()) == RateLimits()
+    assert rate_limits(MonitoringSettings(rate_limit=False)) is None
+    custom = MonitoringSettings(api_rate=7, api_burst=3, health_rate=2, health_burst=4, max_wait_s=0.5)
+    assert rate_limits(custom) == RateLimits(api_rate=7, api_burst=3, health_rate=2, health_burst=4, max_wait_s=0.5)
+    assert MonitoringSettings(max_db_down_s=9).max_db_down_s == 9
