@@ -418,7 +418,7 @@ async def _health(st: Stack, path: str, want: int) -> dict[str, Any] | None:
 # -- configuration reaches the monitoring ---------------------------------------------------
 
 
-def test_monitoring_settings_reach_admission_control_and_health() -> None:
+async def test_monitoring_settings_reach_admission_control_and_health() -> None:
     from monitoring.api import RateLimits
     from monitoring.service import rate_limits
 
