@@ -245,6 +245,12 @@ class Bridge:
             return floor
         return max(floor, work.difficulty_from_target(ch.state.target))
 
+    def _apply_floor(self, session: MinerSession) -> None:
+        """Raise a miner below its floor (takes effect with the next notify)."""
+        floor = self.difficulty_floor(session)
+        if session.difficulty < floor:
+            session.set_difficulty(floor)
+
     def forward_share(
         self, session: MinerSession, job: Job, extranonce2: bytes, ntime: int, nonce: int, version: int,
         share_seq: int, target_difficulty: float,
@@ -389,6 +395,7 @@ class Bridge:
         )
         if owner is not None:
             owner.channel_id = ch.state.channel_id
+            self._apply_floor(owner)
             self._send_latest(owner, ch)
         else:
             for s in self._members(ch):
@@ -456,6 +463,8 @@ class Bridge:
         elif isinstance(msg, SetTarget):
             for ch in targets:
                 ch.state.on_set_target(msg)
+                for s in self._members(ch):
+                    self._apply_floor(s)
         elif isinstance(msg, SubmitSharesSuccess):
             for ch in targets:
                 self._on_success(ch, msg)

@@ -249,3 +249,55 @@ async def test_version_mask_follows_the_pools_rolling_permission() -> None:
     finally:
         await proxy.close()
         await pool.close()
+
+
+async def test_non_aggregated_miner_is_kept_at_or_above_its_channel_difficulty() -> None:
+    pool = DevPool(pool_settings(fixed_difficulty=4e-6))
+    await pool.start()
+    settings = proxy_settings([pool.port], aggregated=False)
+    settings.difficulty.start_difficulty = 1e-7
+    proxy = Proxy(settings, share_log=False)
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")
+        job = await c.wait_job()
+        assert job.difficulty >= 4e-6 * 0.999  # never below what the channel needs
+        en2, ntime, nonce = c.find_share(job)
+        assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
+        await _until(lambda: pool.total_accepted == 1)  # so every valid share is useful upstream
+        await c.close()
+    finally:
+        await proxy.close()
+        await pool.close()
+
+
+async def test_vardiff_raises_a_fast_miners_difficulty_before_the_next_notify() -> None:
+    pool = DevPool(pool_settings())
+    await pool.start()
+    settings = proxy_settings([pool.port])
+    settings.difficulty.vardiff = True
+    settings.difficulty.shares_per_minute = 6.0
+    settings.difficulty.retarget_interval_s = 1.0
+    proxy = Proxy(settings, share_log=False)
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")
+        job = await c.wait_job()
+        start = c.difficulty
+        for k in range(40):  # far more than 6 a minute
+            en2, ntime, nonce = c.find_share(job, en2=k.to_bytes(4, "big"))
+            assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
+        mark = len(c.notifications)
+        await c.wait_for(lambda: any(n["method"] == "mining.notify" for n in c.notifications[mark:]), 10)
+        new = [n["method"] for n in c.notifications[mark:]]
+        assert new.index("mining.set_difficulty") < new.index("mining.notify")
+        assert c.difficulty > start
+        # shares at the old difficulty still in flight are accepted for a grace period
+        en2, ntime, nonce = c.find_share(job, en2=(99).to_bytes(4, "big"), difficulty=start)
+        assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
+        await c.close()
+    finally:
+        await proxy.close()
+        await pool.close()
