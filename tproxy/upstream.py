@@ -366,6 +366,10 @@ class UpstreamSupervisor:
             self.last_error = str(e)
             log.warning("upstream %s refused our channel: %s", endpoint, e)
             return 0.0
+        except BaseException:  # cancelled while opening channels: reap the reader too
+            await _cancel(run_task)
+            up.close()
+            raise
         started = self._now()
         self.current, self.current_index = up, index
         self.connects += 1
