@@ -126,9 +126,12 @@ async def run_demo(
     forwarded = proxy.bridge.shares_forwarded
     pool_accepted = pool.total_accepted
     workers = []
+    window_min = 0
     if proxy.share_log is not None:
         await proxy.share_log.flush(10.0)
-        workers = await proxy.share_log.worker_hashrate(max(1, int(duration // 60) + 1))
+        # per-minute buckets: cover the whole run (it may straddle minute boundaries)
+        window_min = int(duration // 60) + 2
+        workers = await proxy.share_log.worker_hashrate(window_min)
     await proxy.close()
     await pool.close()
     written = proxy.share_log.stats().written if proxy.share_log else 0
@@ -141,7 +144,7 @@ async def run_demo(
     print(f"share rows in ClickHouse   : {written}")
     print(f"monitoring                 : {health}")
     if workers:
-        print("per-worker over the last minute, from the ClickHouse per-minute aggregate:")
+        print(f"per-worker, last {window_min} min, from the ClickHouse per-minute aggregate (hashrate averaged over that window):")
         for w in sorted(workers, key=lambda w: w.worker_name):
             print(f"  {w.worker_name:<16} shares={w.shares:<5} accepted={w.accepted_shares:<5} hashrate={_fmt_rate(w.hashrate)}")
     ok = forwarded == pool_accepted and forwarded > 0 and written >= submitted
