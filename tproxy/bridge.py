@@ -17,6 +17,7 @@ extranonce1 survives the switch.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -126,7 +127,9 @@ class Bridge:
         self.sessions: dict[int, MinerSession] = {}
         self._closers: dict[int, Callable[[], None]] = {}
         self._client_ids = itertools.count(1)
-        self._free_en1: list[int] = []
+        # Fresh values first, then the longest-freed: a miner that reconnects must not get
+        # back an extranonce1 whose shares (same extranonce2 and nonces) the pool has seen.
+        self._free_en1: collections.deque[int] = collections.deque()
         self._next_en1 = 0
         self._share_seq = itertools.count(1)
         self._sv1_job_ids = itertools.count(1)
@@ -159,11 +162,11 @@ class Bridge:
     # ------------------------------------------------------------------ SV1 side
 
     def _alloc_extranonce1(self) -> bytes | None:
-        if self._free_en1:
-            idx = self._free_en1.pop()
-        elif self._next_en1 < 256**self.extranonce1_size:
+        if self._next_en1 < 256**self.extranonce1_size:
             idx = self._next_en1
             self._next_en1 += 1
+        elif self._free_en1:
+            idx = self._free_en1.popleft()
         else:
             return None
         return idx.to_bytes(self.extranonce1_size, "big")

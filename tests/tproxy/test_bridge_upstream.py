@@ -301,3 +301,26 @@ async def test_vardiff_raises_a_fast_miners_difficulty_before_the_next_notify() 
     finally:
         await proxy.close()
         await pool.close()
+
+
+async def test_duplicate_detection_spans_keepalive_copies_of_a_job() -> None:
+    pool = DevPool(pool_settings())
+    await pool.start()
+    proxy = Proxy(proxy_settings([pool.port], job_keepalive_interval_s=1), share_log=False)
+    await proxy.start()
+    try:
+        c = await Sv1TestClient.connect(proxy.sv1_port)
+        await c.handshake("farm.w1")
+        first = await c.wait_job()
+        en2, ntime, nonce = c.find_share(first)
+        assert (await c.submit("farm.w1", first, en2, ntime, nonce))["result"] is True
+        ka = await c.wait_job(after=len(c.jobs), timeout=5)
+        # the same header submitted under the keepalive's SV1 id is the same share upstream
+        r = await c.submit("farm.w1", ka, en2, ntime, nonce)
+        assert r["error"][0] == 22
+        await _until(lambda: pool.total_accepted == 1)
+        assert pool.total_rejected == 0
+        await c.close()
+    finally:
+        await proxy.close()
+        await pool.close()

@@ -107,7 +107,7 @@ async def test_idle_miner_is_cut_after_idle_timeout() -> None:
         assert not st.proxy.bridge.sessions  # its session was released
 
 
-async def test_extranonce1_is_reused_after_disconnect_and_never_shared() -> None:
+async def test_extranonce1_is_not_handed_out_again_right_after_a_disconnect() -> None:
     async with stack() as st:
         a = await st.client("farm.a")
         b = await st.client("farm.b")
@@ -121,8 +121,9 @@ async def test_extranonce1_is_reused_after_disconnect_and_never_shared() -> None
 
         await asyncio.wait_for(released(), 5)
         c = await st.client("farm.c")
-        assert c.extranonce1 in (en1, bytes(len(en1)))
-        assert c.extranonce1 != b.extranonce1
+        # a reconnecting miner restarts extranonce2/nonces from 0: the same extranonce1
+        # would reproduce shares the pool has already credited
+        assert c.extranonce1 not in (en1, b.extranonce1)
 
 
 @pytest.mark.parametrize(

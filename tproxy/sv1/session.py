@@ -115,7 +115,8 @@ class MinerSession:
         self._difficulty_sent: float | None = None
         self.jobs: OrderedDict[str, SentJob] = OrderedDict()
         self.latest: tuple[str, Job] | None = None
-        self._seen: OrderedDict[tuple[str, bytes, int, int, int], None] = OrderedDict()
+        # keyed by the upstream job: keepalive copies give one upstream job several SV1 ids
+        self._seen: OrderedDict[tuple[int, int, bytes, int, int, int], None] = OrderedDict()
         self.counters = ShareCounters()
         self.channel_id: int | None = None  # upstream channel serving this miner
         self.closed = False
@@ -321,7 +322,7 @@ class MinerSession:
             self._record(received_ms, sub, job, "difficulty-too-low", ntime, nonce, version, en2, h[::-1].hex(), share_diff, False, (0, 0))
             self._reject(req, p.LOW_DIFFICULTY, "difficulty-too-low", "Low difficulty share")
             return
-        key = (sub.sv1_job_id, en2, ntime, nonce, version)
+        key = (job.channel_id, job.job_id, en2, ntime, nonce, version)
         if key in self._seen:
             self._record(received_ms, sub, job, "duplicate-share", ntime, nonce, version, en2, h[::-1].hex(), share_diff, False, (0, 0))
             self._reject(req, p.DUPLICATE, "duplicate-share", "Duplicate share")
