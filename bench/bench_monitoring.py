@@ -1,44 +1,53 @@
-"""Benchmark: does hammering the monitoring API slow the share path?
+"""Benchmark: does hammering the monitoring API slow the share path? (issue #5)
 
-Owns the monitoring load test of issue #5. It serves the monitoring API from
-this process (a ``SnapshotCache`` over a synthetic source with N SV1 clients)
-and, for each share-path workload, alternates phases with the API idle and
-phases while a *separate process* runs 16 concurrent HTTP clients hammering
-``/metrics`` and ``/api/v1/sv1/clients``. Every phase contains exactly one
-snapshot build, so both kinds carry the same build load. It prints the median
-of each, their ratio, and the requests/s the API served, plus the build's
-longest event-loop slice and the longest CPython GC pause seen.
+Section 1, THE REAL PROXY (the default, ``--section proxy``): the dev pool and
+the proxy (monitoring on, share log on an embedded chdb engine in a temporary
+directory) run in a child process; this process opens ``--connections`` SV1
+connections with bench/bench_proxy.py's load generator and, in alternating
+phases, measures
 
-THE SHARE PATH IS A STAND-IN until the proxy exists. Two stand-ins run:
+* closed loop: every connection keeps one ``mining.submit`` in flight;
+  shares/s and p50/p99 submit->reply latency (queueing dominates the latency);
+* paced: ``--paced-rate`` shares/s in total; p50/p99 latency of a proxy that
+  is not saturated, which is what a farm sees;
 
-* ``latency``: a 1 ms timer task on the proxy's event loop; we report how late
-  it wakes (p50/p99/max). A share arriving on a socket waits exactly like
-  this for the loop, so this is the share-path latency monitoring adds.
-* ``throughput``: a saturated loop that does the CPU work of a share
-  (sha256d of an 80-byte header, counter updates) and yields to the loop after
-  each one; we report shares/s. It shows how much CPU serving the API takes
-  from a fully loaded proxy.
+once with the API idle and once while a *separate process* runs
+``--concurrency`` (16) HTTP clients hammering ``/metrics`` (gzip, as
+Prometheus asks) and ``/api/v1/sv1/clients`` (random 100-item pages). It
+prints both, their ratio, the proxy process's CPU use, and the requests/s the
+monitoring served, with the 429s of its admission control counted as such.
+With ``--limits both`` (the default) it runs once with the production
+admission control and once with it off (the worst case it protects against).
 
-To measure the real proxy, implement ``ShareWorkload`` (start the dev pool,
-the proxy and synthetic miners; count shares the pool accepted during
-``run``) and add it to ``workloads()``; everything else stays.
+Every miner share is valid (difficulty 1e-10) and about ``--forward-ratio`` of
+them are forwarded to the pool, as in bench_proxy. The snapshot refreshes every
+``--refresh`` seconds (1 s: several builds in every phase, so idle and
+hammered phases carry the same build load).
+
+Section 2, STAND-IN (``--section stand-in``): the earlier measurement, kept for
+its 10,000-client snapshot: the API served in this process from a synthetic
+source, with a 1 ms timer (latency) and a saturated sha256d loop (throughput)
+standing in for the share path. It isolates the API's cost from the proxy's.
 
 Run from the repository root: ``.venv/bin/python bench/bench_monitoring.py``
-(``--clients``, ``--duration``, ``--concurrency``; ``--json`` for a
-machine-readable line).
+(``--section all`` for both; ``--json`` for one machine-readable line).
+Everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import hashlib
 import json
 import os
 import random
+import signal
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,8 +57,11 @@ from typing import Any, Protocol
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "bench") not in sys.path:
+    sys.path.insert(0, str(REPO / "bench"))
 
 import aiohttp  # noqa: E402
+import bench_proxy  # noqa: E402  (the SV1 load generator: open_conns, drive, pct)
 
 from monitoring.api import MonitoringServer, RateLimits  # noqa: E402
 from monitoring.snapshot import Snapshot, SnapshotCache  # noqa: E402
@@ -58,7 +70,7 @@ from tests.monitoring.static_source import StaticSource  # noqa: E402
 HAMMER_PATHS = ("/metrics", "/api/v1/sv1/clients")
 
 
-# -- share-path workloads --------------------------------------------------------
+# == SECTION 2: STAND-IN share path (the API in this process, synthetic source) =========
 
 
 @dataclass
@@ -176,7 +188,10 @@ async def hammer(url: str, duration: float, concurrency: int, token: str | None)
         t0 = time.perf_counter()
         await asyncio.gather(*(client(k) for k in range(concurrency)))
         elapsed = time.perf_counter() - t0
-    return {"seconds": elapsed, "counts": counts, "bytes": nbytes, "errors": errors, "refused": refused}
+    return {
+        "seconds": elapsed, "counts": counts, "bytes": nbytes, "errors": errors, "refused": refused,
+        "cpu": time.process_time() / elapsed,  # the hammer's own CPU use (cores), for the CPU budget
+    }
 
 
 async def run_hammered(
@@ -194,7 +209,7 @@ async def run_hammered(
     return result, json.loads(out.decode().strip().splitlines()[-1])
 
 
-# -- main ------------------------------------------------------------------------------
+# -- section 2 driver -------------------------------------------------------------------
 
 
 async def _phase(
@@ -231,7 +246,7 @@ class _GcPauses:
             self.full += info["generation"] == 2
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+async def bench_stand_in(args: argparse.Namespace) -> dict[str, Any]:
     source = StaticSource(args.clients)
     # No background timer: each phase triggers one build itself (see _phase).
     cache = SnapshotCache(source, refresh_interval=3600.0)
@@ -244,7 +259,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     gc_pauses = _GcPauses()
     gc.callbacks.append(gc_pauses)
     report: dict[str, Any] = {
-        "share_path": "STAND-IN (no proxy yet)",
+        "share_path": "STAND-IN (synthetic source, API in the measuring process)",
         "admission_control": "off" if limits is None else f"{limits.api_rate:g} units/s, burst {limits.api_burst:g}",
         "clients": args.clients,
         "metrics_bytes": len(snap.metrics.body),
@@ -310,8 +325,9 @@ def _median_detail(results: list[WorkloadResult]) -> dict[str, float]:
     return {k: statistics.median(r.detail[k] for r in results) for k in keys}
 
 
-def print_report(r: dict[str, Any]) -> None:
-    print("monitoring bench -- share path is a STAND-IN (the proxy does not exist yet)")
+def print_stand_in_report(r: dict[str, Any]) -> None:
+    print("\nSECTION 2 -- STAND-IN share path: the API served in this process from a synthetic source;")
+    print("a 1 ms timer and a saturated sha256d loop stand in for the share path (isolates the API's own cost)")
     print(
         f"snapshot: {r['clients']:,} SV1 clients, one build per phase (both kinds); "
         f"/metrics body {r['metrics_bytes'] / 1e6:.2f} MB ({r['metrics_gzip_bytes'] / 1e3:.0f} KB gzip)"
@@ -348,25 +364,293 @@ def _fmt(xs: list[float]) -> str:
     return " ".join(f"{x:.2f}" for x in xs)
 
 
+
+# == SECTION 1: THE REAL PROXY ============================================================
+
+
+async def serve_proxy(args: argparse.Namespace) -> None:
+    """Child process: the dev pool and the proxy with monitoring on; prints the ports,
+    serves until SIGTERM, then closes everything and prints its counters."""
+    from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
+    from tproxy.config import Settings, UpstreamSettings
+    from tproxy.pool import DevPool, PoolSettings
+    from tproxy.runtime import Proxy
+
+    secret, xonly = generate_keypair()
+    pool = DevPool(
+        PoolSettings(
+            port=0, authority_secret_key=encode_secret_key(secret), fixed_difficulty=2.0**-32 / args.forward_ratio,
+            new_block_interval_s=0, new_job_interval_s=0, share_batch_size=10,
+        )
+    )
+    await pool.start()
+    share_log_dir = args.share_log_dir or None
+    settings = Settings(
+        upstreams=[UpstreamSettings(address="127.0.0.1", port=pool.port, authority_pubkey=encode_public_key(xonly))],
+        downstream={"address": "127.0.0.1", "port": 0, "max_connections": args.max_connections, "idle_timeout_s": 600},
+        difficulty={
+            "start_difficulty": bench_proxy.MINER_DIFFICULTY, "min_difficulty": bench_proxy.MINER_DIFFICULTY, "vardiff": False,
+        },
+        proxy={"instance_id": "bench-monitoring", "job_keepalive_interval_s": 0},
+        monitoring={
+            "enabled": True, "address": "127.0.0.1", "port": 0, "refresh_interval_s": args.refresh,
+            "worker_stats_interval_s": 5.0, "rate_limit": not args.unlimited,
+        },
+        clickhouse=(
+            {"url": f"chdb://{Path(share_log_dir) / 'shares.chdb'}", "spool_dir": str(Path(share_log_dir) / "spool"),
+             "spool_fsync": False}
+            if share_log_dir else {}
+        ),
+    )
+    proxy = Proxy(settings, share_log=share_log_dir is not None)
+    await proxy.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(json.dumps({"port": proxy.sv1_port, "monitoring_port": proxy.monitoring_port}), flush=True)
+    await stop.wait()
+    forwarded = proxy.bridge.shares_forwarded
+    written = proxy.share_log.stats().written if proxy.share_log is not None else None
+    await proxy.close()
+    await pool.close()
+    print(json.dumps({"forwarded": forwarded, "pool_accepted": pool.total_accepted, "share_log_written": written}), flush=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def start_hammer(url: str, duration: float, concurrency: int) -> asyncio.subprocess.Process:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--hammer", url, "--duration", str(duration)]
+    cmd += ["--concurrency", str(concurrency)]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, cwd=str(REPO))
+    assert proc.stdout is not None
+    line = await proc.stdout.readline()
+    if line.strip() != b"ready":
+        raise RuntimeError(f"hammer process did not start: {line!r}")
+    return proc
+
+
+async def finish_hammer(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    out, _ = await proc.communicate()
+    return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+async def _wait_healthy(url: str, timeout: float = 20.0) -> None:
+    async with aiohttp.ClientSession(base_url=url) as http, asyncio.timeout(timeout):
+        while True:
+            async with http.get("/health") as r:
+                if r.status == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def _snapshot_figures(url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession(base_url=url) as http, http.get("/metrics") as r:
+        text = await r.text()
+    want = {
+        "tproxy_monitoring_snapshot_build_seconds": "build_ms",
+        "tproxy_monitoring_snapshot_max_stall_seconds": "max_stall_ms",
+        "sv1_clients_total": "clients",
+    }
+    out: dict[str, float] = {"metrics_bytes": float(len(text))}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            if smp.name in want:
+                out[want[smp.name]] = smp.value * (1000 if want[smp.name].endswith("_ms") else 1)
+    return out
+
+
+async def proxy_mode(args: argparse.Namespace, limited: bool) -> dict[str, Any]:
+    """One child proxy (admission control on or off); alternating idle/hammered phases."""
+    n = args.connections
+    with tempfile.TemporaryDirectory(prefix="bench-monitoring-") as tmp:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-proxy", "--max-connections", str(n + 100)]
+        cmd += ["--refresh", str(args.refresh), "--forward-ratio", str(args.forward_ratio)]
+        cmd += ["--share-log-dir", "" if args.no_share_log else tmp]
+        if not limited:
+            cmd.append("--unlimited")
+        child = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, cwd=str(REPO))
+        assert child.stdout is not None
+        if args.pin:  # the proxy alone on CPU 0; this generator (and the hammer it starts) elsewhere
+            os.sched_setaffinity(child.pid, {0})
+            os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)) or {0})
+        try:
+            ports = json.loads(await child.stdout.readline())
+            url = f"http://127.0.0.1:{ports['monitoring_port']}"
+            await _wait_healthy(url)
+            conns = await bench_proxy.open_conns(ports["port"], n, echo=False)
+            await bench_proxy.drive(conns, 1.0)  # warm-up, not measured
+            phases: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+            hammers: list[dict[str, Any]] = []
+            for r in range(args.rounds):
+                for hammered in (False, True) if r % 2 == 0 else (True, False):
+                    proc = None
+                    if hammered:
+                        proc = await start_hammer(url, 2 * args.duration + 0.2, args.concurrency)
+                    cpu0, gen0, t0 = cpu_seconds(child.pid), time.process_time(), time.perf_counter()
+                    done, lat = await bench_proxy.drive(conns, args.duration)
+                    res: dict[str, float] = {
+                        "shares_per_s": done / args.duration,
+                        "p50_ms": bench_proxy.pct(lat, 0.5) * 1000,
+                        "p99_ms": bench_proxy.pct(lat, 0.99) * 1000,
+                    }
+                    if args.paced_rate:
+                        pdone, plat = await bench_proxy.drive(conns, args.duration, rate=args.paced_rate)
+                        res |= {
+                            "paced_per_s": pdone / args.duration,
+                            "paced_p50_ms": bench_proxy.pct(plat, 0.5) * 1000,
+                            "paced_p99_ms": bench_proxy.pct(plat, 0.99) * 1000,
+                        }
+                    wall = time.perf_counter() - t0
+                    res["proxy_cpu"] = (cpu_seconds(child.pid) - cpu0) / wall
+                    res["generator_cpu"] = (time.process_time() - gen0) / wall
+                    phases[hammered].append(res)
+                    if proc is not None:
+                        hammers.append(await finish_hammer(proc))
+            snap = await _snapshot_figures(url)
+            for c in conns:
+                c.writer.close()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+            try:
+                out, _ = await asyncio.wait_for(child.communicate(), 30)
+                counters = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
+            except (TimeoutError, ValueError):
+                child.kill()
+                counters = {}
+    secs = sum(h["seconds"] for h in hammers)
+    idle = {k: statistics.median(p[k] for p in phases[False]) for k in phases[False][0]}
+    busy = {k: statistics.median(p[k] for p in phases[True]) for k in phases[True][0]}
+    return {
+        "admission_control": "on (default: 100 units/s, burst 50, max wait 2 s)" if limited else "off",
+        "idle": idle,
+        "hammered": busy,
+        "throughput_ratio": busy["shares_per_s"] / idle["shares_per_s"],
+        "round_ratios": [b["shares_per_s"] / i["shares_per_s"] for i, b in zip(phases[False], phases[True], strict=True)],
+        "requests_per_s": sum(sum(h["counts"].values()) for h in hammers) / secs,
+        "requests_per_s_by_path": {p: sum(h["counts"][p] for h in hammers) / secs for p in HAMMER_PATHS},
+        "wire_mbytes_per_s": sum(sum(h["bytes"].values()) for h in hammers) / secs / 1e6,
+        "refused_per_s": sum(h["refused"] for h in hammers) / secs,
+        "refused": sum(h["refused"] for h in hammers),
+        "errors": sum(h["errors"] for h in hammers),
+        "hammer_cpu": statistics.median(h["cpu"] for h in hammers),
+        "snapshot": snap,
+        "proxy_counters": counters,
+    }
+
+
+async def bench_proxy_section(args: argparse.Namespace) -> dict[str, Any]:
+    modes = {"on": [True], "off": [False], "both": [True, False]}[args.limits]
+    report: dict[str, Any] = {
+        "share_path": "REAL proxy (child process) + dev pool",
+        "connections": args.connections,
+        "share_log": "off" if args.no_share_log else "chdb (embedded, temporary directory)",
+        "refresh_s": args.refresh,
+        "concurrency": args.concurrency,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "paced_rate": args.paced_rate,
+        "forward_ratio": args.forward_ratio,
+        "cores": os.cpu_count(),
+        "pinned": args.pin,
+        "modes": [],
+    }
+    for limited in modes:
+        report["modes"].append(await proxy_mode(args, limited))
+    return report
+
+
+def print_proxy_report(r: dict[str, Any]) -> None:
+    print(
+        f"SECTION 1 -- REAL PROXY: dev pool + proxy (monitoring on, refresh {r['refresh_s']:g} s, share log "
+        f"{r['share_log']}) in a child process;\n{r['connections']:,} SV1 connections from this process "
+        f"(bench_proxy's generator, ~{r['forward_ratio']:.0%} of shares forwarded upstream); hammer: "
+        f"{r['concurrency']} concurrent HTTP clients in another process on {', '.join(HAMMER_PATHS)};\n"
+        f"{r['rounds']} rounds of idle + hammered phases ({r['duration_s']:g} s closed loop"
+        + (f" + {r['duration_s']:g} s paced at {r['paced_rate']:,.0f} shares/s" if r["paced_rate"] else "")
+        + f"), medians; python {sys.version.split()[0]}, {r['cores']} cores"
+        + (", proxy pinned to CPU 0, generator and hammer to the others" if r["pinned"]
+           else " shared by the proxy, the load generator and the hammer")
+    )
+    for m in r["modes"]:
+        i, b = m["idle"], m["hammered"]
+        print(f"\n admission control {m['admission_control']}")
+        for label, d in (("idle API", i), ("hammered", b)):
+            line = (
+                f"  {label:9s}: {d['shares_per_s']:8,.0f} shares/s  p50 {d['p50_ms']:7.2f} ms  p99 {d['p99_ms']:7.2f} ms"
+                f"  (closed loop)"
+            )
+            if "paced_per_s" in d:
+                line += f" | paced {d['paced_per_s']:,.0f}/s: p50 {d['paced_p50_ms']:6.2f} ms  p99 {d['paced_p99_ms']:6.2f} ms"
+            print(line + f" | CPU: proxy {d['proxy_cpu']:.0%}, generator {d['generator_cpu']:.0%}")
+        print(
+            f"  ratio hammered/idle: throughput {m['throughput_ratio']:.3f} (per round: {_fmt(m['round_ratios'])}), "
+            f"closed-loop p99 {b['p99_ms'] / i['p99_ms']:.2f}"
+            + (f", paced p99 {b['paced_p99_ms'] / i['paced_p99_ms']:.2f}" if "paced_p99_ms" in i else "")
+        )
+        by = ", ".join(f"{p} {v:,.0f}/s" for p, v in m["requests_per_s_by_path"].items())
+        print(
+            f"  monitoring served {m['requests_per_s']:,.0f} requests/s ({by}; {m['wire_mbytes_per_s']:.2f} MB/s on the wire); "
+            f"refused with 429: {m['refused_per_s']:,.1f}/s ({m['refused']} in all); errors {m['errors']}; "
+            f"hammer process CPU {m['hammer_cpu']:.0%}"
+        )
+        s = m["snapshot"]
+        print(
+            f"  snapshot at the end: {s.get('clients', 0):,.0f} clients, /metrics {s['metrics_bytes'] / 1e3:.0f} KB plain, "
+            f"build {s.get('build_ms', 0):.1f} ms wall, longest loop stall {s.get('max_stall_ms', 0):.2f} ms; "
+            f"proxy counters at exit: {json.dumps(m['proxy_counters'])}"
+        )
+
+
+# == main ===================================================================================
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--clients", type=int, default=10_000)
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per phase")
-    p.add_argument("--rounds", type=int, default=3, help="idle/hammered pairs per workload")
+    p.add_argument("--section", choices=["proxy", "stand-in", "all"], default="proxy")
+    p.add_argument("--connections", type=int, default=1000, help="SV1 connections (section 1)")
+    p.add_argument("--paced-rate", type=float, default=2000.0, help="total shares/s of the paced run (0 = skip)")
+    p.add_argument("--forward-ratio", type=float, default=0.1, help="fraction of shares forwarded upstream")
+    p.add_argument("--refresh", type=float, default=1.0, help="snapshot refresh interval of the proxy (s)")
+    p.add_argument("--limits", choices=["on", "off", "both"], default="both", help="admission control of the API")
+    p.add_argument("--no-share-log", action="store_true", help="run the proxy without its share log")
+    p.add_argument("--pin", action="store_true", help="pin the proxy to CPU 0 and the load to the other CPUs")
+    p.add_argument("--clients", type=int, default=10_000, help="synthetic SV1 clients (section 2)")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per phase")
+    p.add_argument("--rounds", type=int, default=2, help="idle/hammered pairs")
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--unlimited", action="store_true", help="turn the API's admission control off")
+    p.add_argument("--unlimited", action="store_true", help="section 2 (and the child): admission control off")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     p.add_argument("--hammer", metavar="URL", help=argparse.SUPPRESS)  # internal: the hammer process
     p.add_argument("--token", help=argparse.SUPPRESS)
+    p.add_argument("--serve-proxy", action="store_true", help=argparse.SUPPRESS)  # internal: the proxy process
+    p.add_argument("--share-log-dir", default="", help=argparse.SUPPRESS)
+    p.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.hammer:
         print(json.dumps(asyncio.run(hammer(args.hammer, args.duration, args.concurrency, args.token))))
         return
-    report = asyncio.run(bench(args))
+    if args.serve_proxy:
+        asyncio.run(serve_proxy(args))
+        return
+    bench_proxy.raise_nofile()
+    out: dict[str, Any] = {}
+    if args.section in ("proxy", "all"):
+        out["proxy"] = asyncio.run(bench_proxy_section(args))
+        if not args.json:
+            print_proxy_report(out["proxy"])
+    if args.section in ("stand-in", "all"):
+        out["stand_in"] = asyncio.run(bench_stand_in(args))
+        if not args.json:
+            print_stand_in_report(out["stand_in"])
     if args.json:
-        print(json.dumps(report))
-    else:
-        print_report(report)
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":
