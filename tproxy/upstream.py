@@ -42,6 +42,7 @@ log = logging.getLogger("tproxy.upstream")
 PROTOCOL_MINING = 0
 FLAG_REQUIRES_VERSION_ROLLING = 0x4
 READ_CHUNK = 65536
+MAX_WRITE_BUFFER = 8 << 20  # a pool this far behind on reading is treated as lost
 STABLE_CONNECTION_S = 2.0
 
 
@@ -166,6 +167,9 @@ class UpstreamConnection:
         self._write(self._conn.send(msg))
 
     def _write(self, data: bytes) -> None:
+        if self._writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.close()
+            raise UpstreamError(f"{self.endpoint}: pool stopped reading ({MAX_WRITE_BUFFER} bytes unsent)")
         self.bytes_sent += len(data)
         self._writer.write(data)
 
@@ -233,6 +237,8 @@ class UpstreamConnection:
                     on_message(msg)
                 data = await self._reader.read(READ_CHUNK)
                 if not data:
+                    if self.closed:
+                        raise UpstreamError(f"{self.endpoint}: closed by us")
                     self._conn.eof()
                     raise UpstreamError(f"{self.endpoint}: closed by the pool")
                 self.bytes_received += len(data)
