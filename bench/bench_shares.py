@@ -6,20 +6,32 @@
    and schema, in the same run; and the ratio.
 2. Latency of ``ShareLog.submit()`` inside a running event loop at a steady
    share rate, with the database up (embedded engine) and down (an HTTP URL
-   on a closed port: every batch goes to the disk spool). The proxy's own
-   submit-to-reply figure belongs next to it once the proxy measures it
-   (``measure_submit_latency`` takes any callable doing one share).
+   on a closed port: every batch goes to the disk spool).
+3. The proxy's own figure (issue #4: "it should not move"): the dev pool and
+   the proxy (``tproxy.runtime.Proxy`` with its share log on) in a child
+   process, the share log pointing at (a) a reachable database (embedded chdb
+   in the child) and (b) an unreachable one (HTTP, closed port; every batch
+   goes to the fsynced spool). bench/bench_proxy.py's SV1 load generator
+   drives it from this process: a paced run at a fixed total rate
+   (submit-to-reply p50/p99/p99.9), then a closed loop (shares/s, and its
+   queueing-dominated latency), printed side by side. A third case puts the
+   database behind HTTP in its own process (the tests' chdb front), so the
+   embedded engine's CPU is not charged to the proxy process.
 
     .venv/bin/python bench/bench_shares.py [--rows 200000] [--batch-size 5000]
+        [--proxy-connections 500] [--proxy-seconds 8] [--proxy-paced-rate 2000] [--skip-pipeline]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_proxy
 import clickhouse_connect
 
 from tproxy.shares.loadgen import make_share
@@ -35,6 +49,8 @@ from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import ShareRecord
 from tproxy.shares.schema import SHARE_COLUMNS, SHARE_TYPES, Schema
 from tproxy.shares.settings import ClickHouseSettings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def records(n: int, instance_id: str = "bench") -> list[ShareRecord]:
@@ -119,6 +135,124 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+# ---------------------------------------------------------------- proxy-level figure
+
+
+async def serve_proxy(url: str, spool_dir: str, forward_ratio: float, max_connections: int) -> None:
+    """Child process: dev pool + proxy with the share log on ``url``; prints the SV1 port,
+    then the share log's counters on stderr once a second."""
+    from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
+    from tproxy.config import Settings, UpstreamSettings
+    from tproxy.pool import DevPool, PoolSettings
+    from tproxy.runtime import Proxy
+
+    for name in ("", "urllib3", "clickhouse_connect", "tproxy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    secret, xonly = generate_keypair()
+    pool = DevPool(PoolSettings(
+        port=0, authority_secret_key=encode_secret_key(secret), fixed_difficulty=2.0**-32 / forward_ratio,
+        new_block_interval_s=0, new_job_interval_s=0, share_batch_size=10,
+    ))
+    await pool.start()
+    diff = bench_proxy.MINER_DIFFICULTY
+    settings = Settings(
+        upstreams=[UpstreamSettings(address="127.0.0.1", port=pool.port, authority_pubkey=encode_public_key(xonly))],
+        downstream={"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
+        difficulty={"start_difficulty": diff, "min_difficulty": diff, "vardiff": False},
+        proxy={"instance_id": "bench-proxy", "job_keepalive_interval_s": 0},
+        clickhouse={"url": url, "spool_dir": spool_dir, "connect_timeout_s": 1, "insert_timeout_s": 2,
+                    "close_timeout_s": 2, "spool_fsync": True},
+    )
+    proxy = Proxy(settings)
+    await proxy.start()
+    assert proxy.share_log is not None
+    print(json.dumps({"port": proxy.sv1_port}), flush=True)
+    while True:
+        await asyncio.sleep(1)
+        st = proxy.share_log.stats()
+        sys.stderr.write(json.dumps({"written": st.written, "spooled": st.spooled, "queued": st.queued,
+                                     "dropped": st.dropped, "db_up": st.db_up,
+                                     "shares_forwarded": proxy.bridge.shares_forwarded}) + "\n")
+        sys.stderr.flush()
+
+
+async def proxy_case(url: str, spool_dir: str, n: int, seconds: float, paced_rate: float,
+                     forward_ratio: float) -> dict[str, object]:
+    cmd = [sys.executable, __file__, "--serve-proxy", url, spool_dir, "--forward-ratio", str(forward_ratio),
+           "--max-connections", str(n + 100)]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert child.stdout is not None
+        port = json.loads(child.stdout.readline())["port"]
+        await asyncio.sleep(1.5)  # let the upstream channel open
+        conns = await bench_proxy.open_conns(port, n, echo=False)
+        # Paced first: its latencies are then not disturbed by the share log still writing
+        # the closed loop's backlog.
+        pdone, plat = await bench_proxy.drive(conns, seconds, rate=paced_rate)
+        done, lat = await bench_proxy.drive(conns, seconds)
+        for c in conns:
+            c.writer.close()
+        await asyncio.sleep(1.2)  # one more counters line after the load
+        return {
+            "shares_per_s": done / seconds, "p50_ms": bench_proxy.pct(lat, 0.5) * 1000,
+            "p99_ms": bench_proxy.pct(lat, 0.99) * 1000, "paced_per_s": pdone / seconds,
+            "paced_p50_ms": bench_proxy.pct(plat, 0.5) * 1000, "paced_p99_ms": bench_proxy.pct(plat, 0.99) * 1000,
+            "paced_p999_ms": bench_proxy.pct(plat, 0.999) * 1000, "sent": done + pdone,
+        }
+    finally:
+        child.terminate()
+        with contextlib.suppress(Exception):
+            child.wait(10)
+        if child.poll() is None:
+            child.kill()
+        tail = [ln for ln in (child.stderr.read() if child.stderr else "").splitlines() if ln.startswith("{")]
+        if tail:
+            print(f"    share log counters in the proxy after the load: {tail[-1]}")
+
+
+@contextlib.contextmanager
+def http_database(path: Path):  # type: ignore[no-untyped-def]
+    """A ClickHouse HTTP endpoint in its own process: the tests' chdb-backed front
+    (tests/tproxy/shares/chdb_http_front.py), so the engine's CPU is not the proxy's."""
+    code = ("import sys, threading; from tests.tproxy.shares.chdb_http_front import ChdbHttpFront; "
+            "f = ChdbHttpFront(sys.argv[1]); f.start(); print(f.url, flush=True); threading.Event().wait()")
+    p = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert p.stdout is not None
+        yield p.stdout.readline().strip()
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+async def proxy_level(tmp: Path, a: argparse.Namespace) -> None:
+    print(f"\nproxy submit-to-reply with the share log on, database up vs down: {a.proxy_connections} SV1 "
+          f"connections, {a.proxy_seconds:g}s paced at {a.proxy_paced_rate:,.0f} shares/s total, then "
+          f"{a.proxy_seconds:g}s closed loop; ~{a.forward_ratio:.0%} forwarded to the dev pool")
+    res = {}
+    with http_database(tmp / "front-db") as http_url:
+        cases = [
+            ("up, chdb    ", f"chdb://{tmp / 'proxy-db'}", tmp / "proxy-spool-up"),
+            ("up, HTTP    ", http_url, tmp / "proxy-spool-http"),
+            ("down (HTTP) ", f"http://127.0.0.1:{closed_port()}", tmp / "proxy-spool-down"),
+        ]
+        for name, url, spool in cases:
+            print(f"  database {name.strip()} ({url.split('@')[-1]}):")
+            res[name] = await proxy_case(url, str(spool), a.proxy_connections, a.proxy_seconds,
+                                         a.proxy_paced_rate, a.forward_ratio)
+            print(f"    shares sent and answered: {res[name]['sent']}")
+    print(f"  {'database':13}  {'closed loop':>12}  {'p50':>8}  {'p99':>8}  | {'paced':>8}  {'p50':>8}  {'p99':>8}  {'p99.9':>8}")
+    for name, r in res.items():
+        print(f"  {name} : {r['shares_per_s']:9,.0f}/s  {r['p50_ms']:5.2f} ms  {r['p99_ms']:5.2f} ms  | "
+              f"{r['paced_per_s']:6,.0f}/s  {r['paced_p50_ms']:5.2f} ms  {r['paced_p99_ms']:5.2f} ms  "
+              f"{r['paced_p999_ms']:5.2f} ms")
+    down = res["down (HTTP) "]
+    for name in ("up, chdb    ", "up, HTTP    "):
+        up = res[name]
+        print(f"  down / {name.strip()}: throughput {float(down['shares_per_s']) / float(up['shares_per_s']):.2f}, "  # type: ignore[arg-type]
+              f"paced p99 {float(down['paced_p99_ms']) / float(up['paced_p99_ms']):.2f}")  # type: ignore[arg-type]
+
+
 async def main() -> None:
     for name in ("", "urllib3", "clickhouse_connect", "tproxy"):  # "database down" logs every attempt
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -127,8 +261,27 @@ async def main() -> None:
     p.add_argument("--batch-size", type=int, default=5_000)
     p.add_argument("--latency-shares", type=int, default=30_000)
     p.add_argument("--latency-rate", type=float, default=10_000.0, help="shares per second")
+    p.add_argument("--proxy-connections", type=int, default=500)
+    p.add_argument("--proxy-seconds", type=float, default=8.0)
+    p.add_argument("--proxy-paced-rate", type=float, default=2000.0, help="shares/s of the paced run")
+    p.add_argument("--forward-ratio", type=float, default=0.1)
+    p.add_argument("--skip-pipeline", action="store_true", help="only the proxy-level figure")
+    p.add_argument("--skip-proxy", action="store_true", help="only the pipeline figures")
+    p.add_argument("--serve-proxy", nargs=2, metavar=("URL", "SPOOL_DIR"), help=argparse.SUPPRESS)
+    p.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     a = p.parse_args()
+    bench_proxy.raise_nofile()
+    if a.serve_proxy:
+        await serve_proxy(a.serve_proxy[0], a.serve_proxy[1], a.forward_ratio, a.max_connections)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-shares-"))
+    if not a.skip_pipeline:
+        await pipeline_figures(tmp, a)
+    if not a.skip_proxy:
+        await proxy_level(tmp, a)
+
+
+async def pipeline_figures(tmp: Path, a: argparse.Namespace) -> None:
     base = {"batch_size": a.batch_size, "batch_max_age_s": 0.5, "spool_fsync": True}
     emb = ClickHouseSettings(url=f"chdb://{tmp / 'db'}", spool_dir=str(tmp / "spool"), **base)
     recs = records(a.rows)
@@ -141,7 +294,7 @@ async def main() -> None:
 
     lrecs = records(a.latency_shares, "bench-lat")
     print(f"ShareLog.submit() latency inside a running event loop, {a.latency_shares} shares at "
-          f"{a.latency_rate:,.0f}/s (not the proxy's submit-to-reply: no proxy exists yet)")
+          f"{a.latency_rate:,.0f}/s (the call alone; the proxy's submit-to-reply follows)")
     up, st_up = await latency(emb.model_copy(update={"batch_size": 1000, "batch_max_age_s": 0.2}), lrecs, a.latency_rate)
     down_s = ClickHouseSettings(url=f"http://127.0.0.1:{closed_port()}", spool_dir=str(tmp / "spool-down"),
                                 batch_size=1000, batch_max_age_s=0.2, connect_timeout_s=1, insert_timeout_s=1,
