@@ -33,12 +33,8 @@ def pool_channel_id(st: Stack) -> int:
 
 
 async def test_keepalive_job_rolls_ntime_and_is_accepted() -> None:
-    pool = DevPool(pool_settings())
-    await pool.start()
-    proxy = Proxy(proxy_settings([pool.port], job_keepalive_interval_s=1), share_log=False)
-    await proxy.start()
-    try:
-        c = await Sv1TestClient.connect(proxy.sv1_port)
+    async with running(job_keepalive_interval_s=1) as st:
+        c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")
         first = await c.wait_job()
         ka = await c.wait_job(after=len(c.jobs), timeout=5)
@@ -47,14 +43,11 @@ async def test_keepalive_job_rolls_ntime_and_is_accepted() -> None:
         assert ka.ntime > first.ntime
         en2, ntime, nonce = c.find_share(ka)
         assert (await c.submit("farm.w1", ka, en2, ntime, nonce))["result"] is True
-        await _until(lambda: pool.total_accepted == 1)
+        await _until(lambda: st.pool.total_accepted == 1)
         # the original job is still valid too (not clean)
         en2, ntime, nonce = c.find_share(first, en2=b"\x00\x00\x00\x09")
         assert (await c.submit("farm.w1", first, en2, ntime, nonce))["result"] is True
         await c.close()
-    finally:
-        await proxy.close()
-        await pool.close()
 
 
 async def test_update_channel_follows_measured_hashrate() -> None:
@@ -154,20 +147,13 @@ async def test_pool_rejections_are_attributed_to_the_miner_and_worker() -> None:
 
 
 async def test_outage_longer_than_the_limit_disconnects_miners_cleanly() -> None:
-    pool = DevPool(pool_settings())
-    await pool.start()
-    proxy = Proxy(proxy_settings([pool.port], outage_reconnect_after_s=1.0), share_log=False)
-    await proxy.start()
-    try:
-        c = await Sv1TestClient.connect(proxy.sv1_port)
+    async with running(outage_reconnect_after_s=1.0) as st:
+        c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")
         await c.wait_job()
-        await pool.close()
+        await st.pool.close()
         await asyncio.wait_for(c.closed.wait(), 10)
-        assert proxy.bridge.outage_disconnects == 1
-    finally:
-        await proxy.close()
-        await pool.close()
+        assert st.proxy.bridge.outage_disconnects == 1
 
 
 def test_keygen_prints_a_matching_pair() -> None:
@@ -207,30 +193,19 @@ def test_run_starts_and_stops_on_sigterm(tmp_path: Path) -> None:
 
 
 async def test_graceful_shutdown_sends_client_reconnect_to_the_proxy_itself() -> None:
-    pool = DevPool(pool_settings())
-    await pool.start()
-    proxy = Proxy(proxy_settings([pool.port]), share_log=False)
-    await proxy.start()
-    try:
-        c = await Sv1TestClient.connect(proxy.sv1_port)
+    async with running() as st:
+        c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")
         await c.wait_job()
-        port = proxy.sv1_port
-    finally:
-        await proxy.close()
-        await pool.close()
+        port = st.proxy.sv1_port
     await asyncio.wait_for(c.closed.wait(), 5)
     rec = [n for n in c.notifications if n["method"] == "client.reconnect"]
     assert rec and rec[0]["params"][:2] == ["127.0.0.1", port] and rec[0]["params"][2] > 0
 
 
 async def test_version_mask_follows_the_pools_rolling_permission() -> None:
-    pool = DevPool(pool_settings(version_rolling_allowed=False))
-    await pool.start()
-    proxy = Proxy(proxy_settings([pool.port]), share_log=False)
-    await proxy.start()
-    try:
-        c = await Sv1TestClient.connect(proxy.sv1_port)
+    async with running(pool_kw=dict(version_rolling_allowed=False)) as st:
+        c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")  # negotiates version rolling (mask 1fffe000)
         job = await c.wait_job()
         methods = [n["method"] for n in c.notifications]
@@ -240,49 +215,29 @@ async def test_version_mask_follows_the_pools_rolling_permission() -> None:
         # an unrolled share is fine, and the pool accepts it
         en2, ntime, nonce = c.find_share(job)
         assert (await c.submit("farm.w1", job, en2, ntime, nonce, version_bits=0))["result"] is True
-        await _until(lambda: pool.total_accepted == 1)
+        await _until(lambda: st.pool.total_accepted == 1)
         # a rolled one is refused locally instead of being rejected upstream
         r = await c.submit("farm.w1", job, en2, ntime, nonce + 1, version_bits=0x00002000)
         assert r["error"][0] == 20
-        assert pool.total_rejected == 0
+        assert st.pool.total_rejected == 0
         await c.close()
-    finally:
-        await proxy.close()
-        await pool.close()
 
 
 async def test_non_aggregated_miner_is_kept_at_or_above_its_channel_difficulty() -> None:
-    pool = DevPool(pool_settings(fixed_difficulty=4e-6))
-    await pool.start()
-    settings = proxy_settings([pool.port], aggregated=False)
-    settings.difficulty.start_difficulty = 1e-7
-    proxy = Proxy(settings, share_log=False)
-    await proxy.start()
-    try:
-        c = await Sv1TestClient.connect(proxy.sv1_port)
+    async with running(aggregated=False, pool_kw=dict(fixed_difficulty=4e-6), difficulty_kw={"start_difficulty": 1e-7}) as st:
+        c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")
         job = await c.wait_job()
         assert job.difficulty >= 4e-6 * 0.999  # never below what the channel needs
         en2, ntime, nonce = c.find_share(job)
         assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
-        await _until(lambda: pool.total_accepted == 1)  # so every valid share is useful upstream
+        await _until(lambda: st.pool.total_accepted == 1)  # so every valid share is useful upstream
         await c.close()
-    finally:
-        await proxy.close()
-        await pool.close()
 
 
 async def test_vardiff_raises_a_fast_miners_difficulty_before_the_next_notify() -> None:
-    pool = DevPool(pool_settings())
-    await pool.start()
-    settings = proxy_settings([pool.port])
-    settings.difficulty.vardiff = True
-    settings.difficulty.shares_per_minute = 6.0
-    settings.difficulty.retarget_interval_s = 1.0
-    proxy = Proxy(settings, share_log=False)
-    await proxy.start()
-    try:
-        c = await Sv1TestClient.connect(proxy.sv1_port)
+    async with running(difficulty_kw={"vardiff": True, "shares_per_minute": 6.0, "retarget_interval_s": 1.0}) as st:
+        c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")
         job = await c.wait_job()
         start = c.difficulty
@@ -298,18 +253,11 @@ async def test_vardiff_raises_a_fast_miners_difficulty_before_the_next_notify() 
         en2, ntime, nonce = c.find_share(job, en2=(99).to_bytes(4, "big"), difficulty=start)
         assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
         await c.close()
-    finally:
-        await proxy.close()
-        await pool.close()
 
 
 async def test_duplicate_detection_spans_keepalive_copies_of_a_job() -> None:
-    pool = DevPool(pool_settings())
-    await pool.start()
-    proxy = Proxy(proxy_settings([pool.port], job_keepalive_interval_s=1), share_log=False)
-    await proxy.start()
-    try:
-        c = await Sv1TestClient.connect(proxy.sv1_port)
+    async with running(job_keepalive_interval_s=1) as st:
+        c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")
         first = await c.wait_job()
         en2, ntime, nonce = c.find_share(first)
@@ -318,9 +266,6 @@ async def test_duplicate_detection_spans_keepalive_copies_of_a_job() -> None:
         # the same header submitted under the keepalive's SV1 id is the same share upstream
         r = await c.submit("farm.w1", ka, en2, ntime, nonce)
         assert r["error"][0] == 22
-        await _until(lambda: pool.total_accepted == 1)
-        assert pool.total_rejected == 0
+        await _until(lambda: st.pool.total_accepted == 1)
+        assert st.pool.total_rejected == 0
         await c.close()
-    finally:
-        await proxy.close()
-        await pool.close()

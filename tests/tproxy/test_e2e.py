@@ -98,10 +98,21 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running(aggregated: bool = True, *, honour_suggest: bool = True) -> AsyncIterator[Stack]:
-    pool = DevPool(pool_settings())
+async def running(
+    aggregated: bool = True,
+    *,
+    honour_suggest: bool = True,
+    pool_kw: dict[str, object] | None = None,
+    difficulty_kw: dict[str, object] | None = None,
+    **proxy_kw: object,
+) -> AsyncIterator[Stack]:
+    """A dev pool and a proxy (no share log) on 127.0.0.1, closed on exit."""
+    pool = DevPool(pool_settings(**(pool_kw or {})))
     await pool.start()
-    proxy = Proxy(proxy_settings([pool.port], aggregated=aggregated, honour_suggest=honour_suggest), share_log=False)
+    settings = proxy_settings([pool.port], aggregated=aggregated, honour_suggest=honour_suggest, **proxy_kw)
+    for key, value in (difficulty_kw or {}).items():
+        setattr(settings.difficulty, key, value)
+    proxy = Proxy(settings, share_log=False)
     await proxy.start()
     try:
         yield Stack(pool, proxy)
