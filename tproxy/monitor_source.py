@@ -7,7 +7,8 @@ into the immutable records of ``monitoring.source``. Cheap and synchronous
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from monitoring.source import (
@@ -27,10 +28,19 @@ if TYPE_CHECKING:
 class ProxyMonitoringSource:
     """Implements ``monitoring.source.MonitoringSource`` for a running proxy."""
 
-    def __init__(self, bridge: Bridge, supervisor: UpstreamSupervisor, share_log: ShareLog | None) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        supervisor: UpstreamSupervisor,
+        share_log: ShareLog | None,
+        *,
+        now: Callable[[], float] | None = None,
+    ) -> None:
         self.bridge = bridge
         self.supervisor = supervisor
         self.share_log_ = share_log
+        # The clock of the hashrate estimates: the bridge's own (the one vardiff runs on).
+        self._now: Callable[[], float] = now if now is not None else getattr(bridge, "_now", time.time)
 
     def upstream(self) -> UpstreamState:
         sup = self.supervisor
@@ -71,11 +81,15 @@ class ProxyMonitoringSource:
     def sv1_clients(self) -> Iterator[Sv1ClientState]:
         sessions = list(self.bridge.sessions.values())
         channels = self.bridge.channels
+        clock = self._now()
 
         def gen() -> Iterator[Sv1ClientState]:
             for s in sessions:
                 ch = channels.get(s.channel_id) if s.channel_id is not None else None
-                now = s.vardiff.last_now
+                # Estimate as of now, not as of the miner's last share (vardiff.last_now):
+                # with vardiff off nothing else moves last_now, and a miner that went silent
+                # kept its last hashrate forever. The bridge estimates at now too.
+                now = max(clock, s.vardiff.last_now)
                 est = s.vardiff.estimated_hashrate(now)
                 c = s.counters
                 yield Sv1ClientState(

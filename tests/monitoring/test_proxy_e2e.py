@@ -28,6 +28,7 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.monitoring.schema_check import validate
+from tests.tproxy.sv1_client import Sv1TestClient
 from tests.tproxy.test_e2e import pool_settings, proxy_settings
 from tproxy.config import MonitoringSettings, Settings
 from tproxy.miner import Dialect, SyntheticMiner
@@ -50,6 +51,9 @@ WORKERS: tuple[tuple[str, Dialect], ...] = (
 def monitored_settings(pool_port: int, base: Path | None) -> Settings:
     settings = proxy_settings([pool_port], honour_suggest=False)  # mixed dialects: one difficulty for all
     update: dict[str, Any] = {
+        # vardiff stays off (as in proxy_settings); a short share interval lets a hashrate
+        # estimate react within a test instead of after the default 10 s floor
+        "difficulty": settings.difficulty.model_copy(update={"shares_per_minute": 600.0}),
         "monitoring": MonitoringSettings(
             enabled=True, address="127.0.0.1", port=0, refresh_interval_s=REFRESH_S, worker_stats_interval_s=0.5
         )
@@ -383,6 +387,38 @@ async def test_disconnected_miner_disappears_from_api_and_metrics(stack: Stack) 
             assert body["connections"] == 0 and body["client_ids"] == [] and body["hashrate"] is None
         else:
             assert r.status == 404
+
+
+# -- a silent miner's hashrate decays ---------------------------------------------------------
+
+
+async def test_hashrate_of_a_silent_miner_decays(stack: Stack) -> None:
+    """A connected miner that stops submitting must not keep its last hashrate forever
+    (vardiff is off here, so nothing but the monitoring asks for a fresh estimate)."""
+    c = await Sv1TestClient.connect(stack.proxy.sv1_port)
+    try:
+        await c.handshake("farm.silent", configure=False)
+        job = await c.wait_job()
+        for k in range(3):
+            en2, ntime, nonce = c.find_share(job, en2=k.to_bytes(c.extranonce2_size, "big"))
+            assert (await c.submit("farm.silent", job, en2, ntime, nonce))["result"] is True
+
+        async def hashrate() -> float | None:
+            async with stack.http.get("/api/v1/workers/farm.silent") as r:
+                if r.status == 404:  # not in a snapshot yet
+                    return None
+                assert r.status == 200
+                body = await r.json()
+            return body["hashrate"] if body["connections"] == 1 else None
+
+        first = await eventually(hashrate, timeout=5)
+        await asyncio.sleep(1.0 + 2 * REFRESH_S)  # silence, several refreshes
+        later = await hashrate()
+        assert later is not None and later < first / 2, (first, later)
+        metrics = parse_metrics(await get(stack.http, "/metrics"))
+        assert worker_hashrates(metrics)["farm.silent"] == later
+    finally:
+        await c.close()
 
 
 # -- health follows the upstream ---------------------------------------------------------------
