@@ -561,8 +561,11 @@ async def bench_proxy_section(args: argparse.Namespace) -> dict[str, Any]:
         "pinned": args.pin,
         "modes": [],
     }
+    load0 = os.getloadavg()[0]
     for limited in modes:
         report["modes"].append(await proxy_mode(args, limited))
+    # Other processes on the machine skew every figure here; the load average shows them.
+    report["loadavg_1m"] = (load0, os.getloadavg()[0])
     return report
 
 
@@ -578,6 +581,8 @@ def print_proxy_report(r: dict[str, Any]) -> None:
         + (", proxy pinned to CPU 0, generator and hammer to the others" if r["pinned"]
            else " shared by the proxy, the load generator and the hammer")
     )
+    la0, la1 = r["loadavg_1m"]
+    print(f"load average (1 min) of the machine at start {la0:.2f}, at end {la1:.2f} (this bench alone adds about 2)")
     for m in r["modes"]:
         i, b = m["idle"], m["hammered"]
         print(f"\n admission control {m['admission_control']}")
