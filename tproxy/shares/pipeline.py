@@ -34,9 +34,24 @@ Flow::
   rest, including a batch whose insert is still in flight (its token makes a
   late landing harmless).
 
-What a SIGKILL can lose: records not yet sealed into a batch (at most
-``batch_max_age_s`` old) and a batch whose first direct insert is in flight
-and does not land. Everything sealed during an outage is on disk.
+* Open-batch journal (``journal_open_batches``, on by default): every record
+  is also appended, with one plain ``write()`` and no fsync, to a small file
+  per batch under ``spool_dir/journal/`` (``{kind}-{run_id hex}-{batch
+  number}.jnl``) from inside ``submit()``, before the call returns. The file
+  is deleted once its batch is in ClickHouse or in the spool. The OS page
+  cache survives a killed process, so after a SIGKILL (or OOM kill, or a
+  crash) the next start finds the files of the batches that were still open
+  or in flight, appends each to the spool under the token that batch had or
+  would have had (its number is fixed when its first record arrives), and
+  replays them like any spooled batch: one that did land is dropped by
+  ClickHouse's deduplication.
+
+What a SIGKILL can lose: with the journal on, nothing the share path had
+handed to ``submit()``. Without it: records not yet sealed into a batch (at
+most ``batch_max_age_s`` old) and a batch whose first direct insert is in
+flight and does not land. A power loss or kernel crash can still lose the
+journal (it is not fsynced) and so the open batch; everything spooled is
+fsynced when ``spool_fsync`` is on.
 
 ``submit`` must be called from the event loop's thread.
 """
@@ -46,12 +61,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import marshal
+import os
 import secrets
+import struct
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tproxy.shares.record import PoolVerdictRecord, ShareRecord
@@ -64,6 +84,7 @@ log = logging.getLogger("tproxy.shares")
 T = TypeVar("T")
 _KIND_LETTER = ("s", "v")
 DOWN_LOG_INTERVAL_S = 60.0
+_JREC = struct.Struct("<II")  # journal record: body length, CRC-32 of the body; body = marshal
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +139,7 @@ class _Batch:
     token: str
     rows: list[tuple[object, ...]]
     first_ms: int
+    journal: str | None = None  # the open-batch journal file to delete once durable
 
 
 class ShareLog:
@@ -169,6 +191,10 @@ class ShareLog:
         self._started = False
         self._closing = False
         self._closed = False
+        self._journal_dir = Path(settings.spool_dir) / "journal"
+        self._journal_on = False  # set by start() when enabled and the directory exists
+        self._jfd: list[int | None] = [None, None]
+        self._jpath: list[str | None] = [None, None]
 
     # ------------------------------------------------------------------ hot path
 
@@ -201,6 +227,10 @@ class ShareLog:
         b = self._building[kind]
         if not b:
             self._building_first_ms[kind] = int(self._now() * 1000)
+            if self._journal_on:
+                self._journal_open(kind)
+        if self._jfd[kind] is not None:
+            self._journal_write(kind, row)
         b.append(row)
         self._mem[kind] += 1
         if len(b) >= self._batch_size:
@@ -217,9 +247,80 @@ class ShareLog:
         self._building[kind] = []
         self._batch_no[kind] += 1
         token = f"{self.instance_id}:{self.run_id:x}:{_KIND_LETTER[kind]}:{self._batch_no[kind]}"
-        self._ready.append(_Batch(kind, token, rows, self._building_first_ms[kind]))
+        journal = self._jpath[kind]
+        fd, self._jfd[kind], self._jpath[kind] = self._jfd[kind], None, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._ready.append(_Batch(kind, token, rows, self._building_first_ms[kind], journal))
         self._wake_writer.set()
         self._wake_spooler.set()
+
+    # ------------------------------------------------------------------ open-batch journal
+
+    def _journal_name(self, kind: int, batch_no: int) -> str:
+        return str(self._journal_dir / f"{_KIND_LETTER[kind]}-{self.run_id:x}-{batch_no}.jnl")
+
+    def _journal_open(self, kind: int) -> None:
+        # The batch being opened will be sealed as number batch_no + 1: its token is known now.
+        path = self._journal_name(kind, self._batch_no[kind] + 1)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        except OSError as e:
+            self._journal_failed(e)
+            return
+        self._jfd[kind], self._jpath[kind] = fd, path
+        self._journal_write(kind, (self.instance_id, self.run_id, kind, self._batch_no[kind] + 1))
+
+    def _journal_write(self, kind: int, row: tuple[object, ...]) -> None:
+        body = marshal.dumps(row, 4)
+        fd = self._jfd[kind]
+        assert fd is not None
+        try:
+            os.write(fd, _JREC.pack(len(body), zlib.crc32(body)) + body)  # no fsync: survives a kill, not a power loss
+        except OSError as e:
+            self._journal_failed(e)
+
+    def _journal_failed(self, e: OSError) -> None:
+        log.error("share log: open-batch journal in %s failed (%s); turned off until restart: a killed process "
+                  "can now lose the records of the open batch", self._journal_dir, e)
+        self._journal_on = False
+        for k in (0, 1):
+            fd, self._jfd[k] = self._jfd[k], None
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    @staticmethod
+    def _journal_done(batch: _Batch) -> None:
+        if batch.journal is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(batch.journal)
+            batch.journal = None
+
+    def _recover_journals(self) -> tuple[int, int]:
+        """Spool thread, at start: turn the journals a killed run left behind into spool frames
+        under their batches' tokens, then delete them. Returns (batches, records)."""
+        batches = records = 0
+        for path in sorted(self._journal_dir.glob("*.jnl")):
+            data = path.read_bytes()
+            off, rows = 0, []
+            while off + _JREC.size <= len(data):
+                n, crc = _JREC.unpack_from(data, off)
+                body = data[off + _JREC.size : off + _JREC.size + n]
+                if len(body) < n or zlib.crc32(body) != crc:
+                    break  # torn tail (power loss): keep the whole records before it
+                rows.append(marshal.loads(body))
+                off += _JREC.size + n
+            if len(rows) > 1:
+                instance_id, run_id, kind, batch_no = rows[0]
+                token = f"{instance_id}:{run_id:x}:{_KIND_LETTER[kind]}:{batch_no}"
+                body_rows = rows[1:]
+                self._spool.append(kind, token, int(body_rows[0][0]), body_rows)
+                batches += 1
+                records += len(body_rows)
+            path.unlink()
+        return batches, records
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -236,6 +337,17 @@ class ShareLog:
         self._db_exec = ThreadPoolExecutor(1, thread_name_prefix="sharelog-db")
         self._spool_exec = ThreadPoolExecutor(1, thread_name_prefix="sharelog-spool")
         report = await self._in_spool(self._spool.open)
+        if self.settings.journal_open_batches:
+            try:
+                await self._in_spool(self._journal_dir.mkdir, 0o700, True, True)
+                jb, jr = await self._in_spool(self._recover_journals)
+            except OSError as e:
+                log.error("share log: open-batch journal unavailable in %s: %s", self._journal_dir, e)
+            else:
+                self._journal_on = True
+                if jb:
+                    log.warning("share log: recovered %d records of %d batches a killed run had not made "
+                                "durable (open-batch journal); they are spooled for replay", jr, jb)
         if report.frames or report.truncated_bytes or report.quarantined:
             log.info(
                 "share log: spool %s holds %d batches (%d records) to replay%s%s",
@@ -560,6 +672,7 @@ class ShareLog:
                     n = len(batch.rows)
                     self._written[batch.kind] += n
                     self._mem[batch.kind] -= n
+                    self._journal_done(batch)
                 else:
                     self._transit.pop(id(batch), None)
                     await self._spool_batch(batch)
@@ -641,6 +754,7 @@ class ShareLog:
         n = len(batch.rows)
         self._spooled[batch.kind] += n
         self._mem[batch.kind] -= n
+        self._journal_done(batch)
         self._apply_snapshot(snap)
         self._wake_writer.set()
 

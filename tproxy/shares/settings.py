@@ -70,6 +70,9 @@ class ClickHouseSettings(BaseModel):
     spool_segment_bytes: int = Field(default=64 << 20, ge=1 << 16)
     spool_fsync: bool = True
     """fsync every spooled batch (survives power loss, not only a killed process)."""
+    journal_open_batches: bool = True
+    """Also append every record to a per-batch file in ``spool_dir/journal`` (plain write, no
+    fsync) until its batch is in ClickHouse or the spool, so a killed process loses nothing."""
 
     retry_backoff_base_s: float = Field(default=0.2, gt=0)
     retry_backoff_max_s: float = Field(default=30.0, gt=0)
