@@ -52,9 +52,16 @@ WORKER_WINDOWS: tuple[tuple[str, int], ...] = (("5m", 300), ("1h", 3600), ("24h"
 HASHES_PER_DIFFICULTY = float(2**32)  # expected hashes per share of difficulty 1
 
 # One worker's figures over one window: (shares_accepted, shares_rejected,
-# accepted_difficulty_sum, last_share_at). A tuple of atoms, which the GC stops
-# tracking, rather than the source's dataclass instances.
-_Win = tuple[int, int, float, float | None]
+# accepted_difficulty_sum, last_share_at, measured_s). A tuple of atoms, which the
+# GC stops tracking, rather than the source's dataclass instances. measured_s is
+# the exact length the counts cover (the share log's windows are minute-aligned).
+_Win = tuple[int, int, float, float | None, float]
+
+
+def _win_hashrate(w: _Win | None) -> float:
+    if w is None or w[4] <= 0:
+        return 0.0
+    return w[2] * HASHES_PER_DIFFICULTY / w[4]
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -227,15 +234,16 @@ def _share_log_json(s: ShareLogState) -> dict[str, Any]:
 
 
 def _window_json(seconds: int, w: _Win | None) -> dict[str, Any]:
+    hashrate = _win_hashrate(w)
     if w is None:
-        w = (0, 0, 0.0, None)
-    accepted, rejected, diff, last = w
+        w = (0, 0, 0.0, None, float(seconds))
+    accepted, rejected, diff, last, _measured = w
     return {
         "window_s": seconds,
         "shares_accepted": accepted,
         "shares_rejected": rejected,
         "accepted_difficulty_sum": diff,
-        "hashrate": diff * HASHES_PER_DIFFICULTY / seconds,
+        "hashrate": hashrate,
         "last_share_at": last,
     }
 
@@ -394,7 +402,13 @@ class SnapshotCache:
                 cur = grouped.get(row.worker_name, empty)
                 grouped[row.worker_name] = (
                     *cur[:i],
-                    (row.shares_accepted, row.shares_rejected, _finite(float(row.accepted_difficulty_sum)), row.last_share_at),
+                    (
+                        row.shares_accepted,
+                        row.shares_rejected,
+                        _finite(float(row.accepted_difficulty_sum)),
+                        row.last_share_at,
+                        float(row.measured_s if row.measured_s else row.window_s),
+                    ),
                     *cur[i + 1 :],
                 )
             if slicer.due():
@@ -546,9 +560,8 @@ class SnapshotCache:
                 st = stats.get(name)
                 if st is None:
                     continue
-                for win, (label, seconds) in zip(st, WORKER_WINDOWS, strict=True):
-                    diff = win[2] if win is not None else 0.0
-                    yield name, label, diff * HASHES_PER_DIFFICULTY / seconds
+                for win, (label, _seconds) in zip(st, WORKER_WINDOWS, strict=True):
+                    yield name, label, _win_hashrate(win)
 
         metrics = await self.renderer.render(
             MetricsInput(

@@ -115,6 +115,7 @@ class WorkerWindowStats:
     shares_rejected: int
     accepted_difficulty_sum: float  # sum of target_difficulty over accepted shares
     last_share_at: float | None = None  # unix seconds
+    measured_s: float | None = None  # exact seconds the counts cover (None: window_s)
 
 
 class MonitoringSource(Protocol):

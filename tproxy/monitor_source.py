@@ -144,7 +144,8 @@ class ProxyMonitoringSource:
                         shares_accepted=w.accepted_shares,
                         shares_rejected=w.shares - w.accepted_shares,
                         accepted_difficulty_sum=w.accepted_difficulty,
-                        last_share_at=getattr(w, "last_share_at", None),
+                        last_share_at=w.last_share_at,
+                        measured_s=w.window_s,  # minute-aligned: between window_s - 60 and window_s
                     )
                 )
         return out

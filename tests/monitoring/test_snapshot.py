@@ -232,3 +232,13 @@ async def test_start_survives_a_broken_source_and_slow_statistics() -> None:
         assert cache.health_now(cache.snapshot)[0]
     finally:
         await cache.close()
+
+
+def test_worker_window_hashrate_uses_the_measured_window_length() -> None:
+    from monitoring.snapshot import HASHES_PER_DIFFICULTY, _window_json
+
+    # The share log's "5 minute" window is minute-aligned: here it covered 240 s.
+    row = _window_json(300, (3, 1, 10.0, None, 240.0))
+    assert row["window_s"] == 300
+    assert row["hashrate"] == 10.0 * HASHES_PER_DIFFICULTY / 240.0
+    assert _window_json(300, None)["hashrate"] == 0.0
