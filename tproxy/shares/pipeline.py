@@ -35,9 +35,10 @@ Flow::
   late landing harmless).
 
 * Open-batch journal (``journal_open_batches``, on by default): every record
-  is also appended, with one plain ``write()`` and no fsync, to a small file
-  per batch under ``spool_dir/journal/`` (``{kind}-{run_id hex}-{batch
-  number}.jnl``) from inside ``submit()``, before the call returns. The file
+  is also appended, with no fsync, to a small file per batch under
+  ``spool_dir/journal/`` (``{kind}-{run_id hex}-{batch number}.jnl``): the
+  records ``submit()`` got during one event-loop tick go out in one plain
+  ``write()`` from a ``call_soon`` callback (and before the batch is sealed). The file
   is deleted once its batch is in ClickHouse or in the spool. The OS page
   cache survives a killed process, so after a SIGKILL (or OOM kill, or a
   crash) the next start finds the files of the batches that were still open
@@ -46,8 +47,9 @@ Flow::
   replays them like any spooled batch: one that did land is dropped by
   ClickHouse's deduplication.
 
-What a SIGKILL can lose: with the journal on, nothing the share path had
-handed to ``submit()``. Without it: records not yet sealed into a batch (at
+What a SIGKILL can lose: with the journal on, only the records submitted in
+the event-loop iteration the kill interrupts (their write() runs at the start
+of the next iteration). Without it: records not yet sealed into a batch (at
 most ``batch_max_age_s`` old) and a batch whose first direct insert is in
 flight and does not land. A power loss or kernel crash can still lose the
 journal (it is not fsynced) and so the open batch; everything spooled is
@@ -195,6 +197,9 @@ class ShareLog:
         self._journal_on = False  # set by start() when enabled and the directory exists
         self._jfd: list[int | None] = [None, None]
         self._jpath: list[str | None] = [None, None]
+        self._jbuf: list[list[bytes]] = [[], []]  # encoded records waiting for this tick's write()
+        self._jflush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ hot path
 
@@ -248,6 +253,8 @@ class ShareLog:
         self._batch_no[kind] += 1
         token = f"{self.instance_id}:{self.run_id:x}:{_KIND_LETTER[kind]}:{self._batch_no[kind]}"
         journal = self._jpath[kind]
+        if self._jbuf[kind]:
+            self._journal_flush_kind(kind)
         fd, self._jfd[kind], self._jpath[kind] = self._jfd[kind], None, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -273,11 +280,28 @@ class ShareLog:
         self._journal_write(kind, (self.instance_id, self.run_id, kind, self._batch_no[kind] + 1))
 
     def _journal_write(self, kind: int, row: tuple[object, ...]) -> None:
+        # Buffered for the rest of this event-loop tick: one write() per tick and kind, not per
+        # record (each write releases the GIL, and a busy database thread then holds the loop up).
         body = marshal.dumps(row, 4)
+        self._jbuf[kind].append(_JREC.pack(len(body), zlib.crc32(body)) + body)
+        if not self._jflush_scheduled and self._loop is not None:
+            self._jflush_scheduled = True
+            self._loop.call_soon(self._journal_flush)
+
+    def _journal_flush(self) -> None:
+        self._jflush_scheduled = False
+        for kind in (0, 1):
+            if self._jbuf[kind]:
+                self._journal_flush_kind(kind)
+
+    def _journal_flush_kind(self, kind: int) -> None:
+        data = b"".join(self._jbuf[kind])
+        self._jbuf[kind].clear()
         fd = self._jfd[kind]
-        assert fd is not None
+        if fd is None:
+            return
         try:
-            os.write(fd, _JREC.pack(len(body), zlib.crc32(body)) + body)  # no fsync: survives a kill, not a power loss
+            os.write(fd, data)  # no fsync: survives a kill, not a power loss
         except OSError as e:
             self._journal_failed(e)
 
@@ -286,6 +310,7 @@ class ShareLog:
                   "can now lose the records of the open batch", self._journal_dir, e)
         self._journal_on = False
         for k in (0, 1):
+            self._jbuf[k].clear()
             fd, self._jfd[k] = self._jfd[k], None
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -344,6 +369,7 @@ class ShareLog:
             except OSError as e:
                 log.error("share log: open-batch journal unavailable in %s: %s", self._journal_dir, e)
             else:
+                self._loop = asyncio.get_running_loop()
                 self._journal_on = True
                 if jb:
                     log.warning("share log: recovered %d records of %d batches a killed run had not made "

@@ -212,8 +212,13 @@ async def replay(tmp_path: Path, front: ChdbHttpFront, pool_port: int, spool: Pa
     p2 = ProxyProcess(cfg, tmp_path / "proxy2.log")
     try:
         await p2.sv1_port()
-        await wait_until(lambda: int(front.scalar("SELECT count() FROM tproxy.shares")) >= expect, 60,
-                         f"{expect} rows replayed")
+        try:
+            await wait_until(lambda: int(front.scalar("SELECT count() FROM tproxy.shares")) >= expect, 60,
+                             f"{expect} rows replayed")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {front.scalar('SELECT count() FROM tproxy.shares')} rows; "
+                                 f"spool dir {sorted(str(q.relative_to(spool)) for q in spool.rglob('*'))}\n"
+                                 f"first life:\n{(tmp_path / 'proxy1.log').read_text()}\nsecond life:\n{p2.log()}") from e
         await asyncio.sleep(0.3)  # anything beyond expect would show up now
     finally:
         p2.terminate()
