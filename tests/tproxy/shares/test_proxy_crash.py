@@ -339,3 +339,40 @@ async def test_without_journal_sigkill_loses_only_the_unsealed_tail(front: ChdbH
               "not yet sealed into a batch and are lost")
     finally:
         await dev_pool.close()
+
+
+async def test_journal_recovery_keeps_the_batch_token(tmp_path: Path) -> None:
+    """In process: a ShareLog that is never closed (as after a kill) leaves its open batch's
+    journal; the next ShareLog on the same spool_dir spools it under the token that batch
+    would have been sealed with, and deletes the journal."""
+    import socket
+
+    from tests.tproxy.shares.conftest import fast_settings, shares
+    from tproxy.shares.pipeline import ShareLog
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    s = fast_settings(f"http://127.0.0.1:{port}", tmp_path / "spool", batch_max_age_s=60, batch_size=100_000)
+    dead = ShareLog(s, "jtest")
+    await dead.start()
+    for r in shares(300, instance_id="jtest"):
+        dead.submit(r)
+    await asyncio.sleep(0.05)  # one loop turn: the journal write
+    journal = tmp_path / "spool" / "journal"
+    assert [p.name for p in journal.glob("*.jnl")] == [f"s-{dead.run_id:x}-1.jnl"]
+    assert dead.stats().spooled == 0
+    for t in dead._tasks:  # "killed": its tasks stop, nothing is closed or flushed
+        t.cancel()
+    heir = ShareLog(s, "jtest")
+    try:
+        await heir.start()
+        assert not list(journal.glob("*.jnl"))
+        assert heir.stats().spool_pending == 300
+        head = heir._spool.head()
+        assert head is not None and head.token == f"jtest:{dead.run_id:x}:s:1" and head.nrows == 300
+    finally:
+        await heir.close()
+        for ex in (dead._db_exec, dead._spool_exec):
+            if ex is not None:
+                ex.shutdown(wait=False)
