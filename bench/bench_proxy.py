@@ -80,6 +80,11 @@ async def serve_proxy(forward_ratio: float, max_connections: int) -> None:
     )
     proxy = Proxy(settings, share_log=False)
     await proxy.start()
+    # As `tproxy run` does; BENCH_GC=default measures CPython's default thresholds instead.
+    if os.environ.get("BENCH_GC") != "default":
+        from tproxy.runtime import tune_gc
+
+        tune_gc()
     print(json.dumps({"port": proxy.sv1_port}), flush=True)
     while True:
         await asyncio.sleep(1)
