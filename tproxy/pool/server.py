@@ -31,7 +31,7 @@ import os
 import signal
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sv2.connection import Sv2Connection
@@ -320,41 +320,43 @@ class DevPool:
         self.template = BlockTemplate.random(next(self._template_ids), self.height, self.settings)
         self.blocks_announced += 1
         log.info("new block: height %d, prev_hash %s", self.height, self.tip.prev_hash[::-1].hex())
-        for conn in list(self._conns.values()):
-            if conn.closed:
-                continue
-            for size, gid in conn.groups.items():
-                members = [ch for ch in conn.channels.values() if ch.group_id == gid]
-                if not members:
-                    continue
-                job = self._job(size)
-                conn.send(self._extended_job_msg(gid, job, None))
-                conn.send(self._prev_hash_msg(gid, job))
-                for ch in members:
-                    ch.add_future_job(job)
-                    ch.set_new_prev_hash(job.job_id, self.tip)
-            for ch in [c for c in conn.channels.values() if c.standard]:
-                self._send_standard_block(conn, ch)
+        for conn, gid, members, job in self._group_jobs():
+            conn.send(self._extended_job_msg(gid, job, None))
+            conn.send(self._prev_hash_msg(gid, job))
+            for ch in members:
+                ch.add_future_job(job)
+                ch.set_new_prev_hash(job.job_id, self.tip)
+        for conn, ch in self._standard_channels():
+            self._send_standard_block(conn, ch)
 
     def _new_job(self) -> None:
         self.template = BlockTemplate.random(next(self._template_ids), self.height, self.settings)
         self.jobs_announced += 1
         ntime = max(self.tip.min_ntime, int(self._clock()))
+        for conn, gid, members, job in self._group_jobs():
+            conn.send(self._extended_job_msg(gid, job, ntime))
+            for ch in members:
+                ch.add_active_job(job)
+        for conn, ch in self._standard_channels():
+            job = self._job(ch.full_extranonce_size)
+            conn.send(self._standard_job_msg(ch, job, ntime))
+            ch.add_active_job(job)
+
+    def _group_jobs(self) -> Iterator[tuple[_PoolConnection, int, list[PoolChannel], Job]]:
+        """A fresh job for every non-empty group of every open connection."""
         for conn in list(self._conns.values()):
             if conn.closed:
                 continue
             for size, gid in conn.groups.items():
                 members = [ch for ch in conn.channels.values() if ch.group_id == gid]
-                if not members:
-                    continue
-                job = self._job(size)
-                conn.send(self._extended_job_msg(gid, job, ntime))
-                for ch in members:
-                    ch.add_active_job(job)
-            for ch in [c for c in conn.channels.values() if c.standard]:
-                job = self._job(ch.full_extranonce_size)
-                conn.send(self._standard_job_msg(ch, job, ntime))
-                ch.add_active_job(job)
+                if members:
+                    yield conn, gid, members, self._job(size)
+
+    def _standard_channels(self) -> Iterator[tuple[_PoolConnection, PoolChannel]]:
+        for conn in list(self._conns.values()):
+            if not conn.closed:
+                for ch in [c for c in conn.channels.values() if c.standard]:
+                    yield conn, ch
 
     def _job(self, full_extranonce_size: int) -> Job:
         return self.template.job_for(full_extranonce_size, lambda: next(self._job_ids))
