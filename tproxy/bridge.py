@@ -48,13 +48,14 @@ from tproxy.config import Settings
 from tproxy.errors import UpstreamError
 from tproxy.shares.record import VERDICT_ACCEPTED, PoolVerdictRecord, ShareRecord
 from tproxy.sv1 import protocol as p
-from tproxy.sv1.session import MinerSession
+from tproxy.sv1.session import MAX_JOBS_PER_MINER, MinerSession
 from tproxy.sv1.vardiff import Vardiff
 from tproxy.upstream import UpstreamConnection
 
 log = logging.getLogger("tproxy.bridge")
 
 MAX_STALE_JOB_IDS = 4096
+MAX_ISSUED_PER_CHANNEL = 2 * MAX_JOBS_PER_MINER
 MAX_PENDING_VERDICTS = 100_000
 TICK_S = 1.0
 UPDATE_CHANNEL_MIN_INTERVAL_S = 10.0
@@ -137,6 +138,8 @@ class Bridge:
         self.channels: dict[int, LiveChannel] = {}  # channel_id -> channel
         self._route: dict[int, list[LiveChannel]] = {}  # channel or group id -> channels
         self._latest_job: dict[int, tuple[str, Job, bytes, bytes]] = {}  # channel_id -> latest
+        # channel_id -> every SV1 job id issued since that channel's last clean job
+        self._issued: dict[int, list[str]] = {}
         self._stale_ids: OrderedDict[str, None] = OrderedDict()
         self._opening: dict[int, asyncio.Task[None]] = {}  # client_id -> channel open task
         self.started_at = now()
@@ -312,11 +315,15 @@ class Bridge:
     def _publish(self, ch: LiveChannel, job: Job) -> None:
         sv1_job_id = format(next(self._sv1_job_ids), "x")
         plain, clean = self._render(sv1_job_id, job)
+        cid = ch.state.channel_id
         if job.clean:
-            prev = self._latest_job.get(ch.state.channel_id)
-            if prev is not None:
-                self._mark_stale(prev[0])
-        self._latest_job[ch.state.channel_id] = (sv1_job_id, job, plain, clean)
+            self._retire_jobs(cid)
+        issued = self._issued.setdefault(cid, [])
+        issued.append(sv1_job_id)
+        if len(issued) > MAX_ISSUED_PER_CHANNEL:
+            # older than any miner keeps (MAX_JOBS_PER_MINER): a share for it is stale
+            self._mark_stale(issued.pop(0))
+        self._latest_job[cid] = (sv1_job_id, job, plain, clean)
         ch.last_job_at = self._now()
         line = clean if job.clean else plain
         for s in self._members(ch):
@@ -327,6 +334,11 @@ class Bridge:
         if latest is not None:
             sv1_job_id, job, _plain, clean = latest
             session.send_job(sv1_job_id, job, clean, clean=True)
+
+    def _retire_jobs(self, channel_id: int) -> None:
+        """Every job this channel issued is stale from now on."""
+        for sv1_job_id in self._issued.pop(channel_id, ()):
+            self._mark_stale(sv1_job_id)
 
     def _mark_stale(self, sv1_job_id: str) -> None:
         self._stale_ids[sv1_job_id] = None
@@ -416,7 +428,8 @@ class Bridge:
 
         self._opening[session.client_id] = asyncio.create_task(run(), name=f"open-channel-{session.client_id}")
 
-    def _drop_channel(self, ch: LiveChannel) -> None:
+    def _drop_channel(self, ch: LiveChannel) -> list[MinerSession]:
+        """Forget a channel; its miners lose their jobs and channel. Returns those miners."""
         cid = ch.state.channel_id
         self.channels.pop(cid, None)
         for key in (cid, ch.state.group_channel_id):
@@ -426,21 +439,16 @@ class Bridge:
                     lst.remove(ch)
                 if not lst:
                     self._route.pop(key, None)
-        latest = self._latest_job.pop(cid, None)
-        if latest is not None:
-            self._mark_stale(latest[0])
-        for s in self._members(ch):
-            s.forget_jobs()
+        members = self._invalidate_channel_jobs(ch)
+        for s in members:
             s.channel_id = None
+        return members
 
     def on_upstream_lost(self, up: UpstreamConnection, reason: str) -> None:
         if self.up is up:
             self.up = None
         for ch in [c for c in self.channels.values() if c.up is up]:
-            members = self._members(ch)
             self._drop_channel(ch)
-            for s in members:
-                s.forget_jobs()
         for t in list(self._opening.values()):
             t.cancel()
         self._opening.clear()
@@ -482,8 +490,7 @@ class Bridge:
         elif isinstance(msg, CloseChannel):
             for ch in list(targets):
                 log.warning("pool closed channel %d: %s", ch.state.channel_id, msg.reason_code)
-                members = self._members(ch)
-                self._drop_channel(ch)
+                members = self._drop_channel(ch)
                 if self.aggregated:
                     # Our only channel is gone: make the supervisor reconnect.
                     up.close()
@@ -501,12 +508,14 @@ class Bridge:
         else:
             log.info("ignoring %s from %s", type(msg).__name__, up.endpoint)
 
-    def _invalidate_channel_jobs(self, ch: LiveChannel) -> None:
-        latest = self._latest_job.pop(ch.state.channel_id, None)
-        if latest is not None:
-            self._mark_stale(latest[0])
-        for s in self._members(ch):
+    def _invalidate_channel_jobs(self, ch: LiveChannel) -> list[MinerSession]:
+        """The channel's jobs are all stale; its miners drop theirs. Returns the miners."""
+        self._latest_job.pop(ch.state.channel_id, None)
+        self._retire_jobs(ch.state.channel_id)
+        members = self._members(ch)
+        for s in members:
             s.forget_jobs()
+        return members
 
     def _on_success(self, ch: LiveChannel, msg: SubmitSharesSuccess) -> None:
         ch.stats.shares_acknowledged += msg.new_submits_accepted_count

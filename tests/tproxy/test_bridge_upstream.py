@@ -269,3 +269,21 @@ async def test_duplicate_detection_spans_keepalive_copies_of_a_job() -> None:
         await _until(lambda: st.pool.total_accepted == 1)
         assert st.pool.total_rejected == 0
         await c.close()
+
+
+async def test_every_job_of_an_old_chain_tip_is_stale_not_unknown() -> None:
+    async with running() as st:
+        c = await st.client("farm.w1")
+        first = c.jobs[-1]
+        mark = len(c.jobs)
+        await st.pool.announce_new_job()  # non-clean: the first job stays valid
+        second = await c.wait_job(after=mark, clean=False)
+        mark = len(c.jobs)
+        await st.pool.announce_new_block()
+        await c.wait_job(after=mark, clean=True)
+        for old in (first, second):
+            en2, ntime, nonce = c.find_share(old)
+            assert (await c.submit("farm.w1", old, en2, ntime, nonce))["error"][0] == 21
+        session = next(iter(st.proxy.bridge.sessions.values()))
+        assert session.counters.rejected_by_reason == {"stale-share": 2}
+        await c.close()
