@@ -120,7 +120,6 @@ class MinerSession:
         self.counters = ShareCounters()
         self.channel_id: int | None = None  # upstream channel serving this miner
         self.closed = False
-        self._share_seq = 0
 
     # -- dispatch ------------------------------------------------------------
 
@@ -265,32 +264,36 @@ class MinerSession:
     def _submit(self, req: p.Request) -> None:
         now = self._now()
         received_ms = int(now * 1000)
-        self._share_seq = self.host.next_share_seq()
+        share_seq = self.host.next_share_seq()
+        sub: p.SubmitRequest | None = None
+
+        def refuse(code: int, verdict: str, message: str, job: Job | None = None,
+                   version: int = 0, h: bytes = b"", share_diff: float = 0.0) -> None:
+            self._record(received_ms, share_seq, sub, job, verdict, version, h, share_diff, self.difficulty, None)
+            self._reject(req, code, verdict, message)
+
         try:
             sub = p.parse_submit(req.params)
         except p.Sv1ProtocolError as e:
-            self._record(received_ms, None, None, "malformed", 0, 0, 0, b"", "", 0.0, False, (0, 0))
-            self._reject(req, p.OTHER, "malformed", str(e))
+            refuse(p.OTHER, "malformed", str(e))
             return
         en2, ntime, nonce = sub.extranonce2, sub.ntime, sub.nonce
         if not self.subscribed:
-            self._record(received_ms, sub, None, "not-subscribed", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
-            self._reject(req, p.NOT_SUBSCRIBED, "not-subscribed", "Not subscribed")
+            refuse(p.NOT_SUBSCRIBED, "not-subscribed", "Not subscribed")
             return
         if sub.worker_name not in self.authorized:
-            self._record(received_ms, sub, None, "unauthorized", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
-            self._reject(req, p.UNAUTHORIZED, "unauthorized", "Unauthorized worker")
+            refuse(p.UNAUTHORIZED, "unauthorized", "Unauthorized worker")
             return
         sent = self.jobs.get(sub.sv1_job_id)
         if sent is None:
-            verdict = "stale-share" if self.host.is_stale_job(sub.sv1_job_id) else "invalid-job-id"
-            self._record(received_ms, sub, None, verdict, ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
-            self._reject(req, p.JOB_NOT_FOUND, verdict, "Job not found (stale)" if verdict == "stale-share" else "Job not found")
+            if self.host.is_stale_job(sub.sv1_job_id):
+                refuse(p.JOB_NOT_FOUND, "stale-share", "Job not found (stale)")
+            else:
+                refuse(p.JOB_NOT_FOUND, "invalid-job-id", "Job not found")
             return
         job = sent.job
         if len(en2) != self.extranonce2_size:
-            self._record(received_ms, sub, job, "bad-extranonce-size", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
-            self._reject(req, p.OTHER, "bad-extranonce-size", f"extranonce2 must be {self.extranonce2_size} bytes")
+            refuse(p.OTHER, "bad-extranonce-size", f"extranonce2 must be {self.extranonce2_size} bytes", job)
             return
         # Version: BIP310 masked form first; Bitaxe's XOR-with-job form is tried too.
         candidates: tuple[int, ...]
@@ -300,8 +303,7 @@ class MinerSession:
             mask = self.version_mask
             bits = sub.version_bits
             if mask is None or bits & ~mask & 0xFFFFFFFF or (not job.version_rolling_allowed and bits & mask):
-                self._record(received_ms, sub, job, "invalid-version-bits", ntime, nonce, 0, en2, "", 0.0, False, (0, 0))
-                self._reject(req, p.OTHER, "invalid-version-bits", "version bits outside the negotiated mask")
+                refuse(p.OTHER, "invalid-version-bits", "version bits outside the negotiated mask", job)
                 return
             masked = (job.version & ~mask) | (bits & mask)
             xored = job.version ^ bits
@@ -319,13 +321,11 @@ class MinerSession:
                 break
         share_diff = work.share_difficulty(h)
         if not work.hash_meets_target(h, target):
-            self._record(received_ms, sub, job, "difficulty-too-low", ntime, nonce, version, en2, h[::-1].hex(), share_diff, False, (0, 0))
-            self._reject(req, p.LOW_DIFFICULTY, "difficulty-too-low", "Low difficulty share")
+            refuse(p.LOW_DIFFICULTY, "difficulty-too-low", "Low difficulty share", job, version, h, share_diff)
             return
         key = (job.channel_id, job.job_id, en2, ntime, nonce, version)
         if key in self._seen:
-            self._record(received_ms, sub, job, "duplicate-share", ntime, nonce, version, en2, h[::-1].hex(), share_diff, False, (0, 0))
-            self._reject(req, p.DUPLICATE, "duplicate-share", "Duplicate share")
+            refuse(p.DUPLICATE, "duplicate-share", "Duplicate share", job, version, h, share_diff)
             return
         self._seen[key] = None
         if len(self._seen) > MAX_SEEN_SHARES:
@@ -333,9 +333,7 @@ class MinerSession:
         target_diff = work.difficulty_from_target(target)
         forwarded_to: tuple[int, int] | None = None
         if work.hash_meets_target(h, job.upstream_target):
-            forwarded_to = self.host.forward_share(
-                self, job, en2, ntime, nonce, version, self._share_seq, target_diff
-            )
+            forwarded_to = self.host.forward_share(self, job, en2, ntime, nonce, version, share_seq, target_diff)
         c = self.counters
         c.accepted += 1
         c.work_accepted += target_diff
@@ -346,48 +344,45 @@ class MinerSession:
             c.forwarded += 1
         self.vardiff.record_share(now, target_diff)
         self.write(p.result(req.id, True))
-        self._record(
-            received_ms, sub, job, VERDICT_ACCEPTED, ntime, nonce, version, en2, h[::-1].hex(), share_diff,
-            forwarded_to is not None, forwarded_to or (job.channel_id, 0), target_diff,
-        )
+        self._record(received_ms, share_seq, sub, job, VERDICT_ACCEPTED, version, h, share_diff, target_diff, forwarded_to)
 
     def _record(
         self,
         received_ms: int,
+        share_seq: int,
         sub: p.SubmitRequest | None,
         job: Job | None,
         verdict: str,
-        ntime: int,
-        nonce: int,
         version: int,
-        en2: bytes,
-        share_hash: str,
+        h: bytes,
         share_diff: float,
-        forwarded: bool,
-        channel_seq: tuple[int, int],
-        target_diff: float | None = None,
+        target_diff: float,
+        forwarded_to: tuple[int, int] | None,
     ) -> None:
-        if target_diff is None:
-            target_diff = self.difficulty
+        """Hand one ShareRecord to the share log; ``forwarded_to`` is (channel_id, sequence_number)."""
+        if forwarded_to is not None:
+            channel_id, sequence_number = forwarded_to
+        else:
+            channel_id, sequence_number = (job.channel_id if job else 0), 0
         self.host.record_share(
             ShareRecord(
                 received_at_ms=received_ms,
                 instance_id=self.instance_id,
-                share_seq=self._share_seq,
+                share_seq=share_seq,
                 worker_name=(sub.worker_name if sub is not None else self.worker_name)[:255],
                 client_id=self.client_id,
-                channel_id=channel_seq[0] if forwarded else (job.channel_id if job else 0),
-                sequence_number=channel_seq[1] if forwarded else 0,
+                channel_id=channel_id,
+                sequence_number=sequence_number,
                 sv1_job_id=(sub.sv1_job_id if sub is not None else "")[:64],
                 job_id=job.job_id if job else 0,
-                nonce=nonce,
-                ntime=ntime,
+                nonce=sub.nonce if sub is not None else 0,
+                ntime=sub.ntime if sub is not None else 0,
                 version=version,
-                extranonce=(self.extranonce1 + en2).hex(),
-                share_hash=share_hash,
+                extranonce=(self.extranonce1 + (sub.extranonce2 if sub is not None else b"")).hex(),
+                share_hash=h[::-1].hex(),
                 target_difficulty=target_diff,
                 share_difficulty=share_diff,
                 verdict=verdict,
-                forwarded=forwarded,
+                forwarded=forwarded_to is not None,
             )
         )
