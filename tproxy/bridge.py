@@ -104,7 +104,6 @@ class LiveChannel:
     last_job_at: float = 0.0
     last_update_sent: float = 0.0
     last_nominal_sent: float = 0.0
-    keepalive_count: int = 0
     owner: int | None = None  # client_id in non-aggregated mode
 
 
@@ -146,7 +145,6 @@ class Bridge:
         self.outage_since: float | None = now()
         self.outage_disconnects = 0
         self.shares_forwarded = 0
-        self.pool_rejections = 0
         self._tick_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -259,7 +257,7 @@ class Bridge:
 
     def forward_share(
         self, session: MinerSession, job: Job, extranonce2: bytes, ntime: int, nonce: int, version: int,
-        share_seq: int, target_difficulty: float,
+        share_seq: int, target_difficulty: float, share_hash: bytes,
     ) -> tuple[int, int] | None:
         ch = self.channels.get(job.channel_id)
         if ch is None or ch.up.closed:
@@ -281,8 +279,13 @@ class Bridge:
         ch.pending[seq] = PendingShare(session.client_id, session.worker_name, share_seq, target_difficulty)
         if len(ch.pending) > MAX_PENDING_VERDICTS:
             ch.pending.popitem(last=False)
-        ch.stats.shares_submitted += 1
-        ch.stats.validated_work_sum += target_difficulty
+        stats = ch.stats
+        stats.shares_submitted += 1
+        stats.validated_work_sum += target_difficulty
+        stats.best_diff = max(stats.best_diff, work.share_difficulty(share_hash))
+        if work.hash_meets_target(share_hash, work.target_from_nbits(job.nbits)):
+            stats.blocks_found += 1
+            log.warning("block candidate from worker %r: %s", session.worker_name, share_hash[::-1].hex())
         self.shares_forwarded += 1
         return ch.state.channel_id, seq
 
@@ -534,7 +537,6 @@ class Bridge:
         code = msg.error_code
         ch.stats.shares_rejected += 1
         ch.stats.shares_rejected_by_reason[code] = ch.stats.shares_rejected_by_reason.get(code, 0) + 1
-        self.pool_rejections += 1
         pend = ch.pending.pop(msg.sequence_number, None)
         if pend is None:
             log.warning("pool rejected unknown sequence %d on channel %d: %s", msg.sequence_number, ch.state.channel_id, code)
@@ -624,7 +626,6 @@ class Bridge:
         if latest is None:
             return
         _, job, _, _ = latest
-        ch.keepalive_count += 1
         roll = min(int(now - ch.last_job_at), KEEPALIVE_MAX_NTIME_ROLL)
         self._publish(ch, replace(job, ntime=job.ntime + roll, clean=False))
 

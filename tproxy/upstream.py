@@ -81,8 +81,6 @@ class UpstreamConnection:
         self._next_request_id = 1
         self.connected_at = time.time()
         self.closed = False
-        self.bytes_sent = 0
-        self.bytes_received = 0
 
     @classmethod
     async def connect(
@@ -156,7 +154,6 @@ class UpstreamConnection:
             if not data:
                 self._conn.eof()
                 raise UpstreamError(f"{self.endpoint}: closed by the pool")
-            self.bytes_received += len(data)
             self._conn.receive_data(data)
 
     # -- running -----------------------------------------------------------
@@ -170,7 +167,6 @@ class UpstreamConnection:
         if self._writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
             self.close()
             raise UpstreamError(f"{self.endpoint}: pool stopped reading ({MAX_WRITE_BUFFER} bytes unsent)")
-        self.bytes_sent += len(data)
         self._writer.write(data)
 
     async def drain(self) -> None:
@@ -241,7 +237,6 @@ class UpstreamConnection:
                         raise UpstreamError(f"{self.endpoint}: closed by us")
                     self._conn.eof()
                     raise UpstreamError(f"{self.endpoint}: closed by the pool")
-                self.bytes_received += len(data)
                 self._conn.receive_data(data)
         except ProtocolError as e:
             raise UpstreamError(f"{self.endpoint}: protocol error: {type(e).__name__}: {e}") from e

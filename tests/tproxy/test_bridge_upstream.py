@@ -287,3 +287,19 @@ async def test_every_job_of_an_old_chain_tip_is_stale_not_unknown() -> None:
         session = next(iter(st.proxy.bridge.sessions.values()))
         assert session.counters.rejected_by_reason == {"stale-share": 2}
         await c.close()
+
+
+async def test_channel_counts_best_share_and_blocks_found() -> None:
+    async with running(pool_kw=dict(nbits=0x207FFFFF)) as st:  # regtest-easy: every share is a block
+        c = await st.client("farm.w1")
+        job = c.jobs[-1]
+        diffs = []
+        for k in range(3):
+            en2, ntime, nonce = c.find_share(job, en2=k.to_bytes(4, "big"))
+            diffs.append(work.share_difficulty(c.header_hash(job, en2, ntime, nonce)))
+            assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
+        await st.settled()
+        stats = next(iter(st.proxy.bridge.channels.values())).stats
+        assert stats.blocks_found == 3 == st.pool.blocks_found
+        assert stats.best_diff == max(diffs)
+        await c.close()

@@ -45,7 +45,6 @@ class Sv1Server:
         self.refused = 0
         self.closed_for_garbage = 0
         self.closed_idle = 0
-        self.closed_slow = 0
 
     @property
     def connection_count(self) -> int:
@@ -111,7 +110,6 @@ class Sv1Server:
                 return
             if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
                 # The miner stopped reading; holding more for it would grow without bound.
-                self.closed_slow += 1
                 closing = True
                 transport.abort()
                 return

@@ -40,7 +40,7 @@ class MinerHost(Protocol):
 
     def forward_share(
         self, session: MinerSession, job: Job, extranonce2: bytes, ntime: int, nonce: int, version: int,
-        share_seq: int, target_difficulty: float,
+        share_seq: int, target_difficulty: float, share_hash: bytes,
     ) -> tuple[int, int] | None:
         """Send a share upstream; returns (channel_id, sequence_number), or None if no live channel."""
 
@@ -62,11 +62,8 @@ class ShareCounters:
     accepted: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    forwarded: int = 0
     pool_accepted: int = 0
     pool_rejected: int = 0
-    work_accepted: float = 0.0  # summed target difficulty of accepted shares
-    best_difficulty: float = 0.0
     last_share_at: float = 0.0
 
 
@@ -333,15 +330,10 @@ class MinerSession:
         target_diff = work.difficulty_from_target(target)
         forwarded_to: tuple[int, int] | None = None
         if work.hash_meets_target(h, job.upstream_target):
-            forwarded_to = self.host.forward_share(self, job, en2, ntime, nonce, version, share_seq, target_diff)
+            forwarded_to = self.host.forward_share(self, job, en2, ntime, nonce, version, share_seq, target_diff, h)
         c = self.counters
         c.accepted += 1
-        c.work_accepted += target_diff
         c.last_share_at = now
-        if share_diff > c.best_difficulty:
-            c.best_difficulty = share_diff
-        if forwarded_to is not None:
-            c.forwarded += 1
         self.vardiff.record_share(now, target_diff)
         self.write(p.result(req.id, True))
         self._record(received_ms, share_seq, sub, job, VERDICT_ACCEPTED, version, h, share_diff, target_diff, forwarded_to)
