@@ -371,9 +371,9 @@ def _fmt(xs: list[float]) -> str:
 async def serve_proxy(args: argparse.Namespace) -> None:
     """Child process: the dev pool and the proxy with monitoring on; prints the ports,
     serves until SIGTERM, then closes everything and prints its counters."""
+    from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings, UpstreamSettings
-    from tproxy.pool import DevPool, PoolSettings
     from tproxy.runtime import Proxy
 
     secret, xonly = generate_keypair()

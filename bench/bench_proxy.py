@@ -57,9 +57,9 @@ def rss_kib(pid: int) -> int:
 
 
 async def serve_proxy(forward_ratio: float, max_connections: int) -> None:
+    from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings, UpstreamSettings
-    from tproxy.pool import DevPool, PoolSettings
     from tproxy.runtime import Proxy
 
     secret, xonly = generate_keypair()

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_proxy
 import clickhouse_connect
 
-from tproxy.shares.loadgen import make_share
+from devnet.loadgen import make_share
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import ShareRecord
 from tproxy.shares.schema import SHARE_COLUMNS, SHARE_TYPES, Schema
@@ -141,9 +141,9 @@ def closed_port() -> int:
 async def serve_proxy(url: str, spool_dir: str, forward_ratio: float, max_connections: int) -> None:
     """Child process: dev pool + proxy with the share log on ``url``; prints the SV1 port,
     then the share log's counters on stderr once a second."""
+    from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings, UpstreamSettings
-    from tproxy.pool import DevPool, PoolSettings
     from tproxy.runtime import Proxy
 
     for name in ("", "urllib3", "clickhouse_connect", "tproxy"):

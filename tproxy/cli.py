@@ -1,7 +1,13 @@
-"""Command line entry point: ``tproxy run | demo | pool | keygen``.
+"""Command line entry point: ``tproxy run | keygen`` plus plugin commands.
 
 Owns argument parsing, logging set-up, and turning configuration errors into
 one readable line and exit code 2 (never a traceback).
+
+Commands other than ``run`` and ``keygen`` come from installed plugins: every
+entry point of the ``tproxy.commands`` group names an object following
+``Command`` (the development tools of ``devnet`` register ``pool``, ``demo``
+and ``miner`` this way). The product never imports a plugin's package by name,
+so an image built without it simply has fewer commands.
 """
 
 from __future__ import annotations
@@ -10,11 +16,58 @@ import argparse
 import asyncio
 import logging
 import sys
+from importlib.metadata import EntryPoint, entry_points
+from typing import Protocol
 
 from tproxy.errors import ConfigError
 
+COMMAND_GROUP = "tproxy.commands"
+BUILTIN_COMMANDS = ("run", "keygen")
 
-def build_parser() -> argparse.ArgumentParser:
+
+class Command(Protocol):
+    """What a ``tproxy.commands`` entry point provides: one subcommand."""
+
+    help: str  # one line, shown by ``tproxy --help``
+    log_level: str  # logging level when ``--log-level`` is not given
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Run the command; may raise ConfigError (reported as one line, exit 2)."""
+        ...
+
+
+def _load(ep: EntryPoint) -> Command | None:
+    try:
+        command: Command = ep.load()
+    except ModuleNotFoundError as e:
+        # The distribution declares the command but ships without its package
+        # (the production image leaves out ``devnet``): not an error.
+        if e.name is not None and e.name.split(".")[0] == ep.module.split(".")[0]:
+            return None
+        print(f"tproxy: command {ep.name!r} unavailable: {e}", file=sys.stderr)
+        return None
+    except Exception as e:
+        # A broken plugin must not take ``tproxy run`` down with it.
+        print(f"tproxy: command {ep.name!r} unavailable: {type(e).__name__}: {e}", file=sys.stderr)
+        return None
+    return command
+
+
+def plugin_commands() -> dict[str, Command]:
+    """The installed ``tproxy.commands`` plugins by name (built-in names cannot be taken)."""
+    found: dict[str, Command] = {}
+    for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        if ep.name in BUILTIN_COMMANDS or ep.name in found:
+            continue
+        command = _load(ep)
+        if command is not None:
+            found[ep.name] = command
+    return found
+
+
+def build_parser(plugins: dict[str, Command] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tproxy", description="Stratum V2 translator proxy (SV1 miners -> SV2 pool)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command")
@@ -22,17 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("--config", "-c", help="TOML config file (every key can be overridden as TPROXY__SECTION__KEY)")
 
-    demo = sub.add_parser("demo", help="dev pool + proxy + synthetic miners in one process, with a live table")
-    demo.add_argument("--miners", type=int, default=4)
-    demo.add_argument("--duration", type=float, default=30.0, help="seconds")
-    demo.add_argument("--non-aggregated", action="store_true", help="one upstream channel per miner")
-    demo.add_argument("--data-dir", default=None, help="where the embedded ClickHouse and spool live (default: a temp dir)")
-    demo.add_argument("--monitoring-port", type=int, default=0, help="0 = pick a free port")
-
-    pool = sub.add_parser("pool", help="run the dev SV2 pool")
-    pool.add_argument("--config", "-c", help="TOML pool config (env TPROXY_POOL__KEY)")
-
     sub.add_parser("keygen", help="print a new authority key pair")
+    for name, command in (plugin_commands() if plugins is None else plugins).items():
+        command.add_arguments(sub.add_parser(name, help=command.help))
     return p
 
 
@@ -63,46 +108,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pool(args: argparse.Namespace) -> int:
-    from tproxy.pool import load_pool_settings, run_pool
-
-    settings = load_pool_settings(args.config)
-    _logging(args.log_level or "info")
-    asyncio.run(run_pool(settings))
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from tproxy.demo import run_demo
-
-    _logging(args.log_level or "warning")
-    if args.miners < 1:
-        raise ConfigError("--miners must be at least 1")
-    if args.duration <= 0:
-        raise ConfigError("--duration must be positive")
-    return asyncio.run(
-        run_demo(
-            miners=args.miners,
-            duration=args.duration,
-            aggregated=not args.non_aggregated,
-            data_dir=args.data_dir,
-            monitoring_port=args.monitoring_port,
-        )
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    plugins = plugin_commands()
+    parser = build_parser(plugins)
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
             return cmd_keygen()
         if args.command == "run":
             return cmd_run(args)
-        if args.command == "pool":
-            return cmd_pool(args)
-        if args.command == "demo":
-            return cmd_demo(args)
+        command = plugins.get(args.command or "")
+        if command is not None:
+            _logging(args.log_level or command.log_level)
+            return command.run(args)
     except ConfigError as e:
         print(f"tproxy: configuration error: {e}", file=sys.stderr)
         return 2

@@ -27,12 +27,12 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from devnet.miner import Dialect, SyntheticMiner
+from devnet.pool import DevPool
 from tests.monitoring.schema_check import validate
 from tests.tproxy.sv1_client import Sv1TestClient
 from tests.tproxy.test_e2e import pool_settings, proxy_settings
 from tproxy.config import MonitoringSettings, Settings
-from tproxy.miner import Dialect, SyntheticMiner
-from tproxy.pool import DevPool
 from tproxy.runtime import Proxy
 from tproxy.shares.settings import ClickHouseSettings
 

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devnet.pool import DevPool
 from sv2 import work
 from sv2.keys import decode_public_key, decode_secret_key, xonly_from_secret
 from sv2.messages import CloseChannel, SetExtranoncePrefix
 from tests.tproxy.sv1_client import Sv1TestClient
 from tests.tproxy.test_e2e import Stack, pool_settings, proxy_settings, running
-from tproxy.pool import DevPool
 from tproxy.runtime import Proxy
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from devnet.miner import SyntheticMiner
+from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
 from sv2.messages import Reconnect
 from tests.tproxy.sv1_client import Sv1TestClient
 from tproxy.config import Settings, UpstreamSettings
-from tproxy.miner import SyntheticMiner
-from tproxy.pool import DevPool, PoolSettings
 from tproxy.runtime import Proxy
 
 DIFF = 1e-6  # ~4,300 hashes per share: fast in pure Python

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from devnet.pool import DevPool
 from tests.tproxy.sv1_client import Sv1TestClient
 from tests.tproxy.test_e2e import Stack, pool_settings, proxy_settings
-from tproxy.pool import DevPool
 from tproxy.runtime import Proxy
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from devnet.loadgen import make_share
 from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
-from tproxy.shares.loadgen import make_share
 from tproxy.shares.record import ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
 
@@ -36,7 +36,7 @@ def fast_settings(url: str, spool_dir: Path | str, **kw: Any) -> ClickHouseSetti
 
 
 def shares(n: int, *, start: int = 1, instance_id: str = INSTANCE, now_ms: int | None = None) -> list[ShareRecord]:
-    """``n`` deterministic shares (``tproxy.shares.loadgen.make_share``), spread over the last minutes."""
+    """``n`` deterministic shares (``devnet.loadgen.make_share``), spread over the last minutes."""
     t0 = int(time.time() * 1000) if now_ms is None else now_ms
     return [make_share(s, instance_id=instance_id, received_at_ms=t0 - 240_000 + (s * 7) % 240_000)
             for s in range(start, start + n)]

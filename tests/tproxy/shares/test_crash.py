@@ -1,4 +1,4 @@
-"""Crash tests: a share-log process (``python -m tproxy.shares.loadgen``) is SIGKILLed while
+"""Crash tests: a share-log process (``python -m devnet.loadgen``) is SIGKILLed while
 the database is unreachable; a new process on the same spool replays it; the table holds
 every share exactly once."""
 
@@ -21,7 +21,7 @@ N = 8000
 
 def start_loadgen(url: str, spool: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "tproxy.shares.loadgen", "--url", url, "--spool-dir", str(spool),
+        [sys.executable, "-m", "devnet.loadgen", "--url", url, "--spool-dir", str(spool),
          "--instance-id", "crash", "--batch-size", "500", "--insert-timeout", "1", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},

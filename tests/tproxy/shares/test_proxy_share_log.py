@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from devnet.pool import DevPool
 from sv2 import work
 from tests.tproxy.shares.conftest import fast_settings
 from tests.tproxy.sv1_client import Sv1TestClient
 from tests.tproxy.test_e2e import pool_settings, proxy_settings
-from tproxy.pool import DevPool
 from tproxy.runtime import Proxy
 
 

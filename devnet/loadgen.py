@@ -6,7 +6,7 @@ and start it again on the same spool. The proxy replaces it later: what it
 does with a ShareLog (start, submit from the event loop, close) is exactly
 what ``tproxy.runtime.Proxy`` does.
 
-    python -m tproxy.shares.loadgen --url chdb://./data/x.chdb --spool-dir ./data/spool \\
+    python -m devnet.loadgen --url chdb://./data/x.chdb --spool-dir ./data/spool \\
         --count 10000 [--start-seq 1] [--then close|hang] [--batch-size N]
 
 Prints one JSON object per line on stdout: ``started``, ``durable`` (every
@@ -99,7 +99,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tproxy.shares.loadgen", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devnet.loadgen", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True)
     p.add_argument("--spool-dir", required=True)
     p.add_argument("--database", default="tproxy")

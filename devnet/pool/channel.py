@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-from tproxy.pool.template import (
+from devnet.pool.template import (
     Job,
     build_header,
     difficulty_from_target,

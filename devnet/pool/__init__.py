@@ -7,9 +7,9 @@ its test hooks) and ``run_pool`` (the CLI entry point).
 
 from __future__ import annotations
 
-from tproxy.pool.channel import ChainTip, ChannelCounters, PoolChannel
-from tproxy.pool.server import DevPool, ShareEvent, run_pool
-from tproxy.pool.settings import PoolSettings, load_pool_settings
+from devnet.pool.channel import ChainTip, ChannelCounters, PoolChannel
+from devnet.pool.server import DevPool, ShareEvent, run_pool
+from devnet.pool.settings import PoolSettings, load_pool_settings
 
 __all__ = [
     "ChainTip",

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from tproxy.pool.settings import PoolSettings, bip34_height_push
+from devnet.pool.settings import PoolSettings, bip34_height_push
 
 DIFF1_TARGET = 0xFFFF << 208
 MAX_TARGET = (1 << 256) - 1

@@ -6,8 +6,8 @@ state, its channels and group channels), the simulated chain (tip, block
 template, job ids), the block/job timers, and the test hooks
 (``announce_new_block``, ``announce_new_job``, ``set_channel_target``,
 ``send_to_all``, ``drop_all_connections``). Channel state and share
-validation live in ``tproxy.pool.channel``; coinbase and job construction in
-``tproxy.pool.template``.
+validation live in ``devnet.pool.channel``; coinbase and job construction in
+``devnet.pool.template``.
 
 What the pool sends mirrors the SRI pool (reference section 6): Success to
 SetupConnection with used_version 2 and flags 0; on OpenExtendedMiningChannel
@@ -34,6 +34,21 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from devnet.pool.channel import (
+    INVALID_CHANNEL_ID,
+    ChainTip,
+    ChannelCounters,
+    PoolChannel,
+    ShareResult,
+)
+from devnet.pool.settings import MAX_ROLLABLE_EXTRANONCE, PoolSettings
+from devnet.pool.template import (
+    BlockTemplate,
+    Job,
+    hashrate_to_target,
+    target_from_difficulty,
+    target_from_nbits,
+)
 from sv2.connection import Sv2Connection
 from sv2.errors import ProtocolError
 from sv2.messages import (
@@ -62,23 +77,8 @@ from sv2.messages import (
     UpdateChannelError,
 )
 from sv2.noise import NoiseResponder
-from tproxy.pool.channel import (
-    INVALID_CHANNEL_ID,
-    ChainTip,
-    ChannelCounters,
-    PoolChannel,
-    ShareResult,
-)
-from tproxy.pool.settings import MAX_ROLLABLE_EXTRANONCE, PoolSettings
-from tproxy.pool.template import (
-    BlockTemplate,
-    Job,
-    hashrate_to_target,
-    target_from_difficulty,
-    target_from_nbits,
-)
 
-log = logging.getLogger("tproxy.pool")
+log = logging.getLogger("devnet.pool")
 
 PROTOCOL_MINING = 0
 SV2_VERSION = 2

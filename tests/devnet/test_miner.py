@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from devnet.miner import DIALECTS, MinerJob, SyntheticMiner, run_miners, target_from_difficulty
 from sv2 import work
 from tests.conftest import load_vector
-from tproxy.miner import DIALECTS, MinerJob, SyntheticMiner, run_miners, target_from_difficulty
 
 BLOCKS = load_vector("bitcoin_blocks")
 GENESIS = BLOCKS["genesis_coinbase"]["synthetic_job_split"]

@@ -18,6 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from devnet.pool import DevPool, PoolSettings, load_pool_settings
+from devnet.pool.channel import ChainTip, PoolChannel
+from devnet.pool.template import BlockTemplate, Job, merkle_root_of, parse_transaction, strip_bip141
 from sv2 import work
 from sv2.connection import Sv2Connection
 from sv2.errors import AuthorityKeyMismatch, CertificateExpired, HandshakeTruncated
@@ -49,9 +52,6 @@ from sv2.messages import (
 from sv2.noise import NoiseInitiator
 from tests.conftest import load_vector
 from tproxy.errors import ConfigError
-from tproxy.pool import DevPool, PoolSettings, load_pool_settings
-from tproxy.pool.channel import ChainTip, PoolChannel
-from tproxy.pool.template import BlockTemplate, Job, merkle_root_of, parse_transaction, strip_bip141
 
 M = TypeVar("M")
 REPO = Path(__file__).resolve().parents[2]

@@ -13,13 +13,18 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pydantic import SecretStr
+
+from devnet.miner import Dialect, SyntheticMiner
+from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
 from tproxy.config import Settings, UpstreamSettings
-from tproxy.miner import SyntheticMiner
-from tproxy.pool import DevPool, PoolSettings
 from tproxy.runtime import Proxy
+from tproxy.shares.pipeline import WorkerStats
 
 DEMO_DIFFICULTY = 2e-5  # ~86k hashes per share: a few shares a second per CPU miner
 DEMO_HASHRATE_LIMIT = 60_000.0  # H/s per synthetic miner, so the event loop stays responsive
@@ -50,6 +55,23 @@ def _table(proxy: Proxy, pool: DevPool, started: float) -> str:
     return "\n".join(rows)
 
 
+@dataclass
+class _Books:
+    """What the summary compares: each side's count of the same shares."""
+
+    submitted: int  # by the miners
+    accepted: int  # by the proxy, as the miners saw it
+    forwarded: int  # upstream, by the proxy
+    pool_accepted: int
+    written: int  # share rows in ClickHouse
+    workers: list[WorkerStats]
+    window_min: int  # the per-worker window the workers were read over
+
+    @property
+    def balanced(self) -> bool:
+        return self.forwarded == self.pool_accepted and self.forwarded > 0 and self.written >= self.submitted
+
+
 async def run_demo(
     *,
     miners: int,
@@ -62,49 +84,76 @@ async def run_demo(
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="tproxy-demo-")
         data_dir = tmp.name
-    base = Path(data_dir)
-    secret, xonly = generate_keypair()
-    pool = DevPool(
-        PoolSettings(
-            port=0,
-            authority_secret_key=encode_secret_key(secret),
-            fixed_difficulty=DEMO_DIFFICULTY,
-            new_block_interval_s=max(10.0, duration / 3),
-            share_batch_size=1,
-        )
-    )
-    await pool.start()
-    settings = Settings(
-        upstreams=[UpstreamSettings(address="127.0.0.1", port=pool.port, authority_pubkey=encode_public_key(xonly), user_identity="demo")],
-        downstream={"address": "127.0.0.1", "port": 0},
-        difficulty={
-            "start_difficulty": DEMO_DIFFICULTY,
-            "min_difficulty": DEMO_DIFFICULTY,
-            "shares_per_minute": 30.0,
-            "retarget_interval_s": 15.0,
-        },
-        proxy={"aggregate_channels": aggregated, "instance_id": "demo"},
-        monitoring={"enabled": True, "port": monitoring_port, "refresh_interval_s": 2.0},
-        clickhouse={"url": f"chdb://{base / 'shares.chdb'}", "spool_dir": str(base / "spool"), "batch_max_age_s": 1.0},
-    )
-    proxy = Proxy(settings)
+    pool, pubkey = await _start_pool(duration)
+    proxy = Proxy(_proxy_settings(pool.port, pubkey, Path(data_dir), aggregated, monitoring_port))
     await proxy.start()
     print(
         f"dev pool on 127.0.0.1:{pool.port}, proxy SV1 on 127.0.0.1:{proxy.sv1_port}, "
         f"monitoring on http://127.0.0.1:{proxy.monitoring_port}/api/v1/global, "
         f"{'aggregated' if aggregated else 'non-aggregated'} mode, {miners} miners for {duration:g}s"
     )
-    dialects = ["cpuminer", "bitaxe", "whatsminer", "antminer"]
-    fleet = [
+    fleet = _fleet(miners, proxy.sv1_port)
+    health = await _mine(proxy, pool, fleet, duration)
+    books = await _close_books(proxy, pool, fleet, duration)
+    _print_summary(books, health)
+    if tmp is not None:
+        tmp.cleanup()
+    return 0 if books.balanced else 1
+
+
+async def _start_pool(duration: float) -> tuple[DevPool, str]:
+    """A started dev pool with a fresh authority key, and that key's public half."""
+    secret, xonly = generate_keypair()
+    pool = DevPool(
+        PoolSettings(
+            port=0,
+            authority_secret_key=SecretStr(encode_secret_key(secret)),
+            fixed_difficulty=DEMO_DIFFICULTY,
+            new_block_interval_s=max(10.0, duration / 3),
+            share_batch_size=1,
+        )
+    )
+    await pool.start()
+    return pool, encode_public_key(xonly)
+
+
+def _proxy_settings(pool_port: int, pubkey: str, base: Path, aggregated: bool, monitoring_port: int) -> Settings:
+    # sections as mappings, as a config file gives them: Settings validates them
+    sections: dict[str, Any] = {
+        "downstream": {"address": "127.0.0.1", "port": 0},
+        "difficulty": {
+            "start_difficulty": DEMO_DIFFICULTY,
+            "min_difficulty": DEMO_DIFFICULTY,
+            "shares_per_minute": 30.0,
+            "retarget_interval_s": 15.0,
+        },
+        "proxy": {"aggregate_channels": aggregated, "instance_id": "demo"},
+        "monitoring": {"enabled": True, "port": monitoring_port, "refresh_interval_s": 2.0},
+        "clickhouse": {"url": f"chdb://{base / 'shares.chdb'}", "spool_dir": str(base / "spool"), "batch_max_age_s": 1.0},
+    }
+    return Settings(
+        upstreams=[UpstreamSettings(address="127.0.0.1", port=pool_port, authority_pubkey=pubkey, user_identity="demo")],
+        **sections,
+    )
+
+
+def _fleet(miners: int, sv1_port: int) -> list[SyntheticMiner]:
+    """``miners`` throttled CPU miners on the proxy, cycling through the firmware dialects."""
+    dialects: list[Dialect] = ["cpuminer", "bitaxe", "whatsminer", "antminer"]
+    return [
         SyntheticMiner(
             "127.0.0.1",
-            proxy.sv1_port,
+            sv1_port,
             worker_name=f"demo.worker{i + 1}",
             dialect=dialects[i % len(dialects)],
             hashrate_limit=DEMO_HASHRATE_LIMIT,
         )
         for i in range(miners)
     ]
+
+
+async def _mine(proxy: Proxy, pool: DevPool, fleet: list[SyntheticMiner], duration: float) -> str:
+    """Run the fleet for ``duration`` seconds printing the live table; returns the monitoring probe's result."""
     started = time.time()
     tasks = [asyncio.create_task(m.run(), name=f"demo-miner-{i}") for i, m in enumerate(fleet)]
     health = "not probed"
@@ -121,11 +170,16 @@ async def run_demo(
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
+    return health
+
+
+async def _close_books(proxy: Proxy, pool: DevPool, fleet: list[SyntheticMiner], duration: float) -> _Books:
+    """Let the last shares land, read every side's counts, then close the proxy and the pool."""
     await _settle(proxy, pool)
     accepted = sum(m.accepted for m in fleet)
     forwarded = proxy.bridge.shares_forwarded
     pool_accepted = pool.total_accepted
-    workers = []
+    workers: list[WorkerStats] = []
     window_min = 0
     if proxy.share_log is not None:
         await proxy.share_log.flush(10.0)
@@ -136,22 +190,22 @@ async def run_demo(
     await pool.close()
     written = proxy.share_log.stats().written if proxy.share_log else 0
     submitted = sum(m.submitted for m in fleet)
+    return _Books(submitted, accepted, forwarded, pool_accepted, written, workers, window_min)
+
+
+def _print_summary(books: _Books, health: str) -> None:
     print("=== summary")
-    print(f"shares submitted by miners : {submitted}")
-    print(f"accepted by the proxy      : {accepted}")
-    print(f"forwarded upstream         : {forwarded}")
-    print(f"accepted by the pool       : {pool_accepted}")
-    print(f"share rows in ClickHouse   : {written}")
+    print(f"shares submitted by miners : {books.submitted}")
+    print(f"accepted by the proxy      : {books.accepted}")
+    print(f"forwarded upstream         : {books.forwarded}")
+    print(f"accepted by the pool       : {books.pool_accepted}")
+    print(f"share rows in ClickHouse   : {books.written}")
     print(f"monitoring                 : {health}")
-    if workers:
-        print(f"per-worker, last {window_min} min, from the ClickHouse per-minute aggregate (hashrate averaged over that window):")
-        for w in sorted(workers, key=lambda w: w.worker_name):
+    if books.workers:
+        print(f"per-worker, last {books.window_min} min, from the ClickHouse per-minute aggregate (hashrate averaged over that window):")
+        for w in sorted(books.workers, key=lambda w: w.worker_name):
             print(f"  {w.worker_name:<16} shares={w.shares:<5} accepted={w.accepted_shares:<5} hashrate={_fmt_rate(w.hashrate)}")
-    ok = forwarded == pool_accepted and forwarded > 0 and written >= submitted
-    print("books balance: forwarded == pool accepted, every share logged" if ok else "WARNING: the books do not balance")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0 if ok else 1
+    print("books balance: forwarded == pool accepted, every share logged" if books.balanced else "WARNING: the books do not balance")
 
 
 async def _settle(proxy: Proxy, pool: DevPool, timeout: float = 5.0) -> None:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
 
-log = logging.getLogger("tproxy.miner")
+log = logging.getLogger("devnet.miner")
 
 Dialect = Literal["cpuminer", "bitaxe", "whatsminer", "antminer"]
 DIALECTS: tuple[Dialect, ...] = ("cpuminer", "bitaxe", "whatsminer", "antminer")
@@ -201,6 +201,16 @@ class _Session:
     next_id: int = 1
 
 
+def _default_suggestion(hashrate_limit: float | None) -> float:
+    """About two shares a second at the configured (or a typical CPU) hashrate.
+
+    A hint that never slows a test down much. A real Bitaxe suggests its
+    configured difficulty (1000 by default).
+    """
+    rate = hashrate_limit if hashrate_limit is not None else 300_000.0
+    return max(1e-8, rate / 2 / 2**32)
+
+
 class SyntheticMiner:
     """One simulated SV1 mining device (see the module docstring for the dialects)."""
 
@@ -239,13 +249,9 @@ class SyntheticMiner:
         self.hashrate_limit = hashrate_limit
         self.extranonce2_start = extranonce2_start
         self.submit_invalid = submit_invalid
-        if suggest_difficulty is None:
-            # About two shares a second at the configured (or a typical CPU)
-            # hashrate: a hint that never slows a test down much. A real Bitaxe
-            # suggests its configured difficulty (1000 by default).
-            rate = hashrate_limit if hashrate_limit is not None else 300_000.0
-            suggest_difficulty = max(1e-8, rate / 2 / 2**32)
-        self.suggested_difficulty = suggest_difficulty
+        self.suggested_difficulty = (
+            _default_suggestion(hashrate_limit) if suggest_difficulty is None else suggest_difficulty
+        )
         self.roll_version = roll_version
         self.reconnect = reconnect
         self.backoff_initial_s = backoff_initial_s
@@ -255,7 +261,11 @@ class SyntheticMiner:
         self.batch_size = max(1, batch_size)
         self.nonces_per_work = max(self.batch_size, nonces_per_work)
         self.user_agent = user_agent or _AGENTS[dialect]
+        self.record: list[SubmittedShare] | None = [] if record else None
+        self._init_state()
 
+    def _init_state(self) -> None:
+        """Protocol state, counters and task plumbing of a miner that has not run yet."""
         # protocol state (reset on every connection unless noted)
         self.subscription_id: str | None = None  # kept across reconnects (cpuminer resumes with it)
         self.extranonce1 = b""
@@ -280,7 +290,6 @@ class SyntheticMiner:
         self.clean_jobs_received = 0
         self.connects = 0
         self.reconnect_requests = 0
-        self.record: list[SubmittedShare] | None = [] if record else None
         self.received: deque[dict[str, Any]] = deque(maxlen=256)  # last server messages, for tests
 
         self.connected = asyncio.Event()
