@@ -44,7 +44,7 @@ def _load(ep: EntryPoint) -> Command | None:
     except ModuleNotFoundError as e:
         # The distribution declares the command but ships without its package
         # (the production image leaves out ``devnet``): not an error.
-        if e.name is not None and e.name.split(".")[0] == ep.module.split(".")[0]:
+        if e.name == ep.module.split(".")[0]:
             return None
         print(f"tproxy: command {ep.name!r} unavailable: {e}", file=sys.stderr)
         return None
