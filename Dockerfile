@@ -1,5 +1,7 @@
 # Production image: the proxy only, writing shares to a ClickHouse server
 # (no embedded engine; set TPROXY__CLICKHOUSE__URL). Build: docker build -t tproxy .
+# devnet/ (dev pool, synthetic miner, demo) is not copied: the image has no
+# `tproxy pool | demo | miner`; tproxy/cli.py skips their entry points quietly.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
