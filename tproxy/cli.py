@@ -38,7 +38,8 @@ class Command(Protocol):
         ...
 
 
-def _load(ep: EntryPoint) -> Command | None:
+def load_command(ep: EntryPoint) -> Command | None:
+    """The entry point's command, or None (with one stderr line unless its package is simply absent)."""
     try:
         command: Command = ep.load()
     except ModuleNotFoundError as e:
@@ -61,7 +62,7 @@ def plugin_commands() -> dict[str, Command]:
     for ep in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
         if ep.name in BUILTIN_COMMANDS or ep.name in found:
             continue
-        command = _load(ep)
+        command = load_command(ep)
         if command is not None:
             found[ep.name] = command
     return found

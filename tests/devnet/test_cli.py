@@ -22,7 +22,7 @@ import pytest
 from devnet.cli import parse_endpoint
 from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
-from tproxy.cli import COMMAND_GROUP, _load, plugin_commands
+from tproxy.cli import COMMAND_GROUP, load_command, plugin_commands
 from tproxy.config import Settings, UpstreamSettings
 from tproxy.errors import ConfigError
 from tproxy.runtime import Proxy
@@ -114,13 +114,13 @@ def test_parse_endpoint_forms() -> None:
 def test_an_absent_plugin_package_is_skipped_silently(capsys: pytest.CaptureFixture[str]) -> None:
     # what the production image sees: the entry point is declared, devnet is not installed
     ep = EntryPoint(name="ghost", value="no_such_package_9f3.cli:command", group=COMMAND_GROUP)
-    assert _load(ep) is None
+    assert load_command(ep) is None
     assert capsys.readouterr().err == ""
 
 
 def test_a_broken_plugin_is_one_warning_line(capsys: pytest.CaptureFixture[str]) -> None:
     ep = EntryPoint(name="broken", value="json:no_such_attribute", group=COMMAND_GROUP)
-    assert _load(ep) is None
+    assert load_command(ep) is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tproxy: command 'broken' unavailable: AttributeError")
 
