@@ -63,9 +63,9 @@ if str(REPO / "bench") not in sys.path:
 import aiohttp  # noqa: E402
 import bench_proxy  # noqa: E402  (the SV1 load generator: open_conns, drive, pct)
 
+from devnet.static_source import StaticSource  # noqa: E402
 from monitoring.api import MonitoringServer, RateLimits  # noqa: E402
 from monitoring.snapshot import Snapshot, SnapshotCache  # noqa: E402
-from tests.monitoring.static_source import StaticSource  # noqa: E402
 
 HAMMER_PATHS = ("/metrics", "/api/v1/sv1/clients")
 
@@ -455,7 +455,7 @@ async def _snapshot_figures(url: str) -> dict[str, float]:
     want = {
         "tproxy_monitoring_snapshot_build_seconds": "build_ms",
         "tproxy_monitoring_snapshot_max_stall_seconds": "max_stall_ms",
-        "sv1_clients_total": "clients",
+        "sv1_clients": "clients",
     }
     out: dict[str, float] = {"metrics_bytes": float(len(text))}
     for fam in text_string_to_metric_families(text):

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from devnet.static_source import StaticSource, make_client
 from monitoring.snapshot import Snapshot, SnapshotCache, sv1_worker_name
 from monitoring.source import Sv1ClientState
-from tests.monitoring.static_source import StaticSource, make_client
 
 
 def _items(raw: tuple[bytes, ...]) -> list[dict[str, Any]]:

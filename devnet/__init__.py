@@ -1,0 +1,1 @@
+"""Development oracles: dev pool, synthetic miner, demo, load generator; the product never imports this package."""
