@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import gzip
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from monitoring.service import start_monitoring
 from monitoring.snapshot import SnapshotCache
 from monitoring.source import MonitoringSource
 from tests.helpers.schema_check import ResponseChecker, refs
+from tests.helpers.waiting import until
 from tproxy.config import MonitoringSettings
 
 DOC = openapi_document()
@@ -507,10 +507,7 @@ async def test_disconnect_seen_by_the_background_refresh() -> None:
         src.remove_client(5)
         start_seq = s.cache.snapshot.seq
         # one build that started after the removal: at most two publications away
-        for _ in range(100):
-            if s.cache.snapshot.seq >= start_seq + 2:
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: s.cache.snapshot.seq >= start_seq + 2)
         await get(s.http, "/api/v1/sv1/clients/5", 404)
         assert "farm.rig00005" not in await _series(s.http)
 
@@ -587,7 +584,12 @@ def test_accepts_gzip(header: str, expected: bool) -> None:
 
 
 async def test_flood_is_slowed_then_refused_and_health_stays_available() -> None:
-    limits = RateLimits(api_rate=20.0, api_burst=5.0, health_rate=50.0, health_burst=50.0, max_wait_s=0.3)
+    # A slow bucket (5 units/s, each response ~1.01 units): the burst of 5 is served at
+    # once, the next two wait (~0.2 s and ~0.4 s, under max_wait_s), the rest are refused
+    # -- unless the 40 requests arrived spread over seconds, which only refills tokens:
+    # the counts below are bounds that hold however slowly the machine runs. (The wait
+    # arithmetic itself is tested on a fake clock in test_limits.py.)
+    limits = RateLimits(api_rate=5.0, api_burst=5.0, health_rate=50.0, health_burst=50.0, max_wait_s=0.5)
     cache = SnapshotCache(StaticSource(10), refresh_interval=3600.0)
     await cache.start()
     server = MonitoringServer(cache, port=0, limits=limits)
@@ -603,13 +605,9 @@ async def test_flood_is_slowed_then_refused_and_health_stays_available() -> None
                         assert set(await r.json()) == {"error"}
                     return r.status
 
-            t0 = time.perf_counter()
             statuses = await asyncio.gather(*(one() for _ in range(40)))
-            elapsed = time.perf_counter() - t0
-            # burst 5 + 0.3 s * 20/s = ~11 admitted (some after waiting), the rest refused
-            assert 8 <= statuses.count(200) <= 25, statuses
-            assert statuses.count(429) == 40 - statuses.count(200) >= 15
-            assert elapsed >= 0.2  # admitted requests waited for their tokens
+            assert statuses.count(200) >= 7, statuses  # the burst, plus two admitted after waiting
+            assert statuses.count(429) == 40 - statuses.count(200) >= 20
             # the API bucket is empty, the health bucket is not
             check_schema("/health", 200, await get(http, "/health"))
     finally:
