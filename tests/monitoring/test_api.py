@@ -29,6 +29,7 @@ from monitoring.openapi import openapi_document
 from monitoring.service import start_monitoring
 from monitoring.snapshot import SnapshotCache
 from monitoring.source import MonitoringSource
+from tests.helpers.promtool import check_metrics, requires_promtool
 from tests.helpers.schema_check import ResponseChecker, refs
 from tests.helpers.waiting import until
 from tproxy.config import MonitoringSettings
@@ -573,6 +574,14 @@ async def test_metrics_gzip_equals_plain(served: Served) -> None:
 
     assert strip(unpacked) == strip(plain)
     assert parse_metrics(unpacked.decode())["sv2_uptime_seconds"]
+
+
+@requires_promtool
+async def test_promtool_accepts_served_metrics(served: Served) -> None:
+    text = await get(served.http, "/metrics", headers={"Accept-Encoding": "identity"})
+    assert "sv1_client_hashrate{" in text and "tproxy_share_log_written_total" in text
+    status, output = check_metrics(text)
+    assert status == 0, output
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.promtool import check_metrics, requires_promtool
 from tests.helpers.schema_check import ResponseChecker
 from tests.tproxy.sv1_client import Sv1TestClient
 from tests.tproxy.test_e2e import pool_settings, proxy_settings
@@ -341,6 +342,14 @@ async def test_metrics_parse_and_agree_with_the_api(stack: Stack) -> None:
     # share-log counters are the global body's
     assert one(m, "tproxy_share_log_written_total") == v.global_["share_log"]["written"]
     assert one(m, "tproxy_share_log_dropped_total") == 0
+
+
+@requires_promtool
+async def test_promtool_accepts_the_proxy_metrics(stack: Stack) -> None:
+    text = await get(stack.http, "/metrics")
+    assert "sv2_server_shares_accepted_total{" in text and "sv1_clients " in text
+    status, output = check_metrics(text)
+    assert status == 0, output
 
 
 # -- a miner that leaves disappears after one refresh -------------------------------------------
