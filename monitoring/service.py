@@ -1,6 +1,8 @@
 """Wiring: start the snapshot cache and the HTTP server from configuration.
 
-Owns ``start_monitoring``, the one call the proxy runtime makes. It returns
+Owns ``MonitoringConfig``, the read-only interface of the configuration that
+monitoring reads (every field, no defaults of its own), and
+``start_monitoring``, the one call the proxy runtime makes. It returns
 ``None`` when monitoring is not enabled (nothing is started, no port is
 bound), otherwise a ``Monitoring`` handle whose ``close()`` stops the server
 and the cache's tasks.
