@@ -29,6 +29,12 @@ its 10,000-client snapshot: the API served in this process from a synthetic
 source, with a 1 ms timer (latency) and a saturated sha256d loop (throughput)
 standing in for the share path. It isolates the API's cost from the proxy's.
 
+Section 3, STALL (``--section stall``): how long one snapshot build of
+``--clients`` synthetic clients holds the event loop: the production build
+(sliced, 1 ms budget) next to an unsliced baseline in the same run, each with
+its longest slice and the worst lateness of a 1 ms timer task running beside
+it. (The tests check the slicing structurally; the milliseconds live here.)
+
 Run from the repository root: ``.venv/bin/python bench/bench_monitoring.py``
 (``--section all`` for both; ``--json`` for one machine-readable line).
 Everything stays on 127.0.0.1.
@@ -63,9 +69,9 @@ if str(REPO / "bench") not in sys.path:
 import aiohttp  # noqa: E402
 import bench_proxy  # noqa: E402  (the SV1 load generator: open_conns, drive, pct)
 
+from devnet.static_source import StaticSource  # noqa: E402
 from monitoring.api import MonitoringServer, RateLimits  # noqa: E402
 from monitoring.snapshot import Snapshot, SnapshotCache  # noqa: E402
-from tests.monitoring.static_source import StaticSource  # noqa: E402
 
 HAMMER_PATHS = ("/metrics", "/api/v1/sv1/clients")
 
@@ -365,6 +371,67 @@ def _fmt(xs: list[float]) -> str:
 
 
 
+# == SECTION 3: EVENT-LOOP STALL of one snapshot build ===================================
+
+
+async def _build_with_timer(cache: SnapshotCache) -> tuple[Snapshot, float, int]:
+    """One build while a 'share path' task, woken by a 1 ms timer as a share is woken
+    by its socket, records how late it runs: (snapshot, worst lateness s, wake-ups)."""
+    worst = 0.0
+    ticks = 0
+    done = False
+    loop = asyncio.get_running_loop()
+
+    async def ticker() -> None:
+        nonlocal worst, ticks
+        while not done:
+            due = loop.time() + 0.001
+            await asyncio.sleep(0.001)
+            worst = max(worst, loop.time() - due)
+            ticks += 1
+
+    task = asyncio.create_task(ticker(), name="bench-ticker")
+    await asyncio.sleep(0)
+    snap = await cache.refresh()
+    done = True
+    await task
+    return snap, worst, ticks
+
+
+async def bench_stall(args: argparse.Namespace) -> dict[str, Any]:
+    """The sliced build (production budget) next to an unsliced baseline, same source, same run."""
+    source = StaticSource(args.clients)
+    out: dict[str, Any] = {"clients": args.clients, "runs": args.stall_runs}
+    for label, budget in (("sliced", None), ("unsliced", 3600.0)):
+        cache = SnapshotCache(source) if budget is None else SnapshotCache(source, slice_budget_s=budget)
+        await cache.refresh_worker_stats()
+        await cache.refresh()  # warm-up
+        runs = [await _build_with_timer(cache) for _ in range(args.stall_runs)]
+        out[label] = [
+            {
+                "build_ms": snap.build_seconds * 1000,
+                "slices": snap.slices,
+                "max_slice_ms": snap.max_slice_seconds * 1000,
+                "timer_lateness_ms": late * 1000,
+                "timer_wakeups": ticks,
+            }
+            for snap, late, ticks in runs
+        ]
+    return out
+
+
+def print_stall_report(r: dict[str, Any]) -> None:
+    print(f"\nSECTION 3 -- event-loop stall of one snapshot build, {r['clients']:,} synthetic SV1 clients")
+    print("(a task woken by a 1 ms timer stands in for the share path; its worst lateness is the stall it saw)")
+    for label in ("sliced", "unsliced"):
+        for x in r[label]:
+            print(
+                f"  {label:8s}: build {x['build_ms']:6.0f} ms in {x['slices']:4d} slices; longest slice "
+                f"{x['max_slice_ms']:7.2f} ms; 1 ms timer lateness {x['timer_lateness_ms']:7.2f} ms "
+                f"({x['timer_wakeups']} wake-ups during the build)"
+            )
+
+
 # == SECTION 1: THE REAL PROXY ============================================================
 
 
@@ -455,7 +522,7 @@ async def _snapshot_figures(url: str) -> dict[str, float]:
     want = {
         "tproxy_monitoring_snapshot_build_seconds": "build_ms",
         "tproxy_monitoring_snapshot_max_stall_seconds": "max_stall_ms",
-        "sv1_clients_total": "clients",
+        "sv1_clients": "clients",
     }
     out: dict[str, float] = {"metrics_bytes": float(len(text))}
     for fam in text_string_to_metric_families(text):
@@ -618,7 +685,7 @@ def print_proxy_report(r: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--section", choices=["proxy", "stand-in", "all"], default="proxy")
+    p.add_argument("--section", choices=["proxy", "stand-in", "stall", "all"], default="proxy")
     p.add_argument("--connections", type=int, default=1000, help="SV1 connections (section 1)")
     p.add_argument("--paced-rate", type=float, default=2000.0, help="total shares/s of the paced run (0 = skip)")
     p.add_argument("--forward-ratio", type=float, default=0.1, help="fraction of shares forwarded upstream")
@@ -626,7 +693,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--limits", choices=["on", "off", "both"], default="both", help="admission control of the API")
     p.add_argument("--no-share-log", action="store_true", help="run the proxy without its share log")
     p.add_argument("--pin", action="store_true", help="pin the proxy to CPU 0 and the load to the other CPUs")
-    p.add_argument("--clients", type=int, default=10_000, help="synthetic SV1 clients (section 2)")
+    p.add_argument("--clients", type=int, default=10_000, help="synthetic SV1 clients (sections 2 and 3)")
+    p.add_argument("--stall-runs", type=int, default=3, help="builds of each kind (section 3)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per phase")
     p.add_argument("--rounds", type=int, default=2, help="idle/hammered pairs")
     p.add_argument("--concurrency", type=int, default=16)
@@ -654,6 +722,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         out["stand_in"] = asyncio.run(bench_stand_in(args))
         if not args.json:
             print_stand_in_report(out["stand_in"])
+    if args.section in ("stall", "all"):
+        out["stall"] = asyncio.run(bench_stall(args))
+        if not args.json:
+            print_stall_report(out["stall"])
     if args.json:
         print(json.dumps(out))
 

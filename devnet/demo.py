@@ -233,5 +233,5 @@ async def _probe_monitoring(proxy: Proxy) -> str:
             status = r.status
         async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
             metrics = await r.text()
-    clients = next((ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("sv1_clients_total")), "?")
-    return f"/health {status} {health.get('status')}, /metrics sv1_clients_total {clients}"
+    clients = next((ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("sv1_clients ")), "?")
+    return f"/health {status} {health.get('status')}, /metrics sv1_clients {clients}"

@@ -16,10 +16,12 @@ Names follow the stratum-apps reference (anchors 2.3) where one exists. Where
 the reference exposes a gauge named ``*_total`` for a value that only grows
 (shares, blocks), we expose a real counter with the same sample name
 (prometheus-client appends ``_total`` to counter families, so the families are
-declared without it). ``sv2_server_hashrate_total``, ``sv1_clients_total`` and
-``sv1_hashrate_total`` go up and down, so they stay gauges despite the suffix.
-Metrics of our own are prefixed ``tproxy_``; the per-worker label is
-``worker`` (docs/NAMES.md).
+declared without it). Three reference gauges go up and down yet end in
+``_total`` (``sv2_server_hashrate_total``, ``sv1_clients_total``,
+``sv1_hashrate_total``), which Prometheus reserves for counters: by default
+they are exposed without the suffix, and ``sri_metric_names=True`` restores
+the reference names (``SRI_GAUGE_NAMES``). Metrics of our own are prefixed
+``tproxy_``; the per-worker label is ``worker`` (docs/NAMES.md).
 
 Large families (one sample per worker) are rendered in pieces of
 ``piece_size`` samples, with a yield to the event loop whenever the slicer's
@@ -31,8 +33,9 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -46,6 +49,7 @@ from monitoring.source import ShareLogState, UpstreamChannelState, UpstreamState
 __all__ = [
     "CONTENT_TYPE_LATEST",
     "REJECTION_CODES",
+    "SRI_GAUGE_NAMES",
     "MetricsInput",
     "MetricsRenderer",
     "RenderedMetrics",
@@ -63,6 +67,18 @@ REJECTION_CODES: tuple[str, ...] = (
     "bad-extranonce-size",
 )
 
+# Default gauge name -> the stratum-apps (SRI) name of the same gauge. Prometheus
+# reserves the ``_total`` suffix for counters (``promtool check metrics`` rejects
+# these three), so by default they are exposed without it; the SRI names are an
+# option (``MonitoringSettings.sri_metric_names``) for dashboards built on them.
+SRI_GAUGE_NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        "sv2_server_hashrate": "sv2_server_hashrate_total",
+        "sv1_clients": "sv1_clients_total",
+        "sv1_hashrate": "sv1_hashrate_total",
+    }
+)
+
 _Kind = Literal["gauge", "counter"]
 _Sample = tuple[Sequence[str], float]
 _Piece = CounterMetricFamily | GaugeMetricFamily
@@ -74,8 +90,8 @@ class MetricsInput:
 
     upstream: UpstreamState
     channels: Sequence[UpstreamChannelState]
-    sv1_clients_total: int
-    sv1_hashrate_total: float
+    sv1_clients: int  # connected SV1 clients
+    sv1_hashrate: float  # sum of their vardiff estimates, H/s
     # The two per-worker iterables may be generators: they are consumed once, by render().
     worker_hashrate: Iterable[tuple[str, float]]  # (worker_name, summed vardiff estimate), sorted
     worker_windows: Iterable[tuple[str, str, float]]  # (worker_name, window label, hashrate)
@@ -155,9 +171,15 @@ class MetricsRenderer:
         piece_size: int = 64,
         rejection_codes: Sequence[str] = REJECTION_CODES,
         worker_window_metrics: bool = True,
+        sri_metric_names: bool = False,
     ) -> None:
+        """``sri_metric_names``: name three gauges as stratum-apps does (``SRI_GAUGE_NAMES``)."""
         if piece_size < 1:
             raise ValueError("piece_size must be >= 1")
+        names = SRI_GAUGE_NAMES if sri_metric_names else {n: n for n in SRI_GAUGE_NAMES}
+        self._server_hashrate_name = names["sv2_server_hashrate"]
+        self._sv1_clients_name = names["sv1_clients"]
+        self._sv1_hashrate_name = names["sv1_hashrate"]
         self._piece_size = piece_size
         self._rejection_codes = tuple(rejection_codes)
         self._worker_window_metrics = worker_window_metrics
@@ -228,18 +250,25 @@ class MetricsRenderer:
         return text.split(b"\n", 2)[2]
 
     def _families(self, d: MetricsInput) -> Iterator[_Family]:
-        channels = d.channels
-        ext = len(channels)
+        """Every family of one snapshot, in exposition order."""
+        yield from self._server_families(d.channels)
+        yield from self._sv1_families(d)
+        yield from self._state_families(d)
+        yield from self._share_log_families(d.share_log)
+        yield from self._snapshot_families(d)
+
+    def _server_families(self, channels: Sequence[UpstreamChannelState]) -> Iterator[_Family]:
+        """The upstream side (the reference's ``sv2_server_*``)."""
         yield _Family(
             "gauge",
             "sv2_server_channels",
             "Open upstream channels by type",
             ("channel_type",),
-            [(("extended",), float(ext)), (("standard",), 0.0)],
+            [(("extended",), float(len(channels))), (("standard",), 0.0)],
         )
         yield _Family(
             "gauge",
-            "sv2_server_hashrate_total",
+            self._server_hashrate_name,
             "Sum of the nominal hashrate of the upstream channels (H/s)",
             (),
             [((), _finite(sum(c.nominal_hashrate for c in channels if c.nominal_hashrate is not None)))],
@@ -276,19 +305,16 @@ class MetricsRenderer:
             (),
             [((), float(sum(c.blocks_found for c in channels)))],
         )
+
+    def _sv1_families(self, d: MetricsInput) -> Iterator[_Family]:
+        """The miners' side: totals and the per-worker families (the large ones)."""
+        yield _Family("gauge", self._sv1_clients_name, "Connected SV1 clients", (), [((), float(d.sv1_clients))])
         yield _Family(
             "gauge",
-            "sv1_clients_total",
-            "Connected SV1 clients",
-            (),
-            [((), float(d.sv1_clients_total))],
-        )
-        yield _Family(
-            "gauge",
-            "sv1_hashrate_total",
+            self._sv1_hashrate_name,
             "Sum of the SV1 clients' estimated hashrate (H/s)",
             (),
-            [((), _finite(d.sv1_hashrate_total))],
+            [((), _finite(d.sv1_hashrate))],
         )
         yield _Family(
             "gauge",
@@ -305,50 +331,32 @@ class MetricsRenderer:
                 ("worker", "window"),
                 (((w, win), _finite(h)) for w, win, h in d.worker_windows),
             )
-        up = d.upstream
-        yield _Family(
-            "gauge",
-            "tproxy_upstream_connected",
-            "1 when the SV2 upstream connection is up",
-            (),
-            [((), 1.0 if up.connected else 0.0)],
+
+    @staticmethod
+    def _state_families(d: MetricsInput) -> Iterator[_Family]:
+        """The 0/1 state gauges: upstream and health."""
+        flags: tuple[tuple[str, str, bool], ...] = (
+            ("tproxy_upstream_connected", "1 when the SV2 upstream connection is up", d.upstream.connected),
+            ("tproxy_upstream_channel_open", "1 when an upstream channel is open", d.upstream.channel_open),
+            ("tproxy_healthy", "1 when /health answers 200 (as of this snapshot)", d.healthy),
         )
-        yield _Family(
-            "gauge",
-            "tproxy_upstream_channel_open",
-            "1 when an upstream channel is open",
-            (),
-            [((), 1.0 if up.channel_open else 0.0)],
+        for name, doc, on in flags:
+            yield _Family("gauge", name, doc, (), [((), 1.0 if on else 0.0)])
+
+    @staticmethod
+    def _snapshot_families(d: MetricsInput) -> Iterator[_Family]:
+        """The monitoring's own figures (of the previous build: this one is not finished)."""
+        gauges: tuple[tuple[str, str, float], ...] = (
+            ("tproxy_monitoring_snapshot_timestamp_seconds", "Unix time the monitoring snapshot was taken", d.taken_at),
+            ("tproxy_monitoring_snapshot_build_seconds", "Wall time of the previous snapshot build", d.last_build_seconds),
+            (
+                "tproxy_monitoring_snapshot_max_stall_seconds",
+                "Longest event-loop stretch of the previous snapshot build",
+                d.last_max_slice_seconds,
+            ),
         )
-        yield _Family(
-            "gauge",
-            "tproxy_healthy",
-            "1 when /health answers 200 (as of this snapshot)",
-            (),
-            [((), 1.0 if d.healthy else 0.0)],
-        )
-        yield from self._share_log_families(d.share_log)
-        yield _Family(
-            "gauge",
-            "tproxy_monitoring_snapshot_timestamp_seconds",
-            "Unix time the monitoring snapshot was taken",
-            (),
-            [((), d.taken_at)],
-        )
-        yield _Family(
-            "gauge",
-            "tproxy_monitoring_snapshot_build_seconds",
-            "Wall time of the previous snapshot build",
-            (),
-            [((), d.last_build_seconds)],
-        )
-        yield _Family(
-            "gauge",
-            "tproxy_monitoring_snapshot_max_stall_seconds",
-            "Longest event-loop stretch of the previous snapshot build",
-            (),
-            [((), d.last_max_slice_seconds)],
-        )
+        for name, doc, value in gauges:
+            yield _Family("gauge", name, doc, (), [((), value)])
 
     def _rejections(self, channels: Sequence[UpstreamChannelState]) -> Iterator[_Sample]:
         for c in channels:

@@ -1,6 +1,8 @@
 """Wiring: start the snapshot cache and the HTTP server from configuration.
 
-Owns ``start_monitoring``, the one call the proxy runtime makes. It returns
+Owns ``MonitoringConfig``, the read-only interface of the configuration that
+monitoring reads (every field, no defaults of its own), and
+``start_monitoring``, the one call the proxy runtime makes. It returns
 ``None`` when monitoring is not enabled (nothing is started, no port is
 bound), otherwise a ``Monitoring`` handle whose ``close()`` stops the server
 and the cache's tasks.
@@ -12,18 +14,26 @@ import logging
 from typing import Protocol
 
 from monitoring.api import MonitoringServer, RateLimits
+from monitoring.metrics import MetricsRenderer
 from monitoring.snapshot import SnapshotCache
 from monitoring.source import MonitoringSource
 
 log = logging.getLogger("monitoring")
 
 
-class _Secret(Protocol):
+class Secret(Protocol):
+    """A secret string that is only revealed on request (pydantic's ``SecretStr``)."""
+
     def get_secret_value(self) -> str: ...
 
 
 class MonitoringConfig(Protocol):
-    """The fields of ``tproxy.config.MonitoringSettings`` that monitoring reads."""
+    """Every field monitoring reads from its configuration, read-only.
+
+    ``tproxy.config.MonitoringSettings`` implements it (field meanings and
+    defaults are documented there); monitoring never imports the proxy's
+    config module, and reads nothing else from the object.
+    """
 
     @property
     def enabled(self) -> bool: ...
@@ -32,32 +42,41 @@ class MonitoringConfig(Protocol):
     @property
     def port(self) -> int: ...
     @property
-    def token(self) -> _Secret | None: ...
+    def token(self) -> Secret | None: ...
     @property
     def refresh_interval_s(self) -> float: ...
     @property
     def worker_stats_interval_s(self) -> float: ...
     @property
     def max_share_log_lag_s(self) -> float: ...
+    @property
+    def max_db_down_s(self) -> float: ...
+    @property
+    def rate_limit(self) -> bool: ...
+    @property
+    def api_rate(self) -> float: ...
+    @property
+    def api_burst(self) -> float: ...
+    @property
+    def health_rate(self) -> float: ...
+    @property
+    def health_burst(self) -> float: ...
+    @property
+    def max_wait_s(self) -> float: ...
+    @property
+    def sri_metric_names(self) -> bool: ...
 
-    # Optional (read with defaults, so older config objects keep working):
-    # max_db_down_s, rate_limit, api_rate, api_burst, health_rate, health_burst, max_wait_s.
 
-
-def rate_limits(config: object) -> RateLimits | None:
-    """The admission control a config asks for; None when ``rate_limit`` is false.
-
-    Fields a config object does not have take ``RateLimits``' defaults.
-    """
-    if not getattr(config, "rate_limit", True):
+def rate_limits(config: MonitoringConfig) -> RateLimits | None:
+    """The admission control a config asks for; None when ``rate_limit`` is false."""
+    if not config.rate_limit:
         return None
-    d = RateLimits()
     return RateLimits(
-        api_rate=getattr(config, "api_rate", d.api_rate),
-        api_burst=getattr(config, "api_burst", d.api_burst),
-        health_rate=getattr(config, "health_rate", d.health_rate),
-        health_burst=getattr(config, "health_burst", d.health_burst),
-        max_wait_s=getattr(config, "max_wait_s", d.max_wait_s),
+        api_rate=config.api_rate,
+        api_burst=config.api_burst,
+        health_rate=config.health_rate,
+        health_burst=config.health_burst,
+        max_wait_s=config.max_wait_s,
     )
 
 
@@ -83,7 +102,8 @@ async def start_monitoring(source: MonitoringSource, config: MonitoringConfig) -
         refresh_interval=config.refresh_interval_s,
         worker_stats_interval=config.worker_stats_interval_s,
         max_share_log_lag_s=config.max_share_log_lag_s,
-        max_db_down_s=getattr(config, "max_db_down_s", 300.0),
+        max_db_down_s=config.max_db_down_s,
+        renderer=MetricsRenderer(sri_metric_names=config.sri_metric_names),
     )
     token = config.token.get_secret_value() if config.token is not None else None
     server = MonitoringServer(cache, host=config.address, port=config.port, token=token, limits=rate_limits(config))

@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from types import MappingProxyType
@@ -248,6 +248,166 @@ def _window_json(seconds: int, w: _Win | None) -> dict[str, Any]:
     }
 
 
+# -- the build's pieces (module functions: they touch no cache state) ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Clients:
+    """What one walk over the SV1 clients produced (containers of atoms; see ``_build``)."""
+
+    items: tuple[bytes, ...]  # Sv1ClientInfo JSON, sorted by client_id
+    by_id: dict[int, bytes]
+    hashrate: float  # sum of the finite vardiff estimates, H/s
+    worker_hashrate: dict[str, float]  # workers with at least one estimate
+    worker_first: dict[str, int]  # first client id of every connected worker
+    worker_more: dict[str, list[int]]  # further ids (workers with several connections)
+
+    def client_ids(self, name: str) -> list[int]:
+        """The sorted client ids of one worker ([] when it has no connection)."""
+        first = self.worker_first.get(name)
+        if first is None:
+            return []
+        more = self.worker_more.get(name)
+        return [first] if more is None else sorted([first, *more])
+
+
+async def _scan_clients(clients: Iterable[Sv1ClientState], slicer: Slicer) -> _Clients:
+    """Serialize each client, aggregate per worker, yield when the budget is spent."""
+    ids: list[int] = []
+    bodies: list[bytes] = []
+    by_id: dict[int, bytes] = {}
+    w_hashrate: dict[str, float] = {}
+    w_first: dict[str, int] = {}
+    w_more: dict[str, list[int]] = {}
+    total = 0.0
+    in_order = True
+    last_id = -1
+    for c in clients:
+        body = dumps(_client_json(c))
+        cid = c.client_id
+        if cid <= last_id:
+            in_order = False
+        last_id = cid
+        ids.append(cid)
+        bodies.append(body)
+        by_id[cid] = body
+        hr = c.hashrate
+        if hr is not None and not math.isfinite(hr):
+            hr = None
+        if hr is not None:
+            total += hr
+        name = c.worker_name
+        if name:
+            if name in w_first:
+                more = w_more.get(name)
+                if more is None:
+                    w_more[name] = [cid]
+                else:
+                    more.append(cid)
+            else:
+                w_first[name] = cid
+            if hr is not None:
+                w_hashrate[name] = w_hashrate.get(name, 0.0) + hr
+        if slicer.due():
+            await slicer.pause()
+    items = _by_client_id(ids, bodies, by_id, in_order)
+    return _Clients(items, by_id, total, w_hashrate, w_first, w_more)
+
+
+def _by_client_id(ids: list[int], bodies: list[bytes], by_id: dict[int, bytes], in_order: bool) -> tuple[bytes, ...]:
+    """The client bodies sorted by client_id (``ids``/``bodies`` in arrival order)."""
+    if len(by_id) != len(ids):  # duplicate ids from the source: keep the last of each
+        return tuple(by_id[i] for i in sorted(by_id))
+    if in_order:
+        return tuple(bodies)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return tuple(bodies[i] for i in order)
+
+
+async def _worker_bodies(
+    names: list[str],
+    clients: _Clients,
+    stats: Mapping[str, tuple[_Win | None, ...]] | None,
+    slicer: Slicer,
+) -> tuple[tuple[bytes, ...], dict[str, bytes]]:
+    """WorkerInfo JSON for each name, in order, and by name.
+
+    ``stats`` is None when worker statistics were never loaded (``windows`` is
+    then null); a worker absent from loaded statistics gets zero windows.
+    """
+    items: list[bytes] = []
+    by_name: dict[str, bytes] = {}
+    for name in names:
+        windows_json: dict[str, Any] | None = None
+        if stats is not None:
+            st = stats.get(name)
+            windows_json = {
+                label: _window_json(seconds, st[i] if st is not None else None)
+                for i, (label, seconds) in enumerate(WORKER_WINDOWS)
+            }
+        client_ids = clients.client_ids(name)
+        body = dumps(
+            {
+                "worker_name": name,
+                "connections": len(client_ids),
+                "client_ids": client_ids,
+                "hashrate": clients.worker_hashrate.get(name),
+                "windows": windows_json,
+            }
+        )
+        items.append(body)
+        by_name[name] = body
+        if slicer.due():
+            await slicer.pause()
+    return tuple(items), by_name
+
+
+def _worker_window_hashrates(
+    names: list[str], stats: Mapping[str, tuple[_Win | None, ...]]
+) -> Iterator[tuple[str, str, float]]:
+    """(worker_name, window label, hashrate) for every worker with statistics."""
+    for name in names:
+        st = stats.get(name)
+        if st is None:
+            continue
+        for win, (label, _seconds) in zip(st, WORKER_WINDOWS, strict=True):
+            yield name, label, _win_hashrate(win)
+
+
+def _summaries(
+    now: float,
+    upstream: UpstreamState,
+    channels: Sequence[UpstreamChannelState],
+    share_log: ShareLogState | None,
+    clients: _Clients,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The /api/v1/server body and the /api/v1/global body (without uptime_secs)."""
+    server_hashrate = _finite(sum(c.nominal_hashrate for c in channels if c.nominal_hashrate is not None))
+    server = {
+        "extended_channels_count": len(channels),
+        "standard_channels_count": 0,
+        "total_hashrate": server_hashrate,
+        "upstream": _upstream_json(upstream),
+    }
+    global_info = {
+        "server": {
+            "total_channels": len(channels),
+            "extended_channels": len(channels),
+            "standard_channels": 0,
+            "total_hashrate": server_hashrate,
+        },
+        "sv2_clients": None,  # a translator has no SV2 clients
+        "sv1_clients": {"total_clients": len(clients.items), "total_hashrate": clients.hashrate},
+        "share_log": _share_log_json(share_log) if share_log is not None else None,
+        "snapshot_taken_at": now,
+    }
+    return server, global_info
+
+
+def _read_only(d: dict[str, Any] | None) -> Mapping[str, Any] | None:
+    return MappingProxyType(d) if d is not None else None
+
+
 # -- the cache ------------------------------------------------------------------
 
 
@@ -442,143 +602,19 @@ class SnapshotCache:
         upstream = src.upstream()
         channels = sorted(src.channels(), key=lambda c: c.channel_id)
         share_log = src.share_log()
-        prev = self._snapshot
-
-        channel_items = tuple(dumps(_channel_json(c)) for c in channels)
-        server_hashrate = _finite(sum(c.nominal_hashrate for c in channels if c.nominal_hashrate is not None))
-
-        # SV1 clients: serialize each, aggregate per worker, yield when the budget is spent.
-        ids: list[int] = []
-        bodies: list[bytes] = []
-        by_id: dict[int, bytes] = {}
-        w_hashrate: dict[str, float] = {}  # workers with at least one estimate
-        w_first: dict[str, int] = {}  # first client id of every connected worker
-        w_more: dict[str, list[int]] = {}  # further ids (workers with several connections)
-        sv1_hashrate = 0.0
-        in_order = True
-        last_id = -1
-        for c in src.sv1_clients():
-            body = dumps(_client_json(c))
-            cid = c.client_id
-            if cid <= last_id:
-                in_order = False
-            last_id = cid
-            ids.append(cid)
-            bodies.append(body)
-            by_id[cid] = body
-            hr = c.hashrate
-            if hr is not None and not math.isfinite(hr):
-                hr = None
-            if hr is not None:
-                sv1_hashrate += hr
-            name = c.worker_name
-            if name:
-                if name in w_first:
-                    more = w_more.get(name)
-                    if more is None:
-                        w_more[name] = [cid]
-                    else:
-                        more.append(cid)
-                else:
-                    w_first[name] = cid
-                if hr is not None:
-                    w_hashrate[name] = w_hashrate.get(name, 0.0) + hr
-            if slicer.due():
-                await slicer.pause()
-        if len(by_id) != len(ids):  # duplicate ids from the source: keep the last of each
-            ids = sorted(by_id)
-            sv1_items = tuple(by_id[i] for i in ids)
-        elif in_order:
-            sv1_items = tuple(bodies)
-        else:
-            order = sorted(range(len(ids)), key=ids.__getitem__)
-            sv1_items = tuple(bodies[i] for i in order)
-        del ids, bodies
+        clients = await _scan_clients(src.sv1_clients(), slicer)
         if slicer.due():
             await slicer.pause()
-
         # Workers: the connected ones plus those with shares in the statistics windows.
-        stats = self._worker_stats
-        stats_at = self._worker_stats_at
-        names = sorted(w_first.keys() | stats.keys())
+        stats, stats_at = self._worker_stats, self._worker_stats_at
+        names = sorted(clients.worker_first.keys() | stats.keys())
         if slicer.due():
             await slicer.pause()
-        worker_items: list[bytes] = []
-        workers_by_name: dict[str, bytes] = {}
-        for name in names:
-            first = w_first.get(name)
-            if first is None:
-                client_ids: list[int] = []
-            else:
-                more = w_more.get(name)
-                client_ids = [first] if more is None else sorted([first, *more])
-            windows_json: dict[str, Any] | None = None
-            if stats_at is not None:
-                st = stats.get(name)
-                windows_json = {
-                    label: _window_json(seconds, st[i] if st is not None else None)
-                    for i, (label, seconds) in enumerate(WORKER_WINDOWS)
-                }
-            body = dumps(
-                {
-                    "worker_name": name,
-                    "connections": len(client_ids),
-                    "client_ids": client_ids,
-                    "hashrate": w_hashrate.get(name),
-                    "windows": windows_json,
-                }
-            )
-            worker_items.append(body)
-            workers_by_name[name] = body
-            if slicer.due():
-                await slicer.pause()
-
+        workers, workers_by_name = await _worker_bodies(names, clients, stats if stats_at is not None else None, slicer)
         health = self._evaluate_health(now, upstream, share_log)
-        n_clients = len(sv1_items)
-        server = {
-            "extended_channels_count": len(channels),
-            "standard_channels_count": 0,
-            "total_hashrate": server_hashrate,
-            "upstream": _upstream_json(upstream),
-        }
-        share_log_json = _share_log_json(share_log) if share_log is not None else None
-        global_info = {
-            "server": {
-                "total_channels": len(channels),
-                "extended_channels": len(channels),
-                "standard_channels": 0,
-                "total_hashrate": server_hashrate,
-            },
-            "sv2_clients": None,  # a translator has no SV2 clients
-            "sv1_clients": {"total_clients": n_clients, "total_hashrate": sv1_hashrate},
-            "share_log": share_log_json,
-            "snapshot_taken_at": now,
-        }
-
-        def worker_windows() -> Iterator[tuple[str, str, float]]:
-            for name in names:
-                st = stats.get(name)
-                if st is None:
-                    continue
-                for win, (label, _seconds) in zip(st, WORKER_WINDOWS, strict=True):
-                    yield name, label, _win_hashrate(win)
-
-        metrics = await self.renderer.render(
-            MetricsInput(
-                upstream=upstream,
-                channels=channels,
-                sv1_clients_total=n_clients,
-                sv1_hashrate_total=sv1_hashrate,
-                worker_hashrate=((n, w_hashrate[n]) for n in names if n in w_hashrate),
-                worker_windows=worker_windows(),
-                share_log=share_log,
-                healthy=health.ok,
-                taken_at=now,
-                last_build_seconds=prev.build_seconds,
-                last_max_slice_seconds=prev.max_slice_seconds,
-            ),
-            slicer,
-        )
+        server, global_info = _summaries(now, upstream, channels, share_log, clients)
+        windows = _worker_window_hashrates(names, stats)
+        metrics = await self._render_metrics(now, upstream, channels, share_log, clients, names, windows, health, slicer)
         slicer.finish()
         self._seq += 1
         return Snapshot(
@@ -591,16 +627,45 @@ class SnapshotCache:
             health=health,
             server=MappingProxyType(server),
             global_info=MappingProxyType(global_info),
-            share_log=MappingProxyType(share_log_json) if share_log_json is not None else None,
-            channels=channel_items,
-            sv1_clients=sv1_items,
-            sv1_by_id=MappingProxyType(by_id),
-            sv1_hashrate_total=sv1_hashrate,
-            workers=tuple(worker_items),
+            share_log=_read_only(global_info["share_log"]),
+            channels=tuple(dumps(_channel_json(c)) for c in channels),
+            sv1_clients=clients.items,
+            sv1_by_id=MappingProxyType(clients.by_id),
+            sv1_hashrate_total=clients.hashrate,
+            workers=workers,
             workers_by_name=MappingProxyType(workers_by_name),
             worker_stats_at=stats_at,
             metrics=metrics,
         )
+
+    async def _render_metrics(
+        self,
+        now: float,
+        upstream: UpstreamState,
+        channels: Sequence[UpstreamChannelState],
+        share_log: ShareLogState | None,
+        clients: _Clients,
+        names: list[str],
+        windows: Iterator[tuple[str, str, float]],
+        health: Health,
+        slicer: Slicer,
+    ) -> RenderedMetrics:
+        """The Prometheus exposition of this build, rendered on the build's slicer."""
+        prev = self._snapshot  # the build figures published are those of the previous build
+        data = MetricsInput(
+            upstream=upstream,
+            channels=channels,
+            sv1_clients=len(clients.items),
+            sv1_hashrate=clients.hashrate,
+            worker_hashrate=((n, clients.worker_hashrate[n]) for n in names if n in clients.worker_hashrate),
+            worker_windows=windows,
+            share_log=share_log,
+            healthy=health.ok,
+            taken_at=now,
+            last_build_seconds=prev.build_seconds,
+            last_max_slice_seconds=prev.max_slice_seconds,
+        )
+        return await self.renderer.render(data, slicer)
 
     def _evaluate_health(self, now: float, up: UpstreamState, sl: ShareLogState | None) -> Health:
         reasons: list[str] = []

@@ -119,7 +119,13 @@ class WorkerWindowStats:
 
 
 class MonitoringSource(Protocol):
-    """What the proxy implements for monitoring. Called only by ``SnapshotCache``."""
+    """The read-only interface the proxy implements for monitoring.
+
+    Called only by ``SnapshotCache``. It is the whole of what monitoring knows
+    about the proxy: monitoring never reaches into proxy objects or their
+    private attributes, only calls these methods and reads the frozen records
+    they return.
+    """
 
     def upstream(self) -> UpstreamState:
         """Current upstream connection state."""

@@ -155,6 +155,16 @@ class MonitoringSettings(BaseModel):
     health_burst: float = Field(default=50.0, ge=1)
     max_wait_s: float = Field(default=2.0, ge=0)
     """A request that would wait longer than this for the bucket is refused with 429."""
+    sri_metric_names: bool = Field(
+        default=False,
+        description=(
+            "Expose the stratum-apps (SRI) names sv1_clients_total, sv1_hashrate_total and "
+            "sv2_server_hashrate_total for the three gauges that are otherwise named sv1_clients, "
+            "sv1_hashrate and sv2_server_hashrate (for dashboards built on the SRI names; "
+            "promtool rejects gauges named *_total). See docs/NAMES.md."
+        ),
+    )
+    """Use the SRI gauge names (``*_total``) instead of the default ones; docs/NAMES.md."""
 
 
 class Settings(BaseSettings):

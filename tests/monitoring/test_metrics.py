@@ -6,20 +6,30 @@ import gzip
 import math
 from collections.abc import Iterable
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitoring.metrics import REJECTION_CODES, MetricsInput, MetricsRenderer
+from devnet.static_source import StaticSource
+from monitoring.metrics import REJECTION_CODES, SRI_GAUGE_NAMES, MetricsInput, MetricsRenderer
 from monitoring.slicing import Slicer
 from monitoring.source import ShareLogState, UpstreamChannelState, UpstreamState
-from tests.monitoring.static_source import StaticSource
+from tests.helpers.promtool import check_metrics, requires_promtool
 
+# The default names: the reference's, except three gauges without its "_total".
 REFERENCE_NAMES = {
     "sv2_server_channels": "gauge",
-    "sv2_server_hashrate_total": "gauge",
+    "sv2_server_hashrate": "gauge",
     "sv2_server_channel_hashrate": "gauge",
     "sv2_server_shares_accepted_total": "counter",
     "sv2_server_shares_rejected_total": "counter",
     "sv2_server_blocks_found_total": "counter",
+    "sv1_clients": "gauge",
+    "sv1_hashrate": "gauge",
+}
+# With sri_metric_names=True: exactly the stratum-apps names.
+SRI_NAMES = {
+    **{k: v for k, v in REFERENCE_NAMES.items() if k not in SRI_GAUGE_NAMES},
+    "sv2_server_hashrate_total": "gauge",
     "sv1_clients_total": "gauge",
     "sv1_hashrate_total": "gauge",
 }
@@ -35,8 +45,8 @@ def _input(
     return MetricsInput(
         upstream=UpstreamState(connected=True, channel_open=True, address="x:1", since=1.0),
         channels=channels,
-        sv1_clients_total=3,
-        sv1_hashrate_total=3.5e12,
+        sv1_clients=3,
+        sv1_hashrate=3.5e12,
         worker_hashrate=workers,
         worker_windows=windows,
         share_log=share_log,
@@ -55,20 +65,71 @@ def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-async def test_reference_names_and_types() -> None:
-    src = StaticSource(3)
-    text = (await MetricsRenderer().render(_input(src.channel_list), Slicer(1.0))).body.decode()
+def _types(text: str) -> dict[str, str]:
+    """family name (as on the "# TYPE" line) -> type"""
     types = {}
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
             types[name] = kind
-    for name, kind in REFERENCE_NAMES.items():
-        assert types.get(name) == kind, (name, types.get(name))
+    return types
+
+
+async def _full_text(renderer: MetricsRenderer) -> str:
+    src = StaticSource(3)
+    data = _input(
+        src.channel_list,
+        workers=[("farm.rig1", 1e12)],
+        windows=[("farm.rig1", "5m", 1e12)],
+        share_log=src.share_log_state,
+    )
+    return (await renderer.render(data, Slicer(1.0))).body.decode() + renderer.uptime_block(1.0).decode()
+
+
+@pytest.mark.parametrize(("sri", "expected"), [(False, REFERENCE_NAMES), (True, SRI_NAMES)])
+async def test_reference_names_and_types(sri: bool, expected: dict[str, str]) -> None:
+    text = await _full_text(MetricsRenderer(sri_metric_names=sri))
+    types = _types(text)
     samples = _samples(text)
-    for name in REFERENCE_NAMES:
-        assert name in samples, name  # the exposed sample name equals the reference name
+    for name, kind in expected.items():
+        assert types.get(name) == kind, (name, types.get(name))
+        assert name in samples, name  # the exposed sample name equals the expected name
     assert not any(n.endswith("_created") for n in samples)
+
+
+async def test_default_names_have_no_gauge_ending_in_total() -> None:
+    text = await _full_text(MetricsRenderer())
+    types = _types(text)
+    assert len(types) > 20  # every family, share log included
+    gauges = {n for n, kind in types.items() if kind == "gauge"}
+    assert not {n for n in gauges if n.endswith("_total")}
+    assert not set(SRI_GAUGE_NAMES.values()) & set(_samples(text))
+    # counters keep the suffix
+    counters = {n for n, kind in types.items() if kind == "counter"}
+    assert {"sv2_server_shares_accepted_total", "tproxy_share_log_written_total"} <= counters
+    assert all(n.endswith("_total") for n in counters), counters
+    assert counters <= set(_samples(text))
+
+
+async def test_sri_option_renames_only_the_three_gauges() -> None:
+    default = await _full_text(MetricsRenderer())
+    sri = await _full_text(MetricsRenderer(sri_metric_names=True))
+    renamed = default
+    for ours, theirs in SRI_GAUGE_NAMES.items():
+        assert f"\n{ours} " in default and f"\n{theirs} " in sri
+        renamed = renamed.replace(f" {ours} ", f" {theirs} ").replace(f"\n{ours} ", f"\n{theirs} ")
+    assert renamed == sri  # same values, same order; only the three names differ
+
+
+@requires_promtool
+async def test_promtool_accepts_the_default_names_and_rejects_the_sri_ones() -> None:
+    status, output = check_metrics(await _full_text(MetricsRenderer()))
+    assert status == 0, output
+    # the option exists for dashboards, not for promtool: it flags exactly the three gauges
+    status, output = check_metrics(await _full_text(MetricsRenderer(sri_metric_names=True)))
+    assert status != 0
+    flagged = {line.split()[0] for line in output.splitlines() if "_total" in line}
+    assert flagged == set(SRI_GAUGE_NAMES.values()), output
 
 
 async def test_rejection_codes_seeded_and_extra_codes_kept() -> None:

@@ -1,10 +1,11 @@
-"""StaticSource: a deterministic, in-process MonitoringSource used as test data.
+"""StaticSource: a deterministic, in-process ``MonitoringSource`` over fixed data.
 
 It is not a mock of the proxy: it is a plain implementation of the
-``MonitoringSource`` protocol over fixed data, so the monitoring package can
-be exercised end to end (snapshot, metrics, real HTTP) before the proxy
-exists. Tests mutate it (remove a client, close the channel, make the share
-log fall behind) and refresh the cache to see the effect.
+``MonitoringSource`` protocol, so the monitoring package can be exercised end
+to end (snapshot, metrics, real HTTP) without a proxy. The monitoring tests
+mutate it (remove a client, close the channel, make the share log fall
+behind) and refresh the cache to see the effect; bench/bench_monitoring.py
+uses it as a 10,000-client source.
 
 Data layout for ``StaticSource(n)``: client ids 1..n; ``workers`` distinct
 worker names ``farm.rigNNNNN`` assigned round-robin (so with n > workers some
@@ -14,6 +15,7 @@ one upstream extended channel (id 1) serving everyone.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
@@ -125,8 +127,6 @@ class StaticSource:
     async def worker_stats(self, windows: Sequence[int]) -> Sequence[WorkerWindowStats]:
         self.calls["worker_stats"] += 1
         if self.worker_stats_delay:
-            import asyncio
-
             await asyncio.sleep(self.worker_stats_delay)
         if self.worker_stats_error is not None:
             raise self.worker_stats_error
