@@ -1,4 +1,4 @@
-"""Command line entry point: ``tproxy run | demo | pool | keygen``.
+"""Command line entry point: ``tproxy run | demo | pool | keygen | import-sri``.
 
 Owns argument parsing, logging set-up, and turning configuration errors into
 one readable line and exit code 2 (never a traceback).
@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("--config", "-c", help="TOML pool config (env TPROXY_POOL__KEY)")
 
     sub.add_parser("keygen", help="print a new authority key pair")
+
+    sri = sub.add_parser("import-sri", help="convert an SRI translator config (TOML) into a tproxy config")
+    sri.add_argument("file", help="the SRI translator_sv2 config file")
+    sri.add_argument("-o", "--output", default=None, help="write the tproxy config here (default: stdout)")
     return p
 
 
@@ -103,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_pool(args)
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "import-sri":
+            from tproxy.sri_import import run as import_sri
+
+            return import_sri(args.file, args.output)
     except ConfigError as e:
         print(f"tproxy: configuration error: {e}", file=sys.stderr)
         return 2
