@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from tests.deploy.support import EXPOSED_METRICS, REPO, RENAMED, metric_names, run_promtool
+from tests.deploy.support import EXPOSED_METRICS, RENAMED, REPO, metric_names, run_promtool
 
 GRAFANA = REPO / "config-examples" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "tproxy.json"
@@ -70,7 +70,7 @@ def test_dashboard_structure() -> None:
         # Panels follow the dashboard's data-source variable (importable into any Grafana).
         assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
         g = p["gridPos"]
-        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
 
 
 def test_dashboard_uses_only_exposed_metrics() -> None:

@@ -10,14 +10,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml  # type: ignore[import-untyped]
 
 from tests.deploy.support import (
     EXPOSED_METRICS,
     PROMETHEUS_BUILTINS,
-    REPO,
     RENAMED,
+    REPO,
     metric_names,
+    promtool,
     run_promtool,
 )
 
@@ -109,3 +111,13 @@ def test_scrape_config_points_at_the_metrics_path_with_rules_beside_it() -> None
     assert cfg["rule_files"] == ["alerts.yml"]
     # The bearer-token option is shown, commented out.
     assert "#   credentials_file:" in (PROM / "prometheus.yml").read_text()
+
+
+def test_missing_promtool_skips_locally_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no promtool
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        promtool()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        promtool()
