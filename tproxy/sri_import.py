@@ -309,6 +309,9 @@ def render_toml(conv: Conversion, source: str) -> str:
             continue
         lines.append(f"[{section}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+        if section == "monitoring":
+            lines.append("# sri_metric_names = true  # keep SRI's sv1_clients_total, sv1_hashrate_total,")
+            lines.append("#                          # sv2_server_hashrate_total for existing dashboards")
         lines.append("")
     return "\n".join(lines)
 
