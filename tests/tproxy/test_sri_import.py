@@ -22,7 +22,7 @@ from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
 from tproxy.config import Settings, UpstreamSettings, load_settings
 from tproxy.pool import DevPool, PoolSettings
 from tproxy.runtime import Proxy
-from tproxy.sri_import import SriImportError, convert, run, start_difficulty
+from tproxy.sri_import import SriImportError, convert, render_toml, run, start_difficulty
 
 REPO = Path(__file__).resolve().parents[2]
 SRI_DIR = REPO / "config-examples" / "sri"
@@ -212,3 +212,15 @@ async def test_converted_config_runs_against_the_dev_pool(tmp_path: Path, src: P
     finally:
         await proxy.close()
         await pool.close()
+
+
+def test_strings_survive_the_toml_round_trip(tmp_path: Path) -> None:
+    identity = 'farm "north"\\rack\u00e9\t#1'
+    conv = convert(_minimal(upstreams=[{"address": "pool.example", "port": 3333, "authority_pubkey": DEV_KEY,
+                                         "user_identity": identity}],
+                            monitoring_address="[::]:9092"))
+    out = tmp_path / "t.toml"
+    out.write_text(render_toml(conv, "x.toml"))
+    s = load_settings(out)
+    assert s.upstreams[0].user_identity == identity
+    assert (s.monitoring.address, s.monitoring.port) == ("::", 9092)
