@@ -1,7 +1,11 @@
-# Production image: the proxy only, writing shares to a ClickHouse server
-# (no embedded engine; set TPROXY__CLICKHOUSE__URL). Build: docker build -t tproxy .
-# devnet/ (dev pool, synthetic miner, demo) is not copied: the image has no
-# `tproxy pool | demo | miner`; tproxy/cli.py skips their entry points quietly.
+# Production image: the proxy only, writing shares to a ClickHouse server.
+# It carries no embedded ClickHouse (chdb, ~100 MB and meant for single hosts and
+# tests), so TPROXY__CLICKHOUSE__URL must name a server: with the config's default
+# chdb:// URL the entry point refuses to start with one line saying so (exit 2),
+# instead of spooling every share while reporting healthy.
+# Build: docker build -t tproxy .   Run: see docker-compose.yml.
+# Only sv2/, tproxy/, monitoring/ are installed: devnet/ (dev pool, synthetic
+# miners, demo), tests and benchmarks stay out of the image.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -15,13 +19,19 @@ RUN useradd --system --uid 10001 --home /var/lib/tproxy tproxy \
  && mkdir -p /var/lib/tproxy/spool /etc/tproxy && chown -R tproxy /var/lib/tproxy
 COPY --from=build /install /usr/local
 COPY config-examples/tproxy.toml /etc/tproxy/tproxy.toml
+COPY docker/entrypoint.py docker/healthcheck.py /usr/local/lib/tproxy-image/
 USER tproxy
 WORKDIR /var/lib/tproxy
-ENV TPROXY__DOWNSTREAM__ADDRESS=0.0.0.0 \
+# The monitoring server listens on every interface inside the container (compose
+# publishes it on the host's loopback only). The health probe follows
+# TPROXY__MONITORING__PORT / the config's [monitoring] port.
+ENV TPROXY_CONFIG=/etc/tproxy/tproxy.toml \
+    TPROXY__DOWNSTREAM__ADDRESS=0.0.0.0 \
     TPROXY__MONITORING__ENABLED=true \
     TPROXY__MONITORING__ADDRESS=0.0.0.0 \
     TPROXY__CLICKHOUSE__SPOOL_DIR=/var/lib/tproxy/spool
 EXPOSE 34255 9092
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s \
-  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9092/health',timeout=2).status==200 else 1)"
-ENTRYPOINT ["tproxy", "run", "--config", "/etc/tproxy/tproxy.toml"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python", "/usr/local/lib/tproxy-image/healthcheck.py"]
+ENTRYPOINT ["python", "/usr/local/lib/tproxy-image/entrypoint.py"]
+CMD ["run"]

@@ -1,4 +1,4 @@
-"""Command line entry point: ``tproxy run | keygen`` plus plugin commands.
+"""Command line entry point: ``tproxy run | keygen | import-sri`` plus plugin commands.
 
 Owns argument parsing, logging set-up, and turning configuration errors into
 one readable line and exit code 2 (never a traceback).
@@ -22,7 +22,7 @@ from typing import Protocol
 from tproxy.errors import ConfigError
 
 COMMAND_GROUP = "tproxy.commands"
-BUILTIN_COMMANDS = ("run", "keygen")
+BUILTIN_COMMANDS = ("run", "keygen", "import-sri")
 
 
 class Command(Protocol):
@@ -79,6 +79,10 @@ def build_parser(plugins: dict[str, Command] | None = None) -> argparse.Argument
     sub.add_parser("keygen", help="print a new authority key pair")
     for name, command in (plugin_commands() if plugins is None else plugins).items():
         command.add_arguments(sub.add_parser(name, help=command.help))
+
+    sri = sub.add_parser("import-sri", help="convert an SRI translator config (TOML) into a tproxy config")
+    sri.add_argument("file", help="the SRI translator_sv2 config file")
+    sri.add_argument("-o", "--output", default=None, help="write the tproxy config here (default: stdout)")
     return p
 
 
@@ -118,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_keygen()
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "import-sri":
+            from tproxy.sri_import import run as import_sri
+
+            return import_sri(args.file, args.output)
         command = plugins.get(args.command or "")
         if command is not None:
             _logging(args.log_level or command.log_level)

@@ -57,9 +57,9 @@ def test_console_script_lists_the_plugin_commands(tmp_path: Path) -> None:
     assert CONSOLE_SCRIPT.is_file(), f"console script not installed at {CONSOLE_SCRIPT}"
     r = subprocess.run([str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    listed = re.search(r"\{(run,[a-z,]+)\}", r.stdout)
+    listed = re.search(r"\{(run,[a-z,-]+)\}", r.stdout)
     assert listed is not None, r.stdout
-    assert set(listed.group(1).split(",")) == {"run", "keygen", "pool", "demo", "miner"}
+    assert set(listed.group(1).split(",")) == {"run", "keygen", "import-sri", "pool", "demo", "miner"}
 
 
 @pytest.mark.parametrize(
