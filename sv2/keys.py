@@ -25,6 +25,7 @@ from coincurve.utils import get_valid_secret
 from sv2.errors import KeyFormatError
 
 __all__ = [
+    "GROUP_ORDER",
     "PUBLIC_KEY_VERSION",
     "b58check_decode",
     "b58check_encode",
@@ -43,7 +44,8 @@ PUBLIC_KEY_VERSION = 1
 _VERSION_PREFIX = PUBLIC_KEY_VERSION.to_bytes(2, "little")
 _KEY_SIZE = 32
 _CHECKSUM_SIZE = 4
-_GROUP_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+# Order of the secp256k1 group: a secret key is a scalar in [1, GROUP_ORDER - 1].
+GROUP_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
@@ -104,7 +106,7 @@ def _check_xonly(xonly: bytes) -> None:
 def _check_secret(secret: bytes) -> None:
     if len(secret) != _KEY_SIZE:
         raise KeyFormatError(f"secret key has wrong length: {len(secret)} bytes, expected 32")
-    if not 0 < int.from_bytes(secret, "big") < _GROUP_ORDER:
+    if not 0 < int.from_bytes(secret, "big") < GROUP_ORDER:
         raise KeyFormatError("secret key is not a valid secp256k1 scalar")
 
 

@@ -55,6 +55,7 @@ from sv2.errors import (
     NoiseError,
     StateError,
 )
+from sv2.framing import HEADER_SIZE
 from sv2.keys import generate_secret, xonly_from_secret
 
 __all__ = [
@@ -83,7 +84,6 @@ ELLSWIFT_SIZE = ellswift.ELLSWIFT_SIZE
 SIGNATURE_MESSAGE_SIZE = 74
 ACT1_SIZE = ELLSWIFT_SIZE
 ACT2_SIZE = ELLSWIFT_SIZE + (ELLSWIFT_SIZE + MAC_SIZE) + (SIGNATURE_MESSAGE_SIZE + MAC_SIZE)
-HEADER_SIZE = 6
 HEADER_CT_SIZE = HEADER_SIZE + MAC_SIZE
 MAX_CHUNK_CIPHERTEXT = 65535  # largest Noise message
 MAX_CHUNK_PLAINTEXT = MAX_CHUNK_CIPHERTEXT - MAC_SIZE
