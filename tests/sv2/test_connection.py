@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -329,7 +330,7 @@ def _decode_plain(frame: bytes) -> AnyMessage:
 VECTOR_MESSAGES = [_decode_plain(f) for f in VECTOR_FRAMES]
 
 
-def _wire(client: Sv2Connection, msgs: list[AnyMessage]) -> bytes:
+def _wire(client: Sv2Connection, msgs: Sequence[AnyMessage]) -> bytes:
     return b"".join(client.send(msg) for msg in msgs)
 
 
