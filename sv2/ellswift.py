@@ -25,12 +25,11 @@ from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
 
 from sv2.errors import NoiseError
-from sv2.keys import GROUP_ORDER
+from sv2.keys import GROUP_ORDER, SECRET_SIZE
 
 __all__ = ["ELLSWIFT_SIZE", "SECRET_SIZE", "create", "decode_xonly", "xdh"]
 
 ELLSWIFT_SIZE = 64
-SECRET_SIZE = 32
 _SHARED_SIZE = 32
 _COMPRESSED_SIZE = 33
 

@@ -58,7 +58,7 @@ from sv2.errors import (
     StateError,
 )
 from sv2.framing import HEADER_SIZE
-from sv2.keys import generate_secret, xonly_from_secret
+from sv2.keys import SECRET_SIZE, XONLY_SIZE, generate_secret, xonly_from_secret
 from sv2.noise_core import (
     MAC_SIZE,
     MAX_MESSAGE_SIZE,
@@ -115,22 +115,21 @@ class EllSwiftDH:
         return ellswift.xdh(remote_public, local.public, local.secret, initiator=False)
 
 
+# The certificate: version U16, valid_from U32, not_valid_after U32 (the signed
+# fields), then a 64-byte BIP340 signature.
+_CERT_FIELDS = struct.Struct("<HII")
+_SCHNORR_SIZE = 64
+
 ELLSWIFT_DH = EllSwiftDH()
 PROTOCOL_NAME = nx_protocol_name(ELLSWIFT_DH)
 ELLSWIFT_SIZE = ellswift.ELLSWIFT_SIZE
-SIGNATURE_MESSAGE_SIZE = 74
+SIGNATURE_MESSAGE_SIZE = _CERT_FIELDS.size + _SCHNORR_SIZE  # 74
 ACT1_SIZE = ELLSWIFT_SIZE  # e, no payload
 ACT2_SIZE = ELLSWIFT_SIZE + (ELLSWIFT_SIZE + MAC_SIZE) + (SIGNATURE_MESSAGE_SIZE + MAC_SIZE)
 HEADER_CT_SIZE = HEADER_SIZE + MAC_SIZE
 MAX_CHUNK_CIPHERTEXT = MAX_MESSAGE_SIZE
 MAX_CHUNK_PLAINTEXT = MAX_CHUNK_CIPHERTEXT - MAC_SIZE
 CERT_LEEWAY = 10  # seconds of clock slack SRI allows on both ends of the window
-
-_CERT_FIELDS = struct.Struct("<HII")
-
-
-def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 @dataclass(frozen=True)
@@ -159,9 +158,10 @@ class SignatureNoiseMessage:
         return _CERT_FIELDS.pack(self.version, self.valid_from, self.not_valid_after)
 
     def encode(self) -> bytes:
-        if len(self.signature) != 64:
+        if len(self.signature) != _SCHNORR_SIZE:
             raise EncodeError(
-                "SignatureNoiseMessage.signature", f"must be 64 bytes, got {len(self.signature)}"
+                "SignatureNoiseMessage.signature",
+                f"must be {_SCHNORR_SIZE} bytes, got {len(self.signature)}",
             )
         return self.signed_fields() + self.signature
 
@@ -172,13 +172,15 @@ class SignatureNoiseMessage:
                 f"SignatureNoiseMessage must be {SIGNATURE_MESSAGE_SIZE} bytes, got {len(data)}"
             )
         version, valid_from, not_valid_after = _CERT_FIELDS.unpack_from(data)
-        return cls(version, valid_from, not_valid_after, bytes(data[10:]))
+        return cls(version, valid_from, not_valid_after, bytes(data[_CERT_FIELDS.size :]))
 
     def digest(self, static_xonly: bytes) -> bytes:
         """The 32-byte BIP340 message: SHA256(first 10 bytes || static x-only key)."""
-        if len(static_xonly) != 32:
-            raise ValueError(f"static x-only key must be 32 bytes, got {len(static_xonly)}")
-        return _sha256(self.signed_fields() + static_xonly)
+        if len(static_xonly) != XONLY_SIZE:
+            raise ValueError(
+                f"static x-only key must be {XONLY_SIZE} bytes, got {len(static_xonly)}"
+            )
+        return hashlib.sha256(self.signed_fields() + static_xonly).digest()
 
     @classmethod
     def sign(
@@ -192,9 +194,9 @@ class SignatureNoiseMessage:
         version: int = 0,
     ) -> SignatureNoiseMessage:
         """Build and sign a certificate for ``static_xonly`` (``aux`` None: random)."""
-        if len(authority_secret) != 32:
+        if len(authority_secret) != SECRET_SIZE:
             # coincurve would silently left-pad a short secret.
-            raise ValueError(f"authority secret must be 32 bytes, got {len(authority_secret)}")
+            raise ValueError(f"authority secret must be {SECRET_SIZE} bytes, got {len(authority_secret)}")
         unsigned = cls(version, valid_from, not_valid_after, b"")
         digest = unsigned.digest(static_xonly)
         # BIP340 hashes the 32-byte message internally; it is not hashed again here.
@@ -215,8 +217,10 @@ class SignatureNoiseMessage:
         break a future certificate format).
         """
         # Length first: libsecp reads 32 bytes from whatever buffer it is given.
-        if len(authority_xonly) != 32:
-            raise KeyFormatError(f"authority key must be 32 bytes, got {len(authority_xonly)}")
+        if len(authority_xonly) != XONLY_SIZE:
+            raise KeyFormatError(
+                f"authority key must be {XONLY_SIZE} bytes, got {len(authority_xonly)}"
+            )
         try:
             key = PublicKeyXOnly(authority_xonly)
         except ValueError:
@@ -279,6 +283,9 @@ class NoiseTransport:
             raise EncodeError(
                 "frame", f"{size} bytes is shorter than the {HEADER_SIZE}-byte header"
             )
+        # msg_length, the U24 LE at bytes 3..5 of sv2.framing's header, read
+        # inline: this is the per-frame hot path and FrameHeader.decode would
+        # build an object only to read one field.
         declared = frame[3] | frame[4] << 8 | frame[5] << 16
         if declared != size - HEADER_SIZE:
             # The peer sizes its read from the header, so a mismatch would
@@ -346,9 +353,9 @@ class NoiseInitiator:
         ephemeral_aux: bytes | None = None,
     ) -> None:
         if authority_pubkey is not None:
-            if len(authority_pubkey) != 32:
+            if len(authority_pubkey) != XONLY_SIZE:
                 raise KeyFormatError(
-                    f"authority public key must be 32 x-only bytes, got {len(authority_pubkey)}"
+                    f"authority public key must be {XONLY_SIZE} x-only bytes, got {len(authority_pubkey)}"
                 )
             try:
                 PublicKeyXOnly(authority_pubkey)
