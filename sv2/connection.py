@@ -190,9 +190,19 @@ class Sv2Connection:
             self._pos = 0
 
     def messages(self) -> Iterator[AnyMessage]:
-        """Iterate every complete message currently buffered."""
-        while (msg := self.next_message()) is not None:
+        """Iterate every complete message currently buffered.
+
+        Starting on a closed connection raises ``StateError``. If the consumer
+        closes the connection while handling a message (say, on a
+        CloseChannel), the iteration simply ends: that close was legal, and
+        resuming the loop is not a second use of a closed connection.
+        """
+        msg = self.next_message()
+        while msg is not None:
             yield msg
+            if self._state is State.CLOSED:
+                return
+            msg = self.next_message()
 
     # -- output ------------------------------------------------------------
 

@@ -82,7 +82,7 @@ def test_messages_both_ways_split_at_every_byte() -> None:
     client, server = pair()
     handshake(client, server)
     wire = client.send(share(1)) + client.send(job(2, coinbase_len=65_535)) + client.send(share(3))
-    got = []
+    got: list[AnyMessage] = []
     for b in wire:  # one byte at a time: the worst fragmentation a socket can produce
         server.receive_data(bytes([b]))
         got.extend(server.messages())
@@ -450,3 +450,16 @@ def test_max_payload_argument(max_payload: int) -> None:
     with pytest.raises(ValueError, match="max_payload"):
         Sv2Connection(NoiseInitiator(AUTH_XONLY), max_payload=max_payload)
     Sv2Connection(NoiseInitiator(AUTH_XONLY), max_payload=0)
+
+
+def test_closing_while_iterating_ends_the_iteration() -> None:
+    client, server = connected_pair()
+    server.receive_data(_wire(client, [share(1), share(2), share(3)]))
+    got: list[AnyMessage] = []
+    for msg in server.messages():
+        got.append(msg)
+        server.close()  # e.g. the pool closed our only channel
+    assert got == [share(1)]
+    # Starting a new iteration on the closed connection is misuse.
+    with pytest.raises(StateError):
+        list(server.messages())
