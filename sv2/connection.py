@@ -6,8 +6,17 @@ transport ciphers, and a bounded receive buffer. It never touches a socket:
 the caller feeds whatever bytes arrived with ``receive_data``, writes out
 whatever ``data_to_send`` returns, and iterates ``next_message``.
 
-Any malformed input raises ``ProtocolError`` (or a subclass) and moves the
-connection to ``CLOSED``; further calls raise ``StateError``.
+Malformed input from the peer raises ``ProtocolError`` (or a subclass) and
+moves the connection to ``CLOSED``. Calling an operation the current state
+does not allow (sending before the handshake is done, feeding or reading a
+closed connection) is the caller's bug and raises ``StateError``, a
+``LocalProtocolError``; so does sending a message over our own
+``max_payload``.
+
+Frame reassembly lives here rather than in ``sv2.framing``: the header and
+the payload are separate AEAD messages and the payload's ciphertext length is
+known only once the header is decrypted, so the stream is cut at the
+ciphertext level.
 """
 
 from __future__ import annotations
@@ -15,14 +24,29 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 
-from sv2.errors import FrameTooLarge, HandshakeTruncated, ProtocolError, StateError
-from sv2.framing import HEADER_SIZE, FrameHeader, encode_frame
-from sv2.messages import Message, UnknownMessage, decode_message
-from sv2.noise import NoiseInitiator, NoiseResponder, NoiseTransport
+from sv2.errors import (
+    FrameTooLarge,
+    HandshakeTruncated,
+    LocalProtocolError,
+    ProtocolError,
+    StateError,
+)
+from sv2.framing import HEADER_SIZE, MAX_MSG_LENGTH, FrameHeader, encode_frame
+from sv2.messages import AnyMessage, decode_message
+from sv2.noise import (
+    ACT1_SIZE,
+    ACT2_SIZE,
+    HEADER_CT_SIZE,
+    NoiseInitiator,
+    NoiseResponder,
+    NoiseTransport,
+)
 
-ACT1_SIZE = 64
-ACT2_SIZE = 234
-HEADER_CT_SIZE = HEADER_SIZE + 16
+# AnyMessage is re-exported: callers import it from here next to Sv2Connection.
+__all__ = ["DEFAULT_MAX_PAYLOAD", "AnyMessage", "Role", "State", "Sv2Connection"]
+
+# Largest frame payload accepted or sent unless the caller sets max_payload.
+DEFAULT_MAX_PAYLOAD = 1 << 20
 
 
 class Role(enum.Enum):
@@ -36,9 +60,6 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-AnyMessage = Message | UnknownMessage
-
-
 class Sv2Connection:
     """Sans-IO SV2 connection over Noise NX, for either role."""
 
@@ -46,8 +67,10 @@ class Sv2Connection:
         self,
         handshake: NoiseInitiator | NoiseResponder,
         *,
-        max_payload: int = 1 << 20,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
+        if not 0 <= max_payload <= MAX_MSG_LENGTH:
+            raise ValueError(f"max_payload must be in 0..{MAX_MSG_LENGTH}, got {max_payload}")
         self._hs = handshake
         self.role = Role.INITIATOR if isinstance(handshake, NoiseInitiator) else Role.RESPONDER
         self.max_payload = max_payload
@@ -70,6 +93,11 @@ class Sv2Connection:
     def handshake_complete(self) -> bool:
         return self._transport is not None
 
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet consumed (at most one incomplete frame once drained)."""
+        return len(self._buf) - self._pos
+
     def close(self) -> None:
         self._state = State.CLOSED
         self._buf.clear()
@@ -87,7 +115,7 @@ class Sv2Connection:
 
     # -- input -------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer bytes from the peer. Handshake acts are processed at once."""
         if self._state is State.CLOSED:
             raise StateError("receive_data on a closed connection")
@@ -162,9 +190,19 @@ class Sv2Connection:
             self._pos = 0
 
     def messages(self) -> Iterator[AnyMessage]:
-        """Iterate every complete message currently buffered."""
-        while (msg := self.next_message()) is not None:
+        """Iterate every complete message currently buffered.
+
+        Starting on a closed connection raises ``StateError``. If the consumer
+        closes the connection while handling a message (say, on a
+        CloseChannel), the iteration simply ends: that close was legal, and
+        resuming the loop is not a second use of a closed connection.
+        """
+        msg = self.next_message()
+        while msg is not None:
             yield msg
+            if self._state is State.CLOSED:
+                return
+            msg = self.next_message()
 
     # -- output ------------------------------------------------------------
 
@@ -174,7 +212,10 @@ class Sv2Connection:
             raise StateError(f"send({type(message).__name__}) in state {self._state.value}")
         frame = encode_frame(message)
         if len(frame) - HEADER_SIZE > self.max_payload:
-            raise FrameTooLarge(f"outgoing {type(message).__name__} exceeds {self.max_payload} bytes")
+            # Our own message over our own limit: a caller bug, not the peer's.
+            raise LocalProtocolError(
+                f"outgoing {type(message).__name__} exceeds {self.max_payload} bytes"
+            )
         return self._transport.encrypt_frame(frame)
 
     def data_to_send(self) -> bytes:

@@ -25,16 +25,13 @@ from coincurve._libsecp256k1 import ffi, lib
 from coincurve.context import GLOBAL_CONTEXT
 
 from sv2.errors import NoiseError
+from sv2.keys import GROUP_ORDER, SECRET_SIZE
 
 __all__ = ["ELLSWIFT_SIZE", "SECRET_SIZE", "create", "decode_xonly", "xdh"]
 
 ELLSWIFT_SIZE = 64
-SECRET_SIZE = 32
 _SHARED_SIZE = 32
 _COMPRESSED_SIZE = 33
-
-# Order of the secp256k1 group; a secret must lie in [1, n-1].
-_GROUP_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def _check_secret(secret: bytes) -> None:
@@ -42,7 +39,7 @@ def _check_secret(secret: bytes) -> None:
     # checking here lets us say what was wrong.
     if len(secret) != SECRET_SIZE:
         raise ValueError(f"secret key must be {SECRET_SIZE} bytes, got {len(secret)}")
-    if not 0 < int.from_bytes(secret, "big") < _GROUP_ORDER:
+    if not 0 < int.from_bytes(secret, "big") < GROUP_ORDER:
         raise ValueError("secret key is not a valid secp256k1 scalar (zero or >= group order)")
 
 

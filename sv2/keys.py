@@ -25,7 +25,10 @@ from coincurve.utils import get_valid_secret
 from sv2.errors import KeyFormatError
 
 __all__ = [
+    "GROUP_ORDER",
     "PUBLIC_KEY_VERSION",
+    "SECRET_SIZE",
+    "XONLY_SIZE",
     "b58check_decode",
     "b58check_encode",
     "b58decode",
@@ -41,9 +44,11 @@ __all__ = [
 
 PUBLIC_KEY_VERSION = 1
 _VERSION_PREFIX = PUBLIC_KEY_VERSION.to_bytes(2, "little")
-_KEY_SIZE = 32
+XONLY_SIZE = 32  # BIP340 x-only public key
+SECRET_SIZE = 32  # secp256k1 secret scalar, big-endian
 _CHECKSUM_SIZE = 4
-_GROUP_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+# Order of the secp256k1 group: a secret key is a scalar in [1, GROUP_ORDER - 1].
+GROUP_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 _ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(_ALPHABET)}
@@ -93,8 +98,10 @@ def b58check_decode(text: str) -> bytes:
 
 
 def _check_xonly(xonly: bytes) -> None:
-    if len(xonly) != _KEY_SIZE:
-        raise KeyFormatError(f"x-only public key has wrong length: {len(xonly)} bytes, expected 32")
+    if len(xonly) != XONLY_SIZE:
+        raise KeyFormatError(
+            f"x-only public key has wrong length: {len(xonly)} bytes, expected {XONLY_SIZE}"
+        )
     try:
         PublicKeyXOnly(xonly)
     except ValueError:
@@ -102,9 +109,11 @@ def _check_xonly(xonly: bytes) -> None:
 
 
 def _check_secret(secret: bytes) -> None:
-    if len(secret) != _KEY_SIZE:
-        raise KeyFormatError(f"secret key has wrong length: {len(secret)} bytes, expected 32")
-    if not 0 < int.from_bytes(secret, "big") < _GROUP_ORDER:
+    if len(secret) != SECRET_SIZE:
+        raise KeyFormatError(
+            f"secret key has wrong length: {len(secret)} bytes, expected {SECRET_SIZE}"
+        )
+    if not 0 < int.from_bytes(secret, "big") < GROUP_ORDER:
         raise KeyFormatError("secret key is not a valid secp256k1 scalar")
 
 
@@ -118,7 +127,7 @@ def decode_public_key(text: str) -> bytes:
     """Parse an authority public key string and return the 32-byte x-only key."""
     # Surrounding whitespace is a copy/paste artefact in configs, never data.
     payload = b58check_decode(text.strip())
-    if len(payload) != len(_VERSION_PREFIX) + _KEY_SIZE:
+    if len(payload) != len(_VERSION_PREFIX) + XONLY_SIZE:
         raise KeyFormatError(
             f"authority public key has wrong length: {len(payload)} bytes, expected 34"
         )

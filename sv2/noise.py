@@ -1,28 +1,35 @@
 """Noise_NX_Secp256k1+EllSwift_ChaChaPoly_SHA256 for SV2, both roles, sans-IO.
 
-This module owns the SV2 Noise layer: the symmetric state, the two handshake
-roles, the server certificate (SIGNATURE_NOISE_MESSAGE) and the transport
-ciphers that encrypt SV2 frames after the handshake. It performs no I/O and
-reads the clock only through an injectable ``now`` callable.
+This module owns the SV2 layer on top of the DH-agnostic Noise core in
+``sv2.noise_core``: the SV2 DH function (``EllSwiftDH``: ElligatorSwift
+public keys and BIP324 ECDH through coincurve), the server certificate
+(SIGNATURE_NOISE_MESSAGE, the payload of act 2), the two handshake roles
+(``NoiseInitiator`` / ``NoiseResponder``) and the transport ciphers that
+encrypt SV2 frames after the handshake (``NoiseTransport``). It performs no
+I/O and reads the clock only through an injectable ``now`` callable.
 
-Why this is written by hand instead of on the ``noiseprotocol`` package
-(which is installed): that package cannot express this handshake without
-reaching into its internals. Its protocol-name parser accepts only the
-25519 and 448 DH functions, so the SV2 name is rejected up front. Its
-handshake reader cuts public keys out of a message using the DH function's
-key length, while SV2 sends 64-byte ElligatorSwift encodings whose DH
-result is 32 bytes. Most decisively, its DH callback receives only a
-private and a public key. The SV2 DH is BIP324 ``v2_ecdh``, whose hash
-covers both 64-byte encodings with the initiator's first, so the callback
-would need to know which role it is playing and the exact bytes of the other
-key. A role-bound custom DH object could be squeezed in, but it would depend
-on undocumented library behaviour. The Noise symmetric state needed for one
-fixed pattern is a few dozen lines over ``hashlib``/``hmac`` and
-``cryptography``'s ChaCha20Poly1305, which is the smaller risk.
+Why the handshake does not run on the ``noiseprotocol`` package: that
+package cannot express this handshake without reaching into its internals.
+Its protocol-name parser accepts only the 25519 and 448 DH functions, so the
+SV2 name is rejected up front. Its handshake reader cuts public keys out of a
+message using the DH function's key length, while SV2 sends 64-byte
+ElligatorSwift encodings whose DH result is 32 bytes. Most decisively, its DH
+callback receives only a private and a public key. The SV2 DH is BIP324
+``v2_ecdh``, whose hash covers both 64-byte encodings with the initiator's
+first, so the callback would need to know which role it is playing and the
+exact bytes of the other key. A role-bound custom DH object could be squeezed
+in, but it would depend on undocumented library behaviour. The Noise
+symmetric state for one fixed pattern is a few dozen lines over
+``hashlib``/``hmac`` and ``cryptography``'s ChaCha20Poly1305, which is the
+smaller risk. ``noiseprotocol`` is now the test oracle instead (a dev
+dependency only): ``tests/sv2/test_noise_core.py`` runs ``sv2.noise_core``
+with an X25519 DH against its ``Noise_NX_25519_ChaChaPoly_SHA256`` and
+requires byte-identical handshake messages, handshake hash and transport
+ciphertexts.
 
 Wire summary (see the team reference, section 3):
 
-- act 1, initiator -> responder, 64 bytes: ``ell(e)``;
+- act 1, initiator -> responder, 64 bytes: ``ell(e)`` (empty payload);
 - act 2, responder -> initiator, 234 bytes: ``ell(e) || enc(ell(s)) || enc(cert)``;
 - transport: each SV2 frame is a 22-byte encrypted header followed by the
   payload encrypted in chunks of at most 65519 plaintext bytes; an empty
@@ -32,7 +39,6 @@ Wire summary (see the team reference, section 3):
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import struct
 import time
@@ -40,22 +46,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coincurve import PrivateKey, PublicKeyXOnly
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from sv2 import ellswift
 from sv2.errors import (
     AuthorityKeyMismatch,
     CertificateError,
     CertificateExpired,
-    DecryptError,
     EncodeError,
-    HandshakeTruncated,
     KeyFormatError,
     NoiseError,
     StateError,
 )
-from sv2.keys import generate_secret, xonly_from_secret
+from sv2.framing import HEADER_SIZE
+from sv2.keys import SECRET_SIZE, XONLY_SIZE, generate_secret, xonly_from_secret
+from sv2.noise_core import (
+    MAC_SIZE,
+    MAX_MESSAGE_SIZE,
+    CipherState,
+    KeyPair,
+    NXHandshake,
+    SymmetricState,
+    hkdf2,
+    nonce_bytes,
+    nx_protocol_name,
+)
 
 __all__ = [
     "ACT1_SIZE",
@@ -68,6 +82,7 @@ __all__ = [
     "PROTOCOL_NAME",
     "SIGNATURE_MESSAGE_SIZE",
     "CipherState",
+    "EllSwiftDH",
     "NoiseInitiator",
     "NoiseResponder",
     "NoiseTransport",
@@ -77,125 +92,44 @@ __all__ = [
     "nonce_bytes",
 ]
 
-PROTOCOL_NAME = b"Noise_NX_Secp256k1+EllSwift_ChaChaPoly_SHA256"
-MAC_SIZE = 16
-ELLSWIFT_SIZE = ellswift.ELLSWIFT_SIZE
-SIGNATURE_MESSAGE_SIZE = 74
-ACT1_SIZE = ELLSWIFT_SIZE
-ACT2_SIZE = ELLSWIFT_SIZE + (ELLSWIFT_SIZE + MAC_SIZE) + (SIGNATURE_MESSAGE_SIZE + MAC_SIZE)
-HEADER_SIZE = 6
-HEADER_CT_SIZE = HEADER_SIZE + MAC_SIZE
-MAX_CHUNK_CIPHERTEXT = 65535  # largest Noise message
-MAX_CHUNK_PLAINTEXT = MAX_CHUNK_CIPHERTEXT - MAC_SIZE
-CERT_LEEWAY = 10  # seconds of clock slack SRI allows on both ends of the window
 
-# Noise reserves nonce 2**64 - 1; SV2 never rekeys, so reaching it is fatal.
-_MAX_NONCE = (1 << 64) - 1
-# 4 zero bytes then the counter as LE64: the pad is part of the format, so
-# one pack call builds the whole 12-byte nonce.
-_pack_nonce = struct.Struct("<4xQ").pack
-_CERT_FIELDS = struct.Struct("<HII")
+class EllSwiftDH:
+    """The SV2 DH function for the Noise core: ElligatorSwift keys, BIP324 ECDH.
 
-
-def nonce_bytes(n: int) -> bytes:
-    """The 12-byte ChaCha20-Poly1305 nonce for counter ``n``."""
-    return _pack_nonce(n)
-
-
-def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-def _hmac(key: bytes, data: bytes) -> bytes:
-    return hmac.digest(key, data, "sha256")
-
-
-def hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
-    """Noise HKDF with two outputs (RFC 5869 with empty info, L = 64)."""
-    temp = _hmac(chaining_key, ikm)
-    out1 = _hmac(temp, b"\x01")
-    out2 = _hmac(temp, out1 + b"\x02")
-    return out1, out2
-
-
-class CipherState:
-    """A ChaCha20-Poly1305 key and its nonce counter (Noise CipherState).
-
-    Without a key, encryption and decryption are the identity, as Noise
-    requires before the first MixKey. The nonce advances only after a
-    successful operation, so a failed decrypt leaves the state as it was.
+    A public key is the 64-byte ElligatorSwift encoding; the shared secret is
+    BIP324 ``v2_ecdh`` (``sv2.ellswift.xdh``), which hashes both encodings
+    with the initiator's first -- hence the ``initiator`` flag the core passes.
     """
 
-    __slots__ = ("_aead", "n")
+    name = "Secp256k1+EllSwift"
+    public_size = ellswift.ELLSWIFT_SIZE
 
-    def __init__(self, key: bytes | None = None) -> None:
-        # One AEAD object per key: building it is far costlier than a call.
-        self._aead = ChaCha20Poly1305(key) if key is not None else None
-        self.n = 0
+    @staticmethod
+    def keypair(secret: bytes, aux: bytes | None = None) -> KeyPair:
+        """The key pair of ``secret``; ``aux`` picks the encoding (None: random)."""
+        return KeyPair(secret, ellswift.create(secret, aux))
 
-    @property
-    def has_key(self) -> bool:
-        return self._aead is not None
-
-    def encrypt_with_ad(self, ad: bytes | None, plaintext: bytes | memoryview) -> bytes:
-        aead = self._aead
-        if aead is None:
-            return bytes(plaintext)
-        n = self.n
-        if n >= _MAX_NONCE:
-            raise NoiseError("nonce space exhausted; the connection must be closed")
-        ct = aead.encrypt(_pack_nonce(n), plaintext, ad)
-        self.n = n + 1
-        return ct
-
-    def decrypt_with_ad(self, ad: bytes | None, ciphertext: bytes | memoryview) -> bytes:
-        aead = self._aead
-        if aead is None:
-            return bytes(ciphertext)
-        n = self.n
-        if n >= _MAX_NONCE:
-            raise NoiseError("nonce space exhausted; the connection must be closed")
-        try:
-            pt = aead.decrypt(_pack_nonce(n), ciphertext, ad)
-        except InvalidTag:
-            raise DecryptError(f"AEAD tag mismatch at nonce {n}") from None
-        self.n = n + 1
-        return pt
+    def dh(self, local: KeyPair, remote_public: bytes, *, initiator: bool) -> bytes:
+        if initiator:
+            return ellswift.xdh(local.public, remote_public, local.secret, initiator=True)
+        return ellswift.xdh(remote_public, local.public, local.secret, initiator=False)
 
 
-class SymmetricState:
-    """Noise SymmetricState: chaining key ``ck``, handshake hash ``h``, cipher."""
+# The certificate: version U16, valid_from U32, not_valid_after U32 (the signed
+# fields), then a 64-byte BIP340 signature.
+_CERT_FIELDS = struct.Struct("<HII")
+_SCHNORR_SIZE = 64
 
-    def __init__(self) -> None:
-        # The name is longer than HASHLEN, so Noise hashes it.
-        self.ck = _sha256(PROTOCOL_NAME)
-        self.h = self.ck
-        self.cipher = CipherState()
-        # The SV2 prologue is empty but is still mixed in, as Noise specifies.
-        self.mix_hash(b"")
-
-    def mix_hash(self, data: bytes) -> None:
-        self.h = _sha256(self.h + data)
-
-    def mix_key(self, ikm: bytes) -> None:
-        self.ck, key = hkdf2(self.ck, ikm)
-        self.cipher = CipherState(key)
-
-    def encrypt_and_hash(self, plaintext: bytes) -> bytes:
-        ct = self.cipher.encrypt_with_ad(self.h, plaintext)
-        self.mix_hash(ct)
-        return ct
-
-    def decrypt_and_hash(self, ciphertext: bytes) -> bytes:
-        pt = self.cipher.decrypt_with_ad(self.h, ciphertext)
-        # Noise hashes the ciphertext, not the plaintext.
-        self.mix_hash(ciphertext)
-        return pt
-
-    def split(self) -> tuple[CipherState, CipherState]:
-        """(initiator->responder, responder->initiator) transport ciphers."""
-        k1, k2 = hkdf2(self.ck, b"")
-        return CipherState(k1), CipherState(k2)
+ELLSWIFT_DH = EllSwiftDH()
+PROTOCOL_NAME = nx_protocol_name(ELLSWIFT_DH)
+ELLSWIFT_SIZE = ellswift.ELLSWIFT_SIZE
+SIGNATURE_MESSAGE_SIZE = _CERT_FIELDS.size + _SCHNORR_SIZE  # 74
+ACT1_SIZE = ELLSWIFT_SIZE  # e, no payload
+ACT2_SIZE = ELLSWIFT_SIZE + (ELLSWIFT_SIZE + MAC_SIZE) + (SIGNATURE_MESSAGE_SIZE + MAC_SIZE)
+HEADER_CT_SIZE = HEADER_SIZE + MAC_SIZE
+MAX_CHUNK_CIPHERTEXT = MAX_MESSAGE_SIZE
+MAX_CHUNK_PLAINTEXT = MAX_CHUNK_CIPHERTEXT - MAC_SIZE
+CERT_LEEWAY = 10  # seconds of clock slack SRI allows on both ends of the window
 
 
 @dataclass(frozen=True)
@@ -224,9 +158,10 @@ class SignatureNoiseMessage:
         return _CERT_FIELDS.pack(self.version, self.valid_from, self.not_valid_after)
 
     def encode(self) -> bytes:
-        if len(self.signature) != 64:
+        if len(self.signature) != _SCHNORR_SIZE:
             raise EncodeError(
-                "SignatureNoiseMessage.signature", f"must be 64 bytes, got {len(self.signature)}"
+                "SignatureNoiseMessage.signature",
+                f"must be {_SCHNORR_SIZE} bytes, got {len(self.signature)}",
             )
         return self.signed_fields() + self.signature
 
@@ -237,13 +172,15 @@ class SignatureNoiseMessage:
                 f"SignatureNoiseMessage must be {SIGNATURE_MESSAGE_SIZE} bytes, got {len(data)}"
             )
         version, valid_from, not_valid_after = _CERT_FIELDS.unpack_from(data)
-        return cls(version, valid_from, not_valid_after, bytes(data[10:]))
+        return cls(version, valid_from, not_valid_after, bytes(data[_CERT_FIELDS.size :]))
 
     def digest(self, static_xonly: bytes) -> bytes:
         """The 32-byte BIP340 message: SHA256(first 10 bytes || static x-only key)."""
-        if len(static_xonly) != 32:
-            raise ValueError(f"static x-only key must be 32 bytes, got {len(static_xonly)}")
-        return _sha256(self.signed_fields() + static_xonly)
+        if len(static_xonly) != XONLY_SIZE:
+            raise ValueError(
+                f"static x-only key must be {XONLY_SIZE} bytes, got {len(static_xonly)}"
+            )
+        return hashlib.sha256(self.signed_fields() + static_xonly).digest()
 
     @classmethod
     def sign(
@@ -257,9 +194,9 @@ class SignatureNoiseMessage:
         version: int = 0,
     ) -> SignatureNoiseMessage:
         """Build and sign a certificate for ``static_xonly`` (``aux`` None: random)."""
-        if len(authority_secret) != 32:
+        if len(authority_secret) != SECRET_SIZE:
             # coincurve would silently left-pad a short secret.
-            raise ValueError(f"authority secret must be 32 bytes, got {len(authority_secret)}")
+            raise ValueError(f"authority secret must be {SECRET_SIZE} bytes, got {len(authority_secret)}")
         unsigned = cls(version, valid_from, not_valid_after, b"")
         digest = unsigned.digest(static_xonly)
         # BIP340 hashes the 32-byte message internally; it is not hashed again here.
@@ -280,8 +217,10 @@ class SignatureNoiseMessage:
         break a future certificate format).
         """
         # Length first: libsecp reads 32 bytes from whatever buffer it is given.
-        if len(authority_xonly) != 32:
-            raise KeyFormatError(f"authority key must be 32 bytes, got {len(authority_xonly)}")
+        if len(authority_xonly) != XONLY_SIZE:
+            raise KeyFormatError(
+                f"authority key must be {XONLY_SIZE} bytes, got {len(authority_xonly)}"
+            )
         try:
             key = PublicKeyXOnly(authority_xonly)
         except ValueError:
@@ -344,6 +283,9 @@ class NoiseTransport:
             raise EncodeError(
                 "frame", f"{size} bytes is shorter than the {HEADER_SIZE}-byte header"
             )
+        # msg_length, the U24 LE at bytes 3..5 of sv2.framing's header, read
+        # inline: this is the per-frame hot path and FrameHeader.decode would
+        # build an object only to read one field.
         declared = frame[3] | frame[4] << 8 | frame[5] << 16
         if declared != size - HEADER_SIZE:
             # The peer sizes its read from the header, so a mismatch would
@@ -387,15 +329,6 @@ class NoiseTransport:
         )
 
 
-def _check_act_length(data: bytes, expected: int, act: str) -> None:
-    if len(data) < expected:
-        raise HandshakeTruncated(f"{act} needs {expected} bytes, got {len(data)}")
-    if len(data) > expected:
-        # Not truncation, but just as fatal: the caller framed the stream wrongly
-        # or the peer speaks something else.
-        raise NoiseError(f"{act} must be exactly {expected} bytes, got {len(data)}")
-
-
 class NoiseInitiator:
     """Client side of the handshake: ``write_act1``, then ``read_act2``.
 
@@ -420,9 +353,9 @@ class NoiseInitiator:
         ephemeral_aux: bytes | None = None,
     ) -> None:
         if authority_pubkey is not None:
-            if len(authority_pubkey) != 32:
+            if len(authority_pubkey) != XONLY_SIZE:
                 raise KeyFormatError(
-                    f"authority public key must be 32 x-only bytes, got {len(authority_pubkey)}"
+                    f"authority public key must be {XONLY_SIZE} x-only bytes, got {len(authority_pubkey)}"
                 )
             try:
                 PublicKeyXOnly(authority_pubkey)
@@ -430,32 +363,26 @@ class NoiseInitiator:
                 raise KeyFormatError("authority public key is not a valid x coordinate") from None
         self.authority_pubkey = authority_pubkey
         self._now = now
-        self._e_secret = ephemeral_secret if ephemeral_secret is not None else generate_secret()
-        self._e_aux = ephemeral_aux
-        self._e_ell = b""
-        self._ss = SymmetricState()
-        self._stage = "start"  # start -> act1_sent -> done | failed
+        e_secret = ephemeral_secret if ephemeral_secret is not None else generate_secret()
+        self._hs = NXHandshake(
+            ELLSWIFT_DH, initiator=True, e=EllSwiftDH.keypair(e_secret, ephemeral_aux)
+        )
         self.remote_static_ellswift: bytes | None = None
         self.certificate: SignatureNoiseMessage | None = None
 
     @property
     def handshake_hash(self) -> bytes:
-        return self._ss.h
+        return self._hs.handshake_hash
 
     @property
     def chaining_key(self) -> bytes:
-        return self._ss.ck
+        return self._hs.chaining_key
 
     def write_act1(self) -> bytes:
         """The 64-byte first handshake message (our ephemeral key, unframed)."""
-        if self._stage != "start":
-            raise StateError(f"write_act1 in handshake stage {self._stage}")
-        self._e_ell = ellswift.create(self._e_secret, self._e_aux)
-        self._ss.mix_hash(self._e_ell)
-        # No key yet, so this is MixHash(b""); SRI, sv2-tp and ESP all do it.
-        self._ss.encrypt_and_hash(b"")
-        self._stage = "act1_sent"
-        return self._e_ell
+        # The empty payload is still EncryptAndHash'ed (a MixHash of nothing
+        # before any key): SRI, sv2-tp and ESP all do it.
+        return self._hs.write_message_1(b"")
 
     def read_act2(self, data: bytes) -> NoiseTransport:
         """Process the responder's 234-byte reply and return the transport ciphers.
@@ -464,26 +391,17 @@ class NoiseInitiator:
         a bad MAC, and ``AuthorityKeyMismatch`` / ``CertificateExpired`` when
         the certificate is rejected. Any failure leaves this object unusable.
         """
-        if self._stage != "act1_sent":
-            raise StateError(f"read_act2 in handshake stage {self._stage}")
-        self._stage = "failed"  # until we get to the end
-        _check_act_length(data, ACT2_SIZE, "handshake act 2")
-        ss = self._ss
-        re = bytes(data[:ELLSWIFT_SIZE])
-        ss.mix_hash(re)
-        ss.mix_key(ellswift.xdh(self._e_ell, re, self._e_secret, initiator=True))
-        rs = ss.decrypt_and_hash(bytes(data[ELLSWIFT_SIZE : 2 * ELLSWIFT_SIZE + MAC_SIZE]))
-        ss.mix_key(ellswift.xdh(self._e_ell, rs, self._e_secret, initiator=True))
-        cert = SignatureNoiseMessage.decode(
-            ss.decrypt_and_hash(bytes(data[2 * ELLSWIFT_SIZE + MAC_SIZE :]))
-        )
+        hs = self._hs
+        payload = hs.read_message_2(data, payload_size=SIGNATURE_MESSAGE_SIZE)
+        rs = hs.remote_static
+        assert rs is not None
+        cert = SignatureNoiseMessage.decode(payload)
         if self.authority_pubkey is not None:
             cert.verify(self.authority_pubkey, ellswift.decode_xonly(rs), int(self._now()))
         self.remote_static_ellswift = rs
         self.certificate = cert
-        send, recv = ss.split()
-        self._stage = "done"
-        return NoiseTransport(send, recv, ss.h)
+        send, recv = hs.transport_ciphers()
+        return NoiseTransport(send, recv, hs.handshake_hash)
 
 
 class NoiseResponder:
@@ -516,74 +434,62 @@ class NoiseResponder:
         # rather than in the middle of a client's handshake.
         self.authority_pubkey = xonly_from_secret(authority_secret)
         self._authority_secret = authority_secret
-        self._s_secret = static_secret if static_secret is not None else generate_secret()
-        self.static_pubkey = xonly_from_secret(self._s_secret)
+        s_secret = static_secret if static_secret is not None else generate_secret()
+        self.static_pubkey = xonly_from_secret(s_secret)
         if cert_validity < 0:
             raise ValueError(f"cert_validity must be >= 0, got {cert_validity}")
         self._cert_validity = cert_validity
         self._now = now
-        self._e_secret = ephemeral_secret if ephemeral_secret is not None else generate_secret()
-        self._e_aux = ephemeral_aux
-        self._s_aux = static_aux
+        e_secret = ephemeral_secret if ephemeral_secret is not None else generate_secret()
+        self._hs = NXHandshake(
+            ELLSWIFT_DH,
+            initiator=False,
+            e=EllSwiftDH.keypair(e_secret, ephemeral_aux),
+            s=EllSwiftDH.keypair(s_secret, static_aux),
+        )
         self._sig_aux = signature_aux
         self._valid_from = valid_from
         self._not_valid_after = not_valid_after
-        self._re = b""
-        self._ss = SymmetricState()
-        self._stage = "start"  # start -> act1_read -> done | failed
         self._transport: NoiseTransport | None = None
         self.certificate: SignatureNoiseMessage | None = None
 
     @property
     def handshake_hash(self) -> bytes:
-        return self._ss.h
+        return self._hs.handshake_hash
 
     @property
     def chaining_key(self) -> bytes:
-        return self._ss.ck
+        return self._hs.chaining_key
 
     def read_act1(self, data: bytes) -> None:
-        """Consume the initiator's 64-byte ephemeral key."""
-        if self._stage != "start":
-            raise StateError(f"read_act1 in handshake stage {self._stage}")
-        self._stage = "failed"
-        _check_act_length(data, ACT1_SIZE, "handshake act 1")
-        self._re = bytes(data)
-        self._ss.mix_hash(self._re)
-        # Mirror of the initiator's EncryptAndHash(b""): MixHash of nothing.
-        self._ss.decrypt_and_hash(b"")
-        self._stage = "act1_read"
+        """Consume the initiator's 64-byte ephemeral key (its payload must be empty)."""
+        self._hs.read_message_1(data, payload_size=0)
 
-    def write_act2(self) -> bytes:
-        """The 234-byte reply: ephemeral key, encrypted static key, encrypted certificate."""
-        if self._stage != "act1_read":
-            raise StateError(f"write_act2 in handshake stage {self._stage}")
-        self._stage = "failed"
-        ss = self._ss
-        e_ell = ellswift.create(self._e_secret, self._e_aux)
-        ss.mix_hash(e_ell)
-        ss.mix_key(ellswift.xdh(self._re, e_ell, self._e_secret, initiator=False))
-        s_ell = ellswift.create(self._s_secret, self._s_aux)
-        static_ct = ss.encrypt_and_hash(s_ell)
-        ss.mix_key(ellswift.xdh(self._re, s_ell, self._s_secret, initiator=False))
+    def _sign_certificate(self) -> SignatureNoiseMessage:
         valid_from = self._valid_from if self._valid_from is not None else int(self._now())
         not_valid_after = (
             self._not_valid_after
             if self._not_valid_after is not None
             else valid_from + self._cert_validity
         )
-        cert = SignatureNoiseMessage.sign(
+        return SignatureNoiseMessage.sign(
             self._authority_secret, self.static_pubkey, valid_from, not_valid_after, self._sig_aux
         )
-        cert_ct = ss.encrypt_and_hash(cert.encode())
-        recv, send = ss.split()  # k1 carries initiator->responder traffic
+
+    def write_act2(self) -> bytes:
+        """The 234-byte reply: ephemeral key, encrypted static key, encrypted certificate."""
+        if self._hs.complete or self._hs.remote_ephemeral is None:
+            # Checked here too so that a misplaced call does not sign a certificate first.
+            raise StateError("write_act2 before read_act1 or after write_act2")
+        cert = self._sign_certificate()
+        act2 = self._hs.write_message_2(cert.encode())
         self.certificate = cert
-        self._transport = NoiseTransport(send, recv, ss.h)
-        self._stage = "done"
-        return e_ell + static_ct + cert_ct
+        send, recv = self._hs.transport_ciphers()
+        self._transport = NoiseTransport(send, recv, self._hs.handshake_hash)
+        return act2
 
     def transport(self) -> NoiseTransport:
         """The transport ciphers; available once ``write_act2`` has run."""
         if self._transport is None:
-            raise StateError(f"transport() in handshake stage {self._stage}")
+            raise StateError("transport() before write_act2 completed")
         return self._transport

@@ -70,7 +70,8 @@ SRI_SV1_VERSION_MASK = 0x1FFFE000
 """The classic 16-bit ASIC mask the SRI translator offers in mining.configure."""
 
 _U32 = 0xFFFFFFFF
-_HEADER = struct.Struct("<I32s32sIII")
+_HASH_SIZE = 32  # a SHA256d hash or a U256 target on the wire
+_HEADER = struct.Struct(f"<I{_HASH_SIZE}s{_HASH_SIZE}sIII")
 _WORDS_BE = struct.Struct(">8I")
 _WORDS_LE = struct.Struct("<8I")
 _U128_MAX = 2**128 - 1
@@ -136,8 +137,8 @@ def header(
 
     Raises ``ValueError`` when a hash is not 32 bytes or an integer is not a U32.
     """
-    if len(prev_hash) != 32 or len(merkle_root) != 32:
-        raise ValueError("prev_hash and merkle_root must be 32 bytes")
+    if len(prev_hash) != _HASH_SIZE or len(merkle_root) != _HASH_SIZE:
+        raise ValueError(f"prev_hash and merkle_root must be {_HASH_SIZE} bytes")
     try:
         return _HEADER.pack(version, prev_hash, merkle_root, ntime, nbits, nonce)
     except struct.error as e:
@@ -215,13 +216,13 @@ def target_to_bytes(t: int) -> bytes:
     """SV2 U256 wire form of a target: 32 bytes little-endian."""
     if not 0 <= t <= MAX_TARGET:
         raise ValueError("target out of U256 range")
-    return t.to_bytes(32, "little")
+    return t.to_bytes(_HASH_SIZE, "little")
 
 
 def target_from_bytes(b: bytes) -> int:
     """Target from its 32-byte little-endian wire form."""
-    if len(b) != 32:
-        raise ValueError(f"a U256 target is 32 bytes, got {len(b)}")
+    if len(b) != _HASH_SIZE:
+        raise ValueError(f"a U256 target is {_HASH_SIZE} bytes, got {len(b)}")
     return int.from_bytes(b, "little")
 
 
@@ -278,8 +279,8 @@ def round_difficulty_pow2_down(d: float, threshold: float = 1.0) -> float:
 
 def sv1_prevhash_from_sv2(prev_hash32: bytes) -> str:
     """SV1 notify prevhash: header bytes with each 4-byte word byte-reversed, hex."""
-    if len(prev_hash32) != 32:
-        raise ValueError(f"prev_hash must be 32 bytes, got {len(prev_hash32)}")
+    if len(prev_hash32) != _HASH_SIZE:
+        raise ValueError(f"prev_hash must be {_HASH_SIZE} bytes, got {len(prev_hash32)}")
     return _WORDS_LE.pack(*_WORDS_BE.unpack(prev_hash32)).hex()
 
 
@@ -289,8 +290,8 @@ def sv2_prevhash_from_sv1(prevhash_hex: str) -> bytes:
         raw = bytes.fromhex(prevhash_hex)
     except ValueError:
         raise ValueError("prevhash is not hex") from None
-    if len(raw) != 32:
-        raise ValueError(f"prevhash must be 32 bytes, got {len(raw)}")
+    if len(raw) != _HASH_SIZE:
+        raise ValueError(f"prevhash must be {_HASH_SIZE} bytes, got {len(raw)}")
     return _WORDS_LE.pack(*_WORDS_BE.unpack(raw))
 
 

@@ -8,7 +8,8 @@ can turn any (extension_type, msg_type, payload) into a typed message or an
 from __future__ import annotations
 
 from sv2.messages.base import (
-    CHANNEL_BIT,
+    CHANNEL_MSG_BIT,
+    EXTENSION_TYPE_MAX,
     REGISTRY,
     AnyMessage,
     Message,
@@ -71,8 +72,9 @@ from sv2.messages.mining import (
 MESSAGE_CLASSES: tuple[type[Message], ...] = tuple(REGISTRY[k] for k in sorted(REGISTRY))
 
 __all__ = [
-    "CHANNEL_BIT",
+    "CHANNEL_MSG_BIT",
     "EXTENSION_NEGOTIATION",
+    "EXTENSION_TYPE_MAX",
     "EXTENSION_WORKER_HASHRATE",
     "MESSAGE_CLASSES",
     "PROTOCOL_JOB_DECLARATION",

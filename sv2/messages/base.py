@@ -35,8 +35,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 from sv2.codec import Bool, Codec, Reader
 from sv2.errors import EncodeError, ProtocolError
 
-CHANNEL_BIT = 0x8000
-EXTENSION_MASK = 0x7FFF
+# The message type space: extension ids are 15 bits, and bit 15 of the wire
+# extension_type flags a channel message (a core channel message starts
+# ``00 80``). Defined here, the lowest module that needs them; sv2.framing
+# imports them for the header.
+CHANNEL_MSG_BIT = 0x8000
+EXTENSION_TYPE_MAX = 0x7FFF  # also the mask that strips CHANNEL_MSG_BIT
 
 FieldSpec = tuple[tuple[str, Codec[Any]], ...]
 # One decoding step: either a merged struct (with the indices of BOOL items to
@@ -188,7 +192,7 @@ def message(cls: M) -> M:
 
 def message_class(extension_type: int, msg_type: int) -> type[Message] | None:
     """The class registered for this type (the channel bit is ignored), or None."""
-    return _REGISTRY.get((extension_type & EXTENSION_MASK, msg_type))
+    return _REGISTRY.get((extension_type & EXTENSION_TYPE_MAX, msg_type))
 
 
 def decode_message(
@@ -196,7 +200,7 @@ def decode_message(
     msg_type: int,
     payload: bytes | bytearray | memoryview,
     channel_msg: bool | None = None,
-) -> Message | UnknownMessage:
+) -> AnyMessage:
     """Decode a payload by its header fields.
 
     ``extension_type`` may include the channel bit (0x8000); lookups ignore it,
@@ -205,15 +209,15 @@ def decode_message(
     from bit 15 of ``extension_type``. A known type with a malformed payload
     raises ProtocolError.
     """
-    ext = extension_type & EXTENSION_MASK
+    ext = extension_type & EXTENSION_TYPE_MAX
     cls = _REGISTRY.get((ext, msg_type))
     if cls is None:
         if channel_msg is None:
-            channel_msg = bool(extension_type & CHANNEL_BIT)
+            channel_msg = bool(extension_type & CHANNEL_MSG_BIT)
         return UnknownMessage(ext, msg_type, channel_msg, bytes(payload))
     return cls.decode(payload)
 
 
-def message_name(msg: Message | UnknownMessage | type[Message]) -> str:
+def message_name(msg: AnyMessage | type[Message]) -> str:
     """Spec name for logs, e.g. ``OpenExtendedMiningChannel.Success``."""
     return msg.NAME

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import pytest
 
-from sv2.connection import Role, State, Sv2Connection
+from sv2.connection import AnyMessage, Role, State, Sv2Connection
 from sv2.errors import (
     AuthorityKeyMismatch,
     CertificateExpired,
     DecryptError,
     FrameTooLarge,
     HandshakeTruncated,
+    LocalProtocolError,
     ProtocolError,
     StateError,
 )
+from sv2.framing import HEADER_SIZE, MAX_MSG_LENGTH, FrameHeader, encode_frame
 from sv2.keys import generate_keypair
 from sv2.messages import (
     NewExtendedMiningJob,
@@ -24,8 +27,11 @@ from sv2.messages import (
     SubmitSharesExtended,
     SubmitSharesSuccess,
     UnknownMessage,
+    decode_message,
 )
-from sv2.noise import NoiseInitiator, NoiseResponder
+from sv2.noise import HEADER_CT_SIZE, NoiseInitiator, NoiseResponder, NoiseTransport
+from tests.conftest import load_vector
+from tests.sv2.conftest import connected_pair
 
 AUTH_SECRET, AUTH_XONLY = generate_keypair()
 
@@ -76,7 +82,7 @@ def test_messages_both_ways_split_at_every_byte() -> None:
     client, server = pair()
     handshake(client, server)
     wire = client.send(share(1)) + client.send(job(2, coinbase_len=65_535)) + client.send(share(3))
-    got = []
+    got: list[AnyMessage] = []
     for b in wire:  # one byte at a time: the worst fragmentation a socket can produce
         server.receive_data(bytes([b]))
         got.extend(server.messages())
@@ -102,6 +108,39 @@ def test_send_before_handshake_is_a_state_error() -> None:
     client, _ = pair()
     with pytest.raises(StateError, match="handshake"):
         client.send(share(1))
+
+
+def test_caller_misuse_is_local_and_not_a_protocol_error() -> None:
+    """A caller bug raises LocalProtocolError, which `except ProtocolError` does not catch."""
+    assert issubclass(StateError, LocalProtocolError)
+    assert not issubclass(StateError, ProtocolError)
+    assert not issubclass(LocalProtocolError, ProtocolError)
+    client, _ = pair()
+    caught_as_peer_error = False
+    with pytest.raises(StateError):
+        try:
+            client.send(share(1))  # before the handshake: our mistake
+        except ProtocolError:
+            caught_as_peer_error = True
+    assert not caught_as_peer_error
+    assert client.state is State.HANDSHAKE  # misuse does not tear the connection down
+
+
+def test_peer_fault_is_a_protocol_error_and_not_local() -> None:
+    """Bad bytes from the peer raise ProtocolError, never the local error class."""
+    client, server = pair()
+    handshake(client, server)
+    wire = bytearray(client.send(share(1)))
+    wire[0] ^= 0x01  # corrupt the header ciphertext in transit
+    server.receive_data(bytes(wire))
+    with pytest.raises(ProtocolError) as ei:
+        list(server.messages())
+    assert isinstance(ei.value, DecryptError)
+    assert not isinstance(ei.value, LocalProtocolError)
+    assert server.state is State.CLOSED
+    # Using the connection after that is the caller's mistake again.
+    with pytest.raises(StateError):
+        server.next_message()
 
 
 def test_wrong_authority_key_is_rejected() -> None:
@@ -191,8 +230,15 @@ def test_oversize_frame_rejected_before_buffering() -> None:
 def test_outgoing_oversize_refused() -> None:
     client, server = pair(max_payload=200)
     handshake(client, server)
-    with pytest.raises(FrameTooLarge):
-        client.send(job(1, coinbase_len=1000))
+    # Our own message over our own limit is our bug: a local error, which an
+    # `except ProtocolError` meant for a misbehaving peer must not swallow.
+    with pytest.raises(LocalProtocolError, match="exceeds 200"):
+        try:
+            client.send(job(1, coinbase_len=1000))
+        except ProtocolError:  # pragma: no cover - the failure this test guards against
+            pytest.fail("outgoing oversize was reported as the peer's fault")
+    assert client.state is State.TRANSPORT  # nothing was sent, the connection is intact
+    assert client.send(share(1))
 
 
 async def test_tcp_handshake_and_10000_messages_each_way() -> None:
@@ -262,3 +308,158 @@ def test_setup_connection_is_not_a_channel_message() -> None:
     )
     server.receive_data(client.send(msg))
     assert list(server.messages()) == [msg]
+
+
+# -- frame reassembly (re-homed from the removed plaintext FrameDecoder) ----------------------
+#
+# Sv2Connection is the project's only frame reassembler: it cuts the
+# encrypted stream into header and payload ciphertexts itself.
+
+VECTOR_FRAMES = [
+    bytes.fromhex(v["frame_hex"])
+    for v in load_vector("common_messages")["vectors"]
+    + load_vector("mining_messages_derived")["messages"]
+]
+
+
+def _decode_plain(frame: bytes) -> AnyMessage:
+    h = FrameHeader.decode(frame[:HEADER_SIZE])
+    return decode_message(h.extension_type, h.msg_type, frame[HEADER_SIZE:], h.channel_msg)
+
+
+VECTOR_MESSAGES = [_decode_plain(f) for f in VECTOR_FRAMES]
+
+
+def _wire(client: Sv2Connection, msgs: Sequence[AnyMessage]) -> bytes:
+    return b"".join(client.send(msg) for msg in msgs)
+
+
+def test_vector_frames_are_what_the_connection_sends() -> None:
+    client, server = connected_pair()
+    wire = _wire(client, VECTOR_MESSAGES)
+    server.receive_data(wire)
+    got = list(server.messages())
+    # Byte for byte: each received message re-encodes to its vector frame.
+    assert [encode_frame(msg) for msg in got] == VECTOR_FRAMES
+    assert server.next_message() is None
+    assert server.buffered == 0
+    server.eof()  # complete frames followed by EOF: no error
+
+
+def test_reassembly_byte_by_byte() -> None:
+    client, server = connected_pair()
+    got: list[AnyMessage] = []
+    for b in _wire(client, VECTOR_MESSAGES):
+        server.receive_data(bytes([b]))
+        while (msg := server.next_message()) is not None:
+            got.append(msg)
+    assert [encode_frame(msg) for msg in got] == VECTOR_FRAMES
+
+
+def test_reassembly_empty_payload_and_empty_feed() -> None:
+    client, server = connected_pair()
+    server.receive_data(b"")
+    assert server.next_message() is None
+    new_template = UnknownMessage(0, 0x71, False, b"")  # NewTemplate, zero-length payload
+    wire = client.send(new_template)
+    assert len(wire) == HEADER_CT_SIZE  # nothing follows the header
+    server.receive_data(wire)
+    msg = server.next_message()
+    assert isinstance(msg, UnknownMessage) and msg.msg_type == 0x71 and msg.payload == b""
+    assert server.buffered == 0
+
+
+def test_reassembly_accepts_bytearray_and_memoryview() -> None:
+    client, server = connected_pair()
+    wire = _wire(client, VECTOR_MESSAGES[:3])
+    server.receive_data(bytearray(wire[:10]))
+    server.receive_data(memoryview(wire)[10:])
+    assert list(server.messages()) == VECTOR_MESSAGES[:3]
+
+
+def test_oversize_header_alone_is_refused_and_the_connection_stays_closed() -> None:
+    client, server = connected_pair(max_payload=100)
+    wire = client.send(UnknownMessage(0, 0x70, False, bytes(101)))
+    server.receive_data(wire[:HEADER_CT_SIZE])  # no payload byte sent at all
+    with pytest.raises(FrameTooLarge, match="101"):
+        server.next_message()
+    assert server.state is State.CLOSED and server.buffered == 0
+    with pytest.raises(StateError):
+        server.receive_data(b"\x00")
+    assert issubclass(FrameTooLarge, ProtocolError)
+
+
+def test_oversize_after_good_frames_keeps_them() -> None:
+    client, server = connected_pair(max_payload=1000, client_max_payload=MAX_MSG_LENGTH)
+    good = [share(1), share(2)]
+    wire = _wire(client, good)
+    huge = client.send(UnknownMessage(0, 0x70, True, bytes(MAX_MSG_LENGTH)))  # 16 MiB - 1
+    server.receive_data(wire + huge[: HEADER_CT_SIZE + 500])
+    it = server.messages()
+    assert [next(it), next(it)] == good
+    with pytest.raises(FrameTooLarge):
+        next(it)
+
+
+def test_exact_max_payload_is_accepted() -> None:
+    client, server = connected_pair(max_payload=10)
+    msg = UnknownMessage(0, 0x70, False, bytes(10))
+    server.receive_data(client.send(msg))
+    assert server.next_message() == msg
+
+
+def test_largest_legal_length_waits_then_eof_is_truncation() -> None:
+    client, server = connected_pair(MAX_MSG_LENGTH, client_max_payload=MAX_MSG_LENGTH)
+    wire = client.send(UnknownMessage(0, 0x70, True, bytes(MAX_MSG_LENGTH)))
+    server.receive_data(wire[:HEADER_CT_SIZE])
+    assert server.next_message() is None  # header accepted, payload awaited
+    assert server.buffered == 0
+    with pytest.raises(ProtocolError, match="inside a frame"):
+        server.eof()
+
+
+def test_receive_buffer_is_bounded() -> None:
+    limit = 300
+    client, server = connected_pair(max_payload=limit)
+    msgs = [msg for msg, f in zip(VECTOR_MESSAGES, VECTOR_FRAMES, strict=True) if len(f) - HEADER_SIZE <= limit]
+    stream = _wire(client, msgs * 3)
+    bound = max(HEADER_CT_SIZE, NoiseTransport.encrypted_payload_length(limit))
+    got: list[AnyMessage] = []
+    for i in range(0, len(stream), 7):
+        server.receive_data(stream[i : i + 7])
+        got.extend(server.messages())
+        # Drained after every read, at most one incomplete frame is held.
+        assert server.buffered < bound
+    assert got == msgs * 3
+
+
+def test_truncated_stream_in_header() -> None:
+    client, server = connected_pair()
+    wire = client.send(share(1)) + client.send(share(2))[:3]
+    server.receive_data(wire)
+    assert server.next_message() == share(1)
+    assert server.next_message() is None
+    with pytest.raises(ProtocolError, match="inside a frame"):
+        server.eof()
+    with pytest.raises(StateError):
+        server.receive_data(b"\x00")
+
+
+@pytest.mark.parametrize("max_payload", [-1, MAX_MSG_LENGTH + 1])
+def test_max_payload_argument(max_payload: int) -> None:
+    with pytest.raises(ValueError, match="max_payload"):
+        Sv2Connection(NoiseInitiator(AUTH_XONLY), max_payload=max_payload)
+    Sv2Connection(NoiseInitiator(AUTH_XONLY), max_payload=0)
+
+
+def test_closing_while_iterating_ends_the_iteration() -> None:
+    client, server = connected_pair()
+    server.receive_data(_wire(client, [share(1), share(2), share(3)]))
+    got: list[AnyMessage] = []
+    for msg in server.messages():
+        got.append(msg)
+        server.close()  # e.g. the pool closed our only channel
+    assert got == [share(1)]
+    # Starting a new iteration on the closed connection is misuse.
+    with pytest.raises(StateError):
+        list(server.messages())

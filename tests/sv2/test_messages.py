@@ -9,7 +9,7 @@ import pytest
 
 from sv2 import messages as m
 from sv2.errors import EncodeError, ProtocolError
-from sv2.framing import FrameDecoder, encode_frame
+from sv2.framing import HEADER_SIZE, FrameHeader, encode_frame
 from tests.conftest import load_vector
 
 COMMON = load_vector("common_messages")["vectors"]
@@ -67,12 +67,12 @@ def test_vector_decode(v: dict[str, Any]) -> None:
     assert m.decode_message(ext, v["msg_type"], payload) == expected
     assert m.decode_message(0, v["msg_type"], payload) == expected
     # and from the complete frame
-    dec = FrameDecoder()
-    dec.feed(bytes.fromhex(v["frame_hex"]))
-    frames = list(dec)
-    assert len(frames) == 1
-    assert frames[0].header.channel_msg is v["channel_msg"]
-    assert frames[0].decode_message() == expected
+    frame = bytes.fromhex(v["frame_hex"])
+    header = FrameHeader.decode(frame[:HEADER_SIZE])
+    assert header.msg_length == len(frame) - HEADER_SIZE
+    assert header.channel_msg is v["channel_msg"]
+    body = frame[HEADER_SIZE:]
+    assert m.decode_message(header.extension_type, header.msg_type, body, header.channel_msg) == expected
 
 
 @pytest.mark.parametrize("v", ALL_VECTORS, ids=lambda v: v["name"])

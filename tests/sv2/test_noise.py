@@ -74,7 +74,7 @@ def frame(msg_type: int, payload: bytes, ext: int = 0) -> bytes:
 def test_protocol_name_and_initial_state() -> None:
     assert PROTOCOL_NAME.decode("ascii") == PRIM["protocol_name_ascii"]
     assert len(PROTOCOL_NAME) == PRIM["protocol_name_len"]
-    ss = SymmetricState()
+    ss = SymmetricState(PROTOCOL_NAME)
     assert ss.ck.hex() == PRIM["initial_ck_hex"]
     assert ss.h.hex() == PRIM["initial_h_hex"]
     assert hashlib.sha256(ss.ck).hexdigest() == PRIM["initial_h_hex"]
@@ -365,7 +365,7 @@ def test_vector_state_trace_step_by_step() -> None:
     assert es.hex() == HS["ecdh"]["es_hex"]
 
     cert_plain = H(HS["certificate"]["signature_noise_message_hex (74 bytes)"])
-    ss = SymmetricState()
+    ss = SymmetricState(PROTOCOL_NAME)
     states = [(ss.h, ss.ck)]
     ss.mix_hash(ie)
     states.append((ss.h, ss.ck))
@@ -734,10 +734,14 @@ def test_encrypt_frame_rejects_inconsistent_frames() -> None:
 def test_nonce_exhaustion() -> None:
     cs = CipherState(b"\x01" * 32)
     cs.n = (1 << 64) - 1
-    with pytest.raises(NoiseError, match="exhausted"):
+    # Sending past the last nonce is our side's limit (a local state error);
+    # receiving past it means the peer sent one message too many.
+    with pytest.raises(StateError, match="exhausted"):
         cs.encrypt_with_ad(None, b"x")
+    assert not issubclass(StateError, ProtocolError)
     with pytest.raises(NoiseError, match="exhausted"):
         cs.decrypt_with_ad(None, b"x" * 17)
+    assert cs.n == (1 << 64) - 1
 
 
 # --------------------------------------------------------------------------

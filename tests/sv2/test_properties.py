@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 
 from sv2 import codec as c
 from sv2 import messages as m
+from sv2.connection import State
 from sv2.errors import ProtocolError
-from sv2.framing import HEADER_SIZE, FrameDecoder, FrameHeader, encode_frame
+from sv2.framing import HEADER_SIZE, FrameHeader, encode_frame
+from sv2.noise import HEADER_CT_SIZE, NoiseTransport
+from tests.sv2.conftest import connected_pair
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -166,23 +169,29 @@ def test_decode_message_mutated_valid_bytes(cls: type[m.Message], data: st.DataO
         pass
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(min_size=HEADER_SIZE, max_size=HEADER_SIZE))
+def test_any_six_bytes_are_a_header_that_round_trips(raw: bytes) -> None:
+    header = FrameHeader.decode(raw)
+    assert header.encode() == raw
+    assert 0 <= header.extension_type <= m.EXTENSION_TYPE_MAX
+
+
+@settings(max_examples=60, deadline=None)
 @given(raw=st.binary(max_size=400), max_payload=st.integers(0, 200), chunk=st.integers(1, 64))
-def test_frame_decoder_random_bytes(raw: bytes, max_payload: int, chunk: int) -> None:
-    dec = FrameDecoder(max_payload=max_payload)
+def test_connection_random_bytes(raw: bytes, max_payload: int, chunk: int) -> None:
+    """Arbitrary bytes after the handshake: only ProtocolError, and a bounded buffer."""
+    _, server = connected_pair(max_payload=max_payload)
+    bound = max(HEADER_CT_SIZE, NoiseTransport.encrypted_payload_length(max_payload))
     try:
         for i in range(0, len(raw), chunk):
-            dec.feed(raw[i : i + chunk])
-            assert dec.buffered <= max(HEADER_SIZE, max_payload)
-            for frame in dec:
-                assert len(frame.payload) == frame.header.msg_length <= max_payload
-                try:
-                    frame.decode_message()
-                except ProtocolError:
-                    pass
-        dec.eof()
+            server.receive_data(raw[i : i + chunk])
+            for msg in server.messages():
+                assert len(msg.encode()) <= max_payload
+            assert server.buffered < bound
+        server.eof()
     except ProtocolError:
-        pass
+        assert server.state is State.CLOSED
 
 
 @settings(max_examples=100, deadline=None)
@@ -203,15 +212,16 @@ def test_decode_message_any_type(raw: bytes, ext: int, mt: int) -> None:
 @given(msgs=st.lists(ANY_MESSAGE, min_size=1, max_size=6), data=st.data())
 def test_split_frames_reassemble(msgs: list[m.Message], data: st.DataObject) -> None:
     frames = [encode_frame(msg) for msg in msgs]
-    stream = b"".join(frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
-    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
-    assert b"".join(pieces) == stream
-    dec = FrameDecoder()
-    got = []
+    # The frames go through the real reassembler: an encrypted Sv2Connection.
+    client, server = connected_pair()
+    wire = b"".join(client.send(msg) for msg in msgs)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=12)))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    assert b"".join(pieces) == wire
+    got: list[m.AnyMessage] = []
     for piece in pieces:
-        dec.feed(piece)
-        got.extend(dec)
-    dec.eof()
-    assert [f.encode() for f in got] == frames
-    assert [f.decode_message() for f in got] == msgs
+        server.receive_data(piece)
+        got.extend(server.messages())
+    server.eof()
+    assert [encode_frame(msg) for msg in got] == frames
+    assert got == msgs
