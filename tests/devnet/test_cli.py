@@ -50,16 +50,16 @@ def test_devnet_commands_are_installed_entry_points() -> None:
     assert {"pool", "demo", "miner"} <= commands.keys(), (
         "devnet's tproxy.commands entry points are missing: reinstall (pip install -e .)"
     )
-    assert "run" not in commands and "keygen" not in commands
+    assert "run" not in commands and "keygen" not in commands and "check-config" not in commands
 
 
 def test_console_script_lists_the_plugin_commands(tmp_path: Path) -> None:
     assert CONSOLE_SCRIPT.is_file(), f"console script not installed at {CONSOLE_SCRIPT}"
     r = subprocess.run([str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    listed = re.search(r"\{(run,[a-z,]+)\}", r.stdout)
+    listed = re.search(r"\{(run,[a-z,-]+)\}", r.stdout)
     assert listed is not None, r.stdout
-    assert set(listed.group(1).split(",")) == {"run", "keygen", "pool", "demo", "miner"}
+    assert set(listed.group(1).split(",")) == {"run", "check-config", "keygen", "pool", "demo", "miner"}
 
 
 @pytest.mark.parametrize(
