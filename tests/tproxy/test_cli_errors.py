@@ -80,7 +80,7 @@ def config_text(tmp_path: Path, **overrides: dict[str, str]) -> str:
     return text
 
 
-def write_config(tmp_path: Path, text: str | None = None, **overrides: dict[str, str]) -> Path:
+def write_config(tmp_path: Path, text: str | None = None, /, **overrides: dict[str, str]) -> Path:
     p = tmp_path / "tproxy.toml"
     p.write_text(text if text is not None else config_text(tmp_path, **overrides))
     return p
@@ -127,7 +127,7 @@ def error_line(r: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def run_error(tmp_path: Path, cfg: Path | None = None, **env: str) -> str:
+def run_error(tmp_path: Path, cfg: Path | None = None, /, **env: str) -> str:
     return error_line(tproxy("run", "--config", str(cfg or write_config(tmp_path)), cwd=tmp_path, env=clean_env(**env)))
 
 
