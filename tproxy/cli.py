@@ -79,19 +79,19 @@ def _global_flags() -> argparse.ArgumentParser:
     SUPPRESS as default: a subcommand's parser that does not see the flag
     leaves the value given before the subcommand alone.
     """
+    from tproxy.startup import tproxy_version
+
     g = argparse.ArgumentParser(add_help=False)
     g.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help="overrides log_level of the config")
+    g.add_argument("--version", action="version", version=f"tproxy {tproxy_version()}")
     return g
 
 
 def build_parser(plugins: dict[str, Command] | None = None) -> argparse.ArgumentParser:
-    from tproxy.startup import tproxy_version
-
     common = _global_flags()
     p = argparse.ArgumentParser(
         prog="tproxy", description="Stratum V2 translator proxy (SV1 miners -> SV2 pool)", parents=[common]
     )
-    p.add_argument("--version", action="version", version=f"tproxy {tproxy_version()}")
     sub = p.add_subparsers(dest="command")
 
     run = sub.add_parser("run", help="run the proxy", parents=[common])
@@ -101,6 +101,7 @@ def build_parser(plugins: dict[str, Command] | None = None) -> argparse.Argument
         "check-config", help="print the effective configuration (secrets masked) or the error", parents=[common]
     )
     check.add_argument("file", nargs="?", default=None, help="TOML config file (default: environment only)")
+    check.add_argument("--config", "-c", dest="config", default=None, help="the same, as tproxy run takes it")
 
     sub.add_parser("keygen", help="print a new authority key pair", parents=[common])
     for name, command in (plugins if plugins is not None else plugin_commands()).items():
@@ -133,7 +134,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from tproxy.config import load_settings, masked_dict, to_toml
     from tproxy.startup import check_spool_dir
 
-    settings = load_settings(args.file)
+    if args.file is not None and args.config is not None and args.file != args.config:
+        raise ConfigError(f"two config files given: {args.file} and --config {args.config}")
+    settings = load_settings(args.file if args.file is not None else args.config)
     check_spool_dir(settings.clickhouse)
     print(to_toml(masked_dict(settings)), end="")
     return 0

@@ -218,8 +218,9 @@ def test_unusable_spool_dir(tmp_path: Path, kind: str) -> None:
 # ------------------------------------------------------------------ flags and commands
 
 
-def test_version(tmp_path: Path) -> None:
-    r = tproxy("--version", cwd=tmp_path)
+@pytest.mark.parametrize("argv", [["--version"], ["run", "--version"], ["check-config", "--version"]])
+def test_version(tmp_path: Path, argv: list[str]) -> None:
+    r = tproxy(*argv, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"tproxy {version('tproxy')}"
 
@@ -243,6 +244,8 @@ def test_flag_after_the_subcommand_on_the_command_line(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     r = tproxy("check-config", str(cfg), "--log-level", "debug", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    r = tproxy("check-config", "--config", str(cfg), "--log-level", "debug", cwd=tmp_path)
+    assert r.returncode == 0 and tomllib.loads(r.stdout)["upstreams"], r.stderr
     r = tproxy("keygen", "--log-level", "warning", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("authority_pubkey = "), r.stderr
 
