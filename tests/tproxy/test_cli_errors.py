@@ -144,11 +144,18 @@ def test_monitoring_port_in_use(tmp_path: Path, busy_port: int) -> None:
     assert f"monitoring.port {busy_port}: address already in use" in line
 
 
-@pytest.mark.parametrize("section", ["downstream", "monitoring"])
-def test_listen_address_that_does_not_resolve(tmp_path: Path, section: str) -> None:
-    cfg = write_config(tmp_path, **{section: {"address": '"nonexistent.invalid"'}})
+@pytest.mark.parametrize(
+    ("section", "address", "error"),
+    [
+        ("downstream", "nonexistent.invalid", "does not resolve"),
+        ("monitoring", "nonexistent.invalid", "does not resolve"),
+        ("monitoring", "192.0.2.1", "not an address of this host"),  # TEST-NET-1: nobody's
+    ],
+)
+def test_listen_address_that_cannot_be_used(tmp_path: Path, section: str, address: str, error: str) -> None:
+    cfg = write_config(tmp_path, **{section: {"address": f'"{address}"'}})
     line = run_error(tmp_path, cfg)
-    assert f"{section}.address 'nonexistent.invalid': does not resolve" in line
+    assert f"{section}.address '{address}': {error}" in line
 
 
 # ------------------------------------------------------------------ configuration values
