@@ -195,6 +195,18 @@ def test_bad_value_from_the_environment_names_the_variable(tmp_path: Path) -> No
     assert "downstream.port (from TPROXY__DOWNSTREAM__PORT): " in line
 
 
+@pytest.mark.parametrize(("where", "key"), [("top", "bogus"), ("proxy", "proxy.bogus"), ("upstreams", "upstreams[0].bogus")])
+def test_unknown_key_in_the_file(tmp_path: Path, where: str, key: str) -> None:
+    text = config_text(tmp_path)
+    if where == "top":
+        text = "bogus = 1\n" + text
+    elif where == "upstreams":
+        text = text.replace("[[upstreams]]\n", "[[upstreams]]\nbogus = 1\n")
+    else:
+        text += "\n[proxy]\nbogus = 1\n"
+    assert run_error(tmp_path, write_config(tmp_path, text)).endswith(f": {key}: Extra inputs are not permitted")
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     assert run_error(tmp_path, missing).endswith(f"config file not found: {missing}")
