@@ -1,7 +1,11 @@
-"""Command line entry point: ``tproxy run | keygen | import-sri`` plus plugin commands.
+"""Command line entry point: ``tproxy run | check-config | keygen | import-sri`` plus plugin commands.
 
 Owns argument parsing, logging set-up, and turning configuration errors into
-one readable line and exit code 2 (never a traceback).
+one readable line and exit code 2 (never a traceback): a bad or unknown key
+in the file or the environment, an unreadable config file, an unusable spool
+directory, a listener that cannot bind. Global flags (``--log-level``) are
+accepted before or after the subcommand; ``--version`` prints the version; a
+bare ``tproxy`` prints the usage and exits 2.
 
 Commands other than ``run`` and ``keygen`` come from installed plugins: every
 entry point of the ``tproxy.commands`` group names an object following
@@ -22,7 +26,8 @@ from typing import Protocol
 from tproxy.errors import ConfigError
 
 COMMAND_GROUP = "tproxy.commands"
-BUILTIN_COMMANDS = ("run", "keygen", "import-sri")
+BUILTIN_COMMANDS = ("run", "check-config", "keygen", "import-sri")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class Command(Protocol):
@@ -68,30 +73,57 @@ def plugin_commands() -> dict[str, Command]:
     return found
 
 
+def _global_flags() -> argparse.ArgumentParser:
+    """Flags valid before and after the subcommand.
+
+    SUPPRESS as default: a subcommand's parser that does not see the flag
+    leaves the value given before the subcommand alone.
+    """
+    from tproxy.startup import tproxy_version
+
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS, help="overrides log_level of the config")
+    g.add_argument("--version", action="version", version=f"tproxy {tproxy_version()}")
+    return g
+
+
 def build_parser(plugins: dict[str, Command] | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tproxy", description="Stratum V2 translator proxy (SV1 miners -> SV2 pool)")
-    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    common = _global_flags()
+    p = argparse.ArgumentParser(
+        prog="tproxy", description="Stratum V2 translator proxy (SV1 miners -> SV2 pool)", parents=[common]
+    )
     sub = p.add_subparsers(dest="command")
 
-    run = sub.add_parser("run", help="run the proxy")
+    run = sub.add_parser("run", help="run the proxy", parents=[common])
     run.add_argument("--config", "-c", help="TOML config file (every key can be overridden as TPROXY__SECTION__KEY)")
 
-    sub.add_parser("keygen", help="print a new authority key pair")
-    for name, command in (plugin_commands() if plugins is None else plugins).items():
-        command.add_arguments(sub.add_parser(name, help=command.help))
+    check = sub.add_parser(
+        "check-config", help="print the effective configuration (secrets masked) or the error", parents=[common]
+    )
+    check.add_argument("file", nargs="?", default=None, help="TOML config file (default: environment only)")
+    check.add_argument("--config", "-c", dest="config", default=None, help="the same, as tproxy run takes it")
 
-    sri = sub.add_parser("import-sri", help="convert an SRI translator config (TOML) into a tproxy config")
+    sub.add_parser("keygen", help="print a new authority key pair", parents=[common])
+    for name, command in (plugins if plugins is not None else plugin_commands()).items():
+        command.add_arguments(sub.add_parser(name, help=command.help, parents=[common]))
+
+    sri = sub.add_parser(
+        "import-sri", help="convert an SRI translator config (TOML) into a tproxy config", parents=[common]
+    )
     sri.add_argument("file", help="the SRI translator_sv2 config file")
     sri.add_argument("-o", "--output", default=None, help="write the tproxy config here (default: stdout)")
     return p
 
 
+def _log_level(args: argparse.Namespace, default: str) -> str:
+    level: str | None = getattr(args, "log_level", None)
+    return level or default
+
+
 def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from tproxy.startup import LOG_FORMAT
+
+    logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT, stream=sys.stderr)
 
 
 def cmd_keygen() -> int:
@@ -103,13 +135,37 @@ def cmd_keygen() -> int:
     return 0
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Print the effective configuration as TOML, every secret as ``***``."""
+    from tproxy.config import load_settings, masked_dict, to_toml
+    from tproxy.startup import check_spool_dir
+
+    if args.file is not None and args.config is not None and args.file != args.config:
+        raise ConfigError(f"two config files given: {args.file} and --config {args.config}")
+    settings = load_settings(args.file if args.file is not None else args.config)
+    check_spool_dir(settings.clickhouse)
+    print(to_toml(masked_dict(settings)), end="")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tproxy.config import load_settings
     from tproxy.runtime import run_until_signalled
+    from tproxy.startup import check_spool_dir, discard_logs, hold_logs, release_logs
 
     settings = load_settings(args.config)
-    _logging(args.log_level or settings.log_level)
-    asyncio.run(run_until_signalled(settings))
+    check_spool_dir(settings.clickhouse)
+    # Held until the proxy has started: a start that fails on a configuration
+    # error (a port in use) then prints the error line alone.
+    hold_logs(_log_level(args, settings.log_level))
+    try:
+        asyncio.run(run_until_signalled(settings))
+    except ConfigError:
+        discard_logs()
+        raise
+    except BaseException:
+        release_logs()  # an unexpected failure: everything logged leads up to its traceback
+        raise
     return 0
 
 
@@ -126,17 +182,20 @@ def main(argv: list[str] | None = None) -> int:
             from tproxy.sri_import import run as import_sri
 
             return import_sri(args.file, args.output)
+        if args.command == "check-config":
+            return cmd_check_config(args)
         command = plugins.get(args.command or "")
         if command is not None:
-            _logging(args.log_level or command.log_level)
+            _logging(_log_level(args, command.log_level))
             return command.run(args)
     except ConfigError as e:
-        print(f"tproxy: configuration error: {e}", file=sys.stderr)
+        print(f"tproxy: configuration error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    parser.print_help()
-    return 0
+    parser.print_usage(sys.stderr)
+    print("tproxy: a command is required (tproxy --help lists them)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -3,29 +3,38 @@
 Every key can be overridden as ``TPROXY__SECTION__KEY`` (for example
 ``TPROXY__DOWNSTREAM__PORT=3333``). Environment beats the file, the file beats
 the defaults. A bad value fails at start with a ``ConfigError`` whose message
-names the key (``downstream.port: ...``). Secrets are ``SecretStr`` and never
-appear in ``repr`` or logs.
+names the key (``downstream.port: ...``), or the environment variable it came
+from. An environment variable under ``TPROXY__`` that names no setting, or
+holds malformed JSON for a list or section, is an error naming the variable
+(pydantic-settings alone would ignore the first and blame the TOML file for
+the second). Secrets are ``SecretStr`` and never appear in ``repr``, logs or
+``tproxy check-config`` output (``masked_dict`` / ``to_toml``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import types
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
 from sv2.errors import KeyFormatError
 from sv2.keys import decode_public_key
 from tproxy.errors import ConfigError
-from tproxy.shares.settings import ClickHouseSettings
+from tproxy.shares.settings import ClickHouseSettings, redact_url
 
 ENV_PREFIX = "TPROXY__"
 
@@ -139,6 +148,7 @@ class MonitoringSettings(BaseModel):
     address: str = "127.0.0.1"
     port: int = Field(default=9092, ge=0, le=65535)
     token: SecretStr | None = None
+    """Bearer token for /api/* and /metrics; unset = no authentication (never empty)."""
     refresh_interval_s: float = Field(default=5.0, gt=0)
     worker_stats_interval_s: float = Field(default=30.0, gt=0)
     max_share_log_lag_s: float = Field(default=120.0, gt=0)
@@ -166,6 +176,19 @@ class MonitoringSettings(BaseModel):
     )
     """Use the SRI gauge names (``*_total``) instead of the default ones; docs/NAMES.md."""
 
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, v: SecretStr | None) -> SecretStr | None:
+        # The messages never quote the value: it is a secret.
+        if v is None:
+            return v
+        token = v.get_secret_value()
+        if not token:
+            raise ValueError("must not be empty (leave it out to serve without authentication)")
+        if not all("!" <= c <= "~" for c in token):
+            raise ValueError("may only hold printable ASCII without spaces (it travels in an HTTP header)")
+        return v
+
 
 class Settings(BaseSettings):
     """The whole proxy configuration."""
@@ -178,6 +201,9 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    status_interval_s: float = Field(default=300.0, ge=0)
+    """``tproxy run`` logs a one-line status (miners, hashrate, shares, share-log backlog)
+    this often; 0 turns it off."""
     upstreams: list[UpstreamSettings] = Field(min_length=1)
     downstream: DownstreamSettings = Field(default_factory=DownstreamSettings)
     difficulty: DifficultySettings = Field(default_factory=DifficultySettings)
@@ -218,31 +244,179 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
-def format_validation_error(e: ValidationError) -> str:
+def format_validation_error(e: ValidationError, env_vars: Mapping[tuple[str, ...], str] | None = None) -> str:
+    """One line naming every bad key (and the environment variable that set it, if one did)."""
     lines = []
     for err in e.errors():
-        key = _format_loc(tuple(err.get("loc", ())))
-        msg = err.get("msg", "invalid value")
-        lines.append(f"{key}: {msg}")
-    return "; ".join(lines)
+        loc = tuple(err.get("loc", ()))
+        key = _format_loc(loc)
+        source = _env_source(loc, env_vars or {})
+        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+        lines.append(f"{key} (from {source}): {msg}" if source else f"{key}: {msg}")
+    return "; ".join(lines).replace("\n", " ")
+
+
+def _env_source(loc: tuple[int | str, ...], env_vars: Mapping[tuple[str, ...], str]) -> str | None:
+    """The variable that set ``loc`` or the list/section holding it (the longest match)."""
+    path: list[str] = []
+    found = None
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        path.append(part.lower())
+        found = env_vars.get(tuple(path), found)
+    return found
+
+
+# ------------------------------------------------------------------ environment
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model class of a field annotation (``X`` or ``X | None``), else None."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        models = [m for a in get_args(annotation) if (m := _model_of(a)) is not None]
+        return models[0] if len(models) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _is_json_field(annotation: Any) -> bool:
+    """pydantic-settings parses the environment value of these fields as JSON."""
+    if _model_of(annotation) is not None:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_json_field(a) for a in get_args(annotation) if a is not type(None))
+    return get_origin(annotation) in (list, dict, tuple, set, frozenset)
+
+
+def _env_field(path: list[str]) -> Any | None:
+    """The annotation of the setting at ``path`` (lower-case names), or None if there is none."""
+    model: type[BaseModel] | None = Settings
+    annotation: Any = None
+    for part in path:
+        if model is None or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = _model_of(annotation)
+    return annotation
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> dict[tuple[str, ...], str]:
+    """Validate every ``TPROXY__*`` variable; return {setting path: variable name}.
+
+    Raises ``ConfigError`` naming the first variable that names no setting or
+    holds malformed JSON where a list or section is expected. Names are
+    matched case-insensitively, as pydantic-settings reads them.
+    """
+    found: dict[tuple[str, ...], str] = {}
+    env = os.environ if environ is None else environ
+    for name in sorted(env):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        annotation = _env_field(path) if all(path) else None
+        if annotation is None:
+            raise ConfigError(f"environment variable {name}: no such setting ({'.'.join(path) or 'empty name'})")
+        if _is_json_field(annotation):
+            try:
+                json.loads(env[name])
+            except ValueError as e:
+                msg = getattr(e, "msg", str(e))
+                raise ConfigError(f"environment variable {name}: not valid JSON ({msg})") from None
+        found[tuple(path)] = name
+    return found
+
+
+# ------------------------------------------------------------------ loading
+
+
+def _check_file(path: Path) -> None:
+    """A config file that cannot be read is one line naming it (not a pydantic-settings traceback)."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path}: is a directory")
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror or e}") from None
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load settings from an optional TOML file, the environment and ``overrides``.
 
-    Raises ``ConfigError`` naming every bad key.
+    Raises ``ConfigError`` naming every bad key (and the environment variable
+    that set it), an unknown ``TPROXY__*`` variable, or an unreadable file.
     """
     toml_path: Path | None = None
     if path is not None:
         toml_path = Path(path)
-        if not toml_path.is_file():
-            raise ConfigError(f"config file not found: {toml_path}")
+        _check_file(toml_path)
+    env_vars = check_environment()
     _CURRENT_TOML["path"] = toml_path
     try:
         return Settings(**overrides)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e)) from None
+        raise ConfigError(format_validation_error(e, env_vars)) from None
+    except SettingsError as e:  # a source failed to parse; the JSON pre-check makes this rare
+        raise ConfigError(f"environment: {e}") from None
     except ValueError as e:  # TOML syntax errors surface as ValueError subclasses
-        raise ConfigError(f"{toml_path}: {e}") from None
+        raise ConfigError(f"{toml_path}: {e}".replace("\n", " ")) from None
     finally:
         _CURRENT_TOML["path"] = None
+
+
+# ------------------------------------------------------------------ display
+
+MASK = "***"
+
+
+def masked_dict(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, every ``SecretStr`` shown as ``***``."""
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, SecretStr):
+            return MASK
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        return v
+
+    out: dict[str, Any] = walk(settings.model_dump(mode="python"))
+    # Credentials are moved out of the URL at validation; redact again in case a form slips through.
+    out["clickhouse"]["url"] = redact_url(settings.clickhouse.url)
+    return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return ("inf" if v > 0 else "-inf") if math.isinf(v) else "nan" if math.isnan(v) else repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def _toml_table(d: Mapping[str, Any]) -> list[str]:
+    """The scalar keys of a table; unset (None) keys as comments, TOML having no null."""
+    return [
+        f"# {k} is not set" if v is None else f"{k} = {_toml_value(v)}"
+        for k, v in d.items()
+        if not isinstance(v, dict) and not (isinstance(v, list) and v and isinstance(v[0], dict))
+    ]
+
+
+def to_toml(d: Mapping[str, Any]) -> str:
+    """``d`` (two levels: sections and arrays of tables, as ``masked_dict`` gives) as TOML."""
+    lines = _toml_table(d)
+    for k, v in d.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines += ["", f"[[{k}]]", *_toml_table(item)]
+        elif isinstance(v, dict):
+            lines += ["", f"[{k}]", *_toml_table(v)]
+    return "\n".join(lines) + "\n"

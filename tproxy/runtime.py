@@ -1,8 +1,10 @@
 """The running proxy: builds every component from ``Settings`` and owns their lifetimes.
 
 Start order: share log (migrations, spool replay), bridge, SV1 listener,
-upstream supervisor, monitoring. Stop order is the reverse, and the share
-log is closed last so that every share the miners sent is flushed or spooled.
+monitoring, upstream supervisor (every listener is bound before the proxy
+connects upstream, so a port in use stops it first). Stop order is the
+reverse, and the share log is closed last so that every share the miners
+sent is flushed or spooled.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tproxy.bridge import Bridge
 from tproxy.config import Settings
 from tproxy.monitor_source import ProxyMonitoringSource
 from tproxy.shares.pipeline import ShareLog
+from tproxy.startup import listener_errors, reporting
 from tproxy.sv1.server import Sv1Server
 from tproxy.upstream import UpstreamSupervisor
 
@@ -61,11 +64,14 @@ class Proxy:
         if self.share_log is not None:
             await self.share_log.start()
         self.bridge.start()
-        await self.sv1.start()
-        self.supervisor.start()
+        ds, ms = self.settings.downstream, self.settings.monitoring
+        with listener_errors("downstream", ds.address, ds.port):  # bind failures: one line, exit 2
+            await self.sv1.start()
         from monitoring.service import start_monitoring
 
-        self._monitoring = await start_monitoring(self.monitoring_source, self.settings.monitoring)
+        with listener_errors("monitoring", ms.address, ms.port):
+            self._monitoring = await start_monitoring(self.monitoring_source, ms)
+        self.supervisor.start()  # only once every listener is bound
         log.info(
             "proxy %s listening for SV1 miners on %s:%d (%s mode)",
             self.settings.proxy.instance_id,
@@ -114,8 +120,9 @@ async def run_until_signalled(settings: Settings) -> None:
     proxy = Proxy(settings)
     try:
         await proxy.start()
-        tune_gc()
-        await stop.wait()
+        with reporting(proxy):  # banner, held start-up logs, periodic status line
+            tune_gc()
+            await stop.wait()
     finally:
         log.info("shutting down")
         await proxy.close()

@@ -50,7 +50,7 @@ def test_devnet_commands_are_installed_entry_points() -> None:
     assert {"pool", "demo", "miner"} <= commands.keys(), (
         "devnet's tproxy.commands entry points are missing: reinstall (pip install -e .)"
     )
-    assert "run" not in commands and "keygen" not in commands
+    assert "run" not in commands and "keygen" not in commands and "check-config" not in commands
 
 
 def test_console_script_lists_the_plugin_commands(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_console_script_lists_the_plugin_commands(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     listed = re.search(r"\{(run,[a-z,-]+)\}", r.stdout)
     assert listed is not None, r.stdout
-    assert set(listed.group(1).split(",")) == {"run", "keygen", "import-sri", "pool", "demo", "miner"}
+    assert set(listed.group(1).split(",")) == {"run", "check-config", "keygen", "import-sri", "pool", "demo", "miner"}
 
 
 @pytest.mark.parametrize(

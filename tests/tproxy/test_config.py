@@ -122,3 +122,112 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "downstream.port" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+# -- the environment: unknown names and malformed JSON name the variable ----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("TPROXY__BOGUS", "bogus"),
+        ("tproxy__downstream__bogus", "downstream.bogus"),
+        ("TPROXY__DOWNSTREAM__PORT__EXTRA", "downstream.port.extra"),
+        ("TPROXY__UPSTREAMS__0__PORT", "upstreams.0.port"),
+        ("TPROXY__", "empty name"),
+    ],
+)
+def test_unknown_environment_variable_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, shown: str
+) -> None:
+    monkeypatch.setenv(name, "1")
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, MINIMAL))
+    assert str(e.value) == f"environment variable {name}: no such setting ({shown})"
+
+
+def test_environment_names_are_case_insensitive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("tproxy__Downstream__PORT", "3333")
+    monkeypatch.setenv("TPROXY__LOG_LEVEL", "debug")
+    s = load_settings(write(tmp_path, MINIMAL))
+    assert s.downstream.port == 3333 and s.log_level == "debug"
+
+
+def test_a_whole_section_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TPROXY__DOWNSTREAM", '{"port": 3334, "address": "127.0.0.1"}')
+    s = load_settings(write(tmp_path, MINIMAL))
+    assert (s.downstream.address, s.downstream.port) == ("127.0.0.1", 3334)
+
+
+@pytest.mark.parametrize("name", ["TPROXY__UPSTREAMS", "TPROXY__DOWNSTREAM", "tproxy__monitoring"])
+def test_bad_json_in_the_environment_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    cfg = write(tmp_path, MINIMAL)
+    monkeypatch.setenv(name, "[{oops")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg)
+    assert str(e.value).startswith(f"environment variable {name}: not valid JSON (")
+    assert str(cfg) not in str(e.value)
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TPROXY__DIFFICULTY__MIN_DIFFICULTY", "-1")
+    monkeypatch.setenv("TPROXY__UPSTREAMS", '[{"address": "h", "port": 0, "authority_pubkey": "x"}]')
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, MINIMAL))
+    msg = str(e.value)
+    assert "difficulty.min_difficulty (from TPROXY__DIFFICULTY__MIN_DIFFICULTY): " in msg
+    assert "upstreams[0].port (from TPROXY__UPSTREAMS): " in msg
+    assert "upstreams[0].authority_pubkey (from TPROXY__UPSTREAMS): not a valid authority public key" in msg
+    assert "\n" not in msg
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file .*: is a directory$"):
+        load_settings(tmp_path)
+
+
+# -- the monitoring token ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "error"),
+    [("", "must not be empty"), (" ", "printable ASCII"), ("a\tb", "printable ASCII"), ("p\u00e4ss", "printable ASCII")],
+)
+def test_bad_tokens_are_refused_without_echoing_them(tmp_path: Path, token: str, error: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_settings(write(tmp_path, MINIMAL), monitoring={"token": token})
+    assert str(e.value).startswith("monitoring.token: ") and error in str(e.value)
+    if token.strip():
+        assert token not in str(e.value)
+
+
+def test_a_one_character_token_is_accepted(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, MINIMAL), monitoring={"token": "t"})
+    assert s.monitoring.token is not None and s.monitoring.token.get_secret_value() == "t"
+
+
+# -- check-config's rendering ----------------------------------------------------------------
+
+
+def test_effective_config_as_toml_masks_secrets_and_loads_back(tmp_path: Path) -> None:
+    import tomllib
+
+    from tproxy.config import masked_dict, to_toml
+
+    s = load_settings(
+        write(tmp_path, MINIMAL + '[monitoring]\ntoken = "hunter2-token"\n[clickhouse]\nurl = "https://u:hunter2-pass@h/db"\n')
+    )
+    text = to_toml(masked_dict(s))
+    assert "hunter2" not in text
+    shown = tomllib.loads(text)
+    assert shown["monitoring"]["token"] == "***" and shown["clickhouse"]["password"] == "***"
+    assert shown["clickhouse"]["url"] == "https://u@h/db"
+    assert "# cluster is not set" in text
+    again = load_settings(write(tmp_path, text))
+    assert masked_dict(again) == masked_dict(s)
+    assert again.difficulty.min_difficulty == s.difficulty.min_difficulty == 1e-8
