@@ -8,8 +8,8 @@ URLs, and nothing else:
 - secret key: ``base58check(secret32)`` with no prefix.
 
 base58check here is the Bitcoin alphabet with a 4-byte double-SHA256
-checksum and no version byte of its own. The codec is implemented locally
-(it is short) rather than pulling in a third-party package.
+checksum and no version byte of its own; the codec is the ``base58``
+package's, wrapped so that every failure is a ``KeyFormatError``.
 
 Every malformed string raises ``KeyFormatError`` with a message that names
 the problem (character, checksum, length, version, x coordinate, scalar).
@@ -17,8 +17,7 @@ the problem (character, checksum, length, version, x coordinate, scalar).
 
 from __future__ import annotations
 
-import hashlib
-
+import base58
 from coincurve import PublicKeyXOnly
 from coincurve.utils import get_valid_secret
 
@@ -50,40 +49,25 @@ _CHECKSUM_SIZE = 4
 # Order of the secp256k1 group: a secret key is a scalar in [1, GROUP_ORDER - 1].
 GROUP_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
-_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+_ALPHABET = base58.BITCOIN_ALPHABET.decode("ascii")
 
 
 def b58encode(data: bytes) -> str:
     """Plain base58 (Bitcoin alphabet); each leading zero byte becomes ``1``."""
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    n = int.from_bytes(data, "big")
-    digits: list[str] = []
-    while n:
-        n, r = divmod(n, 58)
-        digits.append(_ALPHABET[r])
-    return "1" * zeros + "".join(reversed(digits))
+    return base58.b58encode(data).decode("ascii")
 
 
 def b58decode(text: str) -> bytes:
-    """Inverse of ``b58encode``; rejects characters outside the alphabet."""
-    n = 0
-    for pos, c in enumerate(text):
-        digit = _INDEX.get(c)
-        if digit is None:
-            raise KeyFormatError(f"invalid base58 character {c!r} at position {pos}")
-        n = n * 58 + digit
-    zeros = len(text) - len(text.lstrip("1"))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return b"\0" * zeros + body
-
-
-def _checksum(payload: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:_CHECKSUM_SIZE]
+    """Inverse of ``b58encode``; rejects characters outside the alphabet, naming the position."""
+    try:
+        return base58.b58decode(text)
+    except ValueError:
+        pos, c = next((i, c) for i, c in enumerate(text) if c not in _ALPHABET)
+        raise KeyFormatError(f"invalid base58 character {c!r} at position {pos}") from None
 
 
 def b58check_encode(payload: bytes) -> str:
-    return b58encode(payload + _checksum(payload))
+    return base58.b58encode_check(payload).decode("ascii")
 
 
 def b58check_decode(text: str) -> bytes:
@@ -91,10 +75,10 @@ def b58check_decode(text: str) -> bytes:
     raw = b58decode(text)
     if len(raw) < _CHECKSUM_SIZE:
         raise KeyFormatError(f"base58check string too short: {len(raw)} bytes decoded")
-    payload, check = raw[:-_CHECKSUM_SIZE], raw[-_CHECKSUM_SIZE:]
-    if _checksum(payload) != check:
-        raise KeyFormatError("bad base58check checksum")
-    return payload
+    try:
+        return base58.b58decode_check(text)
+    except ValueError:
+        raise KeyFormatError("bad base58check checksum") from None
 
 
 def _check_xonly(xonly: bytes) -> None:

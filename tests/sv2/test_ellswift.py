@@ -145,3 +145,25 @@ def test_bad_aux_length_is_value_error() -> None:
     secret, _ = generate_keypair()
     with pytest.raises(ValueError, match="aux"):
         ellswift.create(secret, b"\x00" * 31)
+
+
+def test_coincurve_is_within_the_tested_range_and_exposes_the_ellswift_api() -> None:
+    """sv2.ellswift calls coincurve's private cffi layer, so the dependency is pinned to the
+    major version it is tested on; a coincurve outside that range, or one whose bundled
+    libsecp256k1 lacks these functions, must fail here rather than at the first handshake."""
+    from importlib.metadata import requires, version
+
+    from coincurve._libsecp256k1 import lib
+    from packaging.requirements import Requirement
+
+    spec = next(Requirement(r) for r in requires("tproxy") or [] if r.startswith("coincurve"))
+    assert spec.specifier.contains(version("coincurve")), (version("coincurve"), str(spec.specifier))
+    assert str(spec.specifier) == "<22,>=21.0"
+    for name in (
+        "secp256k1_ellswift_create",
+        "secp256k1_ellswift_decode",
+        "secp256k1_ellswift_xdh",
+        "secp256k1_ellswift_xdh_hash_function_bip324",
+        "secp256k1_ec_pubkey_serialize",
+    ):
+        assert hasattr(lib, name), name
