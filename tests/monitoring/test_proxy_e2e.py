@@ -27,9 +27,9 @@ import pytest
 import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.stack import pool_settings, proxy_settings
+from tests.helpers.sv1_client import Sv1TestClient
 from tests.monitoring.schema_check import validate
-from tests.tproxy.sv1_client import Sv1TestClient
-from tests.tproxy.test_e2e import pool_settings, proxy_settings
 from tproxy.config import MonitoringSettings, Settings
 from tproxy.miner import Dialect, SyntheticMiner
 from tproxy.pool import DevPool

@@ -25,8 +25,8 @@ from collections import Counter
 from pathlib import Path
 
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
+from tests.helpers.sv1_client import Sv1TestClient
 from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
-from tests.tproxy.sv1_client import Sv1TestClient
 from tproxy.pool import DevPool, PoolSettings
 from tproxy.shares.spool import KIND_SHARES, Spool
 
