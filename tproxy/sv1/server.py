@@ -25,7 +25,7 @@ from tproxy.sv1.hub import Miner
 
 log = logging.getLogger("tproxy.sv1.server")
 
-READ_CHUNK = 65536
+MINER_READ_CHUNK = 65536
 MAX_MINER_WRITE_BUFFER = 1 << 20
 
 
@@ -65,7 +65,7 @@ class Sv1Server:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.settings.address, self.settings.port, backlog=1024, limit=READ_CHUNK
+            self._accept, self.settings.address, self.settings.port, backlog=1024, limit=MINER_READ_CHUNK
         )
 
     async def close(self, *, reconnect_wait_s: int = 5) -> None:
@@ -152,7 +152,7 @@ class Sv1Server:
         while not closing():
             try:
                 async with asyncio.timeout(timeout):
-                    data = await reader.read(READ_CHUNK)
+                    data = await reader.read(MINER_READ_CHUNK)
             except TimeoutError:
                 self.closed_idle += 1
                 log.info("client %d (%s): idle timeout", miner.client_id, session.peer)

@@ -34,7 +34,7 @@ log = logging.getLogger("tproxy.upstream")
 
 PROTOCOL_MINING = 0
 FLAG_REQUIRES_VERSION_ROLLING = 0x4
-READ_CHUNK = 65536
+POOL_READ_CHUNK = 65536
 MAX_POOL_WRITE_BUFFER = 8 << 20  # a pool this far behind on reading is treated as lost
 
 
@@ -115,7 +115,7 @@ class UpstreamConnection:
     async def _handshake(self) -> None:
         self._write(self._conn.data_to_send())
         while not self._conn.handshake_complete:
-            data = await self._reader.read(READ_CHUNK)
+            data = await self._reader.read(POOL_READ_CHUNK)
             if not data:
                 self._conn.eof()
             self._conn.receive_data(data)
@@ -147,7 +147,7 @@ class UpstreamConnection:
             msg = self._conn.next_message()
             if msg is not None:
                 return msg
-            data = await self._reader.read(READ_CHUNK)
+            data = await self._reader.read(POOL_READ_CHUNK)
             if not data:
                 self._conn.eof()
                 raise UpstreamClosed(f"{self.endpoint}: closed by the pool")
@@ -179,7 +179,7 @@ class UpstreamConnection:
                     on_message(msg)
                 if self.closed:
                     raise UpstreamClosed(f"{self.endpoint}: closed by us")
-                data = await self._reader.read(READ_CHUNK)
+                data = await self._reader.read(POOL_READ_CHUNK)
                 if self.closed:
                     raise UpstreamClosed(f"{self.endpoint}: closed by us")
                 if not data:
