@@ -159,6 +159,9 @@ class ChannelManager:
         self._route: dict[int, list[LiveChannel]] = {}  # channel or group id -> channels
         self._ready: dict[int, str] = {}  # client_id -> worker_name of miners that want work
         self._requests: dict[int, _OpenRequest] = {}  # request_id -> open in flight
+        # non-aggregated mode: client_id -> its channel_id, and client_ids whose open is in flight
+        self._owned: dict[int, int] = {}
+        self._opening: set[int] = set()
         self._next_request_id = 1
         self._shared_open: asyncio.Future[None] | None = None
         self.shares_forwarded = 0
@@ -201,6 +204,7 @@ class ChannelManager:
         for ch in [c for c in self.channels.values() if c.up is up]:
             self._drop_channel(ch)
         self._requests.clear()
+        self._opening.clear()
         self.downstream.on_upstream_event(UpstreamDown(reason))
 
     def on_upstream_message(self, up: PoolSender, msg: AnyMessage) -> None:
@@ -254,13 +258,15 @@ class ChannelManager:
     def on_miner(self, event: MinerEvent) -> None:
         if isinstance(event, MinerReady):
             self._ready[event.client_id] = event.worker_name
-            if not self.aggregated and self.up is not None and not self._has_channel(event.client_id):
-                self._request_channel(self.up, owner=event.client_id)
+            cid = event.client_id
+            if not self.aggregated and self.up is not None and cid not in self._owned and cid not in self._opening:
+                self._request_channel(self.up, owner=cid)
         elif isinstance(event, MinerGone):
             self._ready.pop(event.client_id, None)
-            if self.aggregated:
-                return
-            for ch in [c for c in self.channels.values() if c.owner == event.client_id]:
+            self._opening.discard(event.client_id)
+            channel_id = self._owned.get(event.client_id)
+            ch = self.channels.get(channel_id) if channel_id is not None else None
+            if ch is not None:
                 with contextlib.suppress(UpstreamError):
                     ch.up.send(CloseChannel(channel_id=ch.state.channel_id, reason_code="miner-disconnected"))
                 self._drop_channel(ch)
@@ -318,11 +324,6 @@ class ChannelManager:
             return floor
         return max(floor, work.difficulty_from_target(ch.state.target))
 
-    def _has_channel(self, client_id: int) -> bool:
-        return any(c.owner == client_id for c in self.channels.values()) or any(
-            r.owner == client_id for r in self._requests.values()
-        )
-
     def _user_identity(self, up: PoolSender, owner: int | None) -> str:
         base = up.user_identity
         if owner is None:
@@ -350,9 +351,13 @@ class ChannelManager:
             self._open_failed(owner, e)
             return
         self._requests[rid] = _OpenRequest(owner, identity, nominal)
+        if owner is not None:
+            self._opening.add(owner)
 
     def _on_open_reply(self, up: PoolSender, msg: OpenExtendedMiningChannelSuccess | OpenMiningChannelError) -> None:
         req = self._requests.pop(msg.request_id, None)
+        if req is not None and req.owner is not None:
+            self._opening.discard(req.owner)
         if isinstance(msg, OpenMiningChannelError):
             if req is not None:
                 self._open_failed(req.owner, UpstreamError(f"{up}: channel refused: {msg.error_code}"))
@@ -373,6 +378,8 @@ class ChannelManager:
         ch.last_nominal_sent = req.nominal
         ch.last_update_sent = self._now()
         self.channels[state.channel_id] = ch
+        if req.owner is not None:
+            self._owned[req.owner] = state.channel_id
         self._route.setdefault(state.channel_id, []).append(ch)
         if state.group_channel_id != state.channel_id:
             self._route.setdefault(state.group_channel_id, []).append(ch)
@@ -400,6 +407,8 @@ class ChannelManager:
         """Forget a channel; its miners lose their jobs and their channel."""
         cid = ch.state.channel_id
         self.channels.pop(cid, None)
+        if ch.owner is not None and self._owned.get(ch.owner) == cid:
+            del self._owned[ch.owner]
         for key in (cid, ch.state.group_channel_id):
             lst = self._route.get(key)
             if lst is not None:

@@ -167,7 +167,7 @@ class UpstreamSupervisor:
         return max(self._now() - started, 1e-9)
 
     def _failed(self, endpoint: Endpoint, err: UpstreamError, what: str) -> None:
-        assert action_for(err) is Action.DROP_UPSTREAM
+        """An upstream that never came up (every UpstreamError is DROP_UPSTREAM: try the next one)."""
         self.failures += 1
         self.last_error = str(err)
         log.warning("upstream %s %s: %s", endpoint, what, err)
