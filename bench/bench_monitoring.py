@@ -475,7 +475,7 @@ async def serve_proxy(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print(json.dumps({"port": proxy.sv1_port, "monitoring_port": proxy.monitoring_port}), flush=True)
     await stop.wait()
-    forwarded = proxy.bridge.shares_forwarded
+    forwarded = proxy.manager.shares_forwarded
     written = proxy.share_log.stats().written if proxy.share_log is not None else None
     await proxy.close()
     await pool.close()

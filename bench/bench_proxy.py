@@ -88,7 +88,7 @@ async def serve_proxy(forward_ratio: float, max_connections: int) -> None:
     print(json.dumps({"port": proxy.sv1_port}), flush=True)
     while True:
         await asyncio.sleep(1)
-        sys.stderr.write(json.dumps({"forwarded": proxy.bridge.shares_forwarded, "pool_accepted": pool.total_accepted}) + "\n")
+        sys.stderr.write(json.dumps({"forwarded": proxy.manager.shares_forwarded, "pool_accepted": pool.total_accepted}) + "\n")
         sys.stderr.flush()
 
 

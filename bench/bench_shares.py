@@ -172,7 +172,7 @@ async def serve_proxy(url: str, spool_dir: str, forward_ratio: float, max_connec
         st = proxy.share_log.stats()
         sys.stderr.write(json.dumps({"written": st.written, "spooled": st.spooled, "queued": st.queued,
                                      "dropped": st.dropped, "db_up": st.db_up,
-                                     "shares_forwarded": proxy.bridge.shares_forwarded}) + "\n")
+                                     "shares_forwarded": proxy.manager.shares_forwarded}) + "\n")
         sys.stderr.flush()
 
 

@@ -42,11 +42,11 @@ def _table(proxy: Proxy, pool: DevPool, started: float) -> str:
     now = time.time()
     rows = [
         f"--- t={now - started:5.1f}s  upstream={'up' if proxy.supervisor.current else 'DOWN'}  "
-        f"miners={len(proxy.bridge.sessions)}  forwarded={proxy.bridge.shares_forwarded}  "
+        f"miners={len(proxy.hub.miners)}  forwarded={proxy.manager.shares_forwarded}  "
         f"pool accepted={pool.total_accepted}",
         f"{'client':>6} {'worker':<16} {'diff':>10} {'accepted':>8} {'rejected':>8} {'pool ok':>7} {'hashrate':>12}",
     ]
-    for s in sorted(proxy.bridge.sessions.values(), key=lambda s: s.client_id):
+    for s in sorted((m.session for m in proxy.hub.miners.values()), key=lambda s: s.client_id):
         c = s.counters
         rows.append(
             f"{s.client_id:>6} {s.worker_name[:16]:<16} {s.difficulty:>10.3g} {c.accepted:>8} {c.rejected:>8} "
@@ -177,7 +177,7 @@ async def _close_books(proxy: Proxy, pool: DevPool, fleet: list[SyntheticMiner],
     """Let the last shares land, read every side's counts, then close the proxy and the pool."""
     await _settle(proxy, pool)
     accepted = sum(m.accepted for m in fleet)
-    forwarded = proxy.bridge.shares_forwarded
+    forwarded = proxy.manager.shares_forwarded
     pool_accepted = pool.total_accepted
     workers: list[WorkerStats] = []
     window_min = 0
@@ -213,7 +213,7 @@ async def _settle(proxy: Proxy, pool: DevPool, timeout: float = 5.0) -> None:
     deadline = time.time() + timeout
     last = -1
     while time.time() < deadline:
-        fwd = proxy.bridge.shares_forwarded
+        fwd = proxy.manager.shares_forwarded
         if fwd == last and pool.total_accepted + pool.total_rejected >= fwd:
             return
         last = fwd

@@ -42,7 +42,7 @@ class UpstreamChannelState:
     """One open upstream extended channel.
 
     Named ``UpstreamChannelState`` rather than ``ChannelState`` because
-    ``tproxy.channel.ChannelState`` already names the live, mutable channel.
+    ``tproxy.upstream.channel.ChannelState`` already names the live, mutable channel.
     """
 
     channel_id: int

@@ -1,1 +1,1 @@
-"""The translator application: SV1 server, SV2 upstream, bridge, share log, CLI."""
+"""The translator application: SV1 side (sv1/), SV2 upstream side (upstream/), the events between them, share log, CLI."""

@@ -1,14 +1,14 @@
 """The proxy's side of the monitoring boundary: ``MonitoringSource`` over live state.
 
-Copies numbers out of the bridge, the upstream supervisor and the share log
-into the immutable records of ``monitoring.source``. Cheap and synchronous
-(except ``worker_stats``, which reads the share log's per-minute aggregate).
+Copies numbers out of a ``tproxy.view.ProxyView`` (SV1 miners, upstream
+channels, upstream status, the clock) and the share log into the immutable
+records of ``monitoring.source``. Cheap and synchronous (except
+``worker_stats``, which reads the share log's per-minute aggregate).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from monitoring.source import (
@@ -20,41 +20,29 @@ from monitoring.source import (
 )
 
 if TYPE_CHECKING:
-    from tproxy.bridge import Bridge
     from tproxy.shares.pipeline import ShareLog
-    from tproxy.upstream import UpstreamSupervisor
+    from tproxy.view import ProxyView
 
 
 class ProxyMonitoringSource:
     """Implements ``monitoring.source.MonitoringSource`` for a running proxy."""
 
-    def __init__(
-        self,
-        bridge: Bridge,
-        supervisor: UpstreamSupervisor,
-        share_log: ShareLog | None,
-        *,
-        now: Callable[[], float] | None = None,
-    ) -> None:
-        self.bridge = bridge
-        self.supervisor = supervisor
+    def __init__(self, view: ProxyView, share_log: ShareLog | None) -> None:
+        self.view = view
         self.share_log_ = share_log
-        # The clock of the hashrate estimates: the bridge's own (the one vardiff runs on).
-        self._now: Callable[[], float] = now if now is not None else getattr(bridge, "_now", time.time)
 
     def upstream(self) -> UpstreamState:
-        sup = self.supervisor
-        cur = sup.current
+        st = self.view.upstream_status()
         return UpstreamState(
-            connected=cur is not None,
-            channel_open=bool(self.bridge.channels),
-            address=str(cur.endpoint) if cur is not None else None,
-            since=cur.connected_at if cur is not None else sup.down_since,
+            connected=st.connected,
+            channel_open=any(True for _ in self.view.channels()),
+            address=st.address,
+            since=st.since,
         )
 
     def channels(self) -> Sequence[UpstreamChannelState]:
         out = []
-        for ch in list(self.bridge.channels.values()):
+        for ch in list(self.view.channels()):
             st, stats = ch.state, ch.stats
             out.append(
                 UpstreamChannelState(
@@ -79,24 +67,23 @@ class ProxyMonitoringSource:
         return out
 
     def sv1_clients(self) -> Iterator[Sv1ClientState]:
-        sessions = list(self.bridge.sessions.values())
-        channels = self.bridge.channels
-        clock = self._now()
+        miners = list(self.view.miners())
+        identities = {ch.state.channel_id: ch.stats.user_identity for ch in self.view.channels()}
+        clock = self.view.now()
 
         def gen() -> Iterator[Sv1ClientState]:
-            for s in sessions:
-                ch = channels.get(s.channel_id) if s.channel_id is not None else None
-                # Estimate as of now, not as of the miner's last share (vardiff.last_now):
-                # with vardiff off nothing else moves last_now, and a miner that went silent
-                # kept its last hashrate forever. The bridge estimates at now too.
-                now = max(clock, s.vardiff.last_now)
-                est = s.vardiff.estimated_hashrate(now)
+            for m in miners:
+                s = m.session
+                # Estimate as of now, not as of the miner's last share: with vardiff off
+                # nothing else moves vardiff's clock, and a miner that went silent kept
+                # its last hashrate forever.
+                est = s.hashrate(clock)
                 c = s.counters
                 yield Sv1ClientState(
                     client_id=s.client_id,
-                    channel_id=s.channel_id,
+                    channel_id=m.channel_id,
                     worker_name=s.worker_name,
-                    user_identity=ch.stats.user_identity if ch is not None else "",
+                    user_identity=identities.get(m.channel_id, "") if m.channel_id is not None else "",
                     target=s.target,
                     hashrate=est if c.accepted else None,
                     extranonce1=s.extranonce1,
@@ -127,7 +114,7 @@ class ProxyMonitoringSource:
             dropped=st.dropped,
             oldest_unwritten_age_s=st.oldest_unwritten_age_s,
             db_up=st.db_up,
-            spool_pending=getattr(st, "spool_pending", 0),
+            spool_pending=st.spool_pending,
         )
 
     async def worker_stats(self, windows: Sequence[int]) -> Sequence[WorkerWindowStats]:

@@ -1,10 +1,16 @@
-"""The running proxy: builds every component from ``Settings`` and owns their lifetimes.
+"""The running proxy: builds every component from ``Settings``, wires them, owns their lifetimes.
 
-Start order: share log (migrations, spool replay), bridge, SV1 listener,
-monitoring, upstream supervisor (every listener is bound before the proxy
-connects upstream, so a port in use stops it first). Stop order is the
-reverse, and the share log is closed last so that every share the miners
-sent is flushed or spooled.
+Wiring: the SV1 server feeds the hub (``tproxy.sv1.hub.Hub``); the hub and
+the channel manager (``tproxy.upstream.manager.ChannelManager``) are joined
+through the two sides of ``tproxy.events``; the supervisor drives the
+manager; the share log receives the hub's records; monitoring reads the
+proxy through ``tproxy.view.ProxyView``, which ``Proxy`` implements.
+
+Start order: share log (migrations, spool replay), periodic tick, SV1
+listener, monitoring, upstream supervisor (every listener is bound before the
+proxy connects upstream, so a port in use stops it first). Stop order is the
+reverse, and the share log is closed last so that every share the miners sent
+is flushed or spooled.
 """
 
 from __future__ import annotations
@@ -15,25 +21,28 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from tproxy.bridge import Bridge
 from tproxy.config import Settings
 from tproxy.monitor_source import ProxyMonitoringSource
 from tproxy.shares.pipeline import ShareLog
 from tproxy.startup import listener_errors, reporting
+from tproxy.sv1.hub import Hub, Miner
 from tproxy.sv1.server import Sv1Server
-from tproxy.upstream import UpstreamSupervisor
+from tproxy.upstream.manager import ChannelManager, LiveChannel
+from tproxy.upstream.supervisor import UpstreamStatus, UpstreamSupervisor
 
 if TYPE_CHECKING:
     from monitoring.service import Monitoring
 
 log = logging.getLogger("tproxy")
 
+TICK_S = 1.0
+
 
 class Proxy:
-    """One translator proxy instance."""
+    """One translator proxy instance (and its ``tproxy.view.ProxyView``)."""
 
     def __init__(
         self,
@@ -46,11 +55,14 @@ class Proxy:
         self.share_log: ShareLog | None = (
             ShareLog(settings.clickhouse, settings.proxy.instance_id, now=now) if share_log else None
         )
-        self.bridge = Bridge(settings, self.share_log, now=now)
-        self.sv1 = Sv1Server(settings.downstream, self.bridge)
-        self.supervisor = UpstreamSupervisor(settings.upstreams, settings.proxy, self.bridge, now=now)
-        self.monitoring_source = ProxyMonitoringSource(self.bridge, self.supervisor, self.share_log)
+        self.hub = Hub(settings, self.share_log, now=now)
+        self.manager = ChannelManager(settings, self.hub, now=now)
+        self.hub.connect_upstream(self.manager)
+        self.sv1 = Sv1Server(settings.downstream, self.hub)
+        self.supervisor = UpstreamSupervisor(settings.upstreams, settings.proxy, self.manager, now=now)
+        self.monitoring_source = ProxyMonitoringSource(self, self.share_log)
         self._monitoring: Monitoring | None = None
+        self._tick_task: asyncio.Task[None] | None = None
 
     @property
     def sv1_port(self) -> int:
@@ -60,10 +72,39 @@ class Proxy:
     def monitoring_port(self) -> int | None:
         return self._monitoring.server.port if self._monitoring is not None else None
 
+    # -- ProxyView ---------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.hub.now()
+
+    def miners(self) -> Iterable[Miner]:
+        return self.hub.miners.values()
+
+    def channels(self) -> Iterable[LiveChannel]:
+        return self.manager.channels.values()
+
+    def upstream_status(self) -> UpstreamStatus:
+        return self.supervisor.status()
+
+    # -- lifetime ----------------------------------------------------------------
+
+    def tick(self) -> None:
+        """The periodic work of both sides: vardiff and the outage watchdog, then UpdateChannel and keepalives."""
+        self.hub.tick()
+        self.manager.tick()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self.tick()
+            except Exception:  # a bug in periodic work must not stop it for good
+                log.exception("periodic tick failed")
+
     async def start(self) -> None:
         if self.share_log is not None:
             await self.share_log.start()
-        self.bridge.start()
+        self._tick_task = asyncio.create_task(self._tick_loop(), name="proxy-tick")
         ds, ms = self.settings.downstream, self.settings.monitoring
         with listener_errors("downstream", ds.address, ds.port):  # bind failures: one line, exit 2
             await self.sv1.start()
@@ -85,7 +126,10 @@ class Proxy:
             await self._monitoring.close()
         await self.supervisor.stop()
         await self.sv1.close()
-        await self.bridge.stop()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._tick_task
         if self.share_log is not None:
             await self.share_log.close()
 

@@ -166,7 +166,7 @@ async def test_miner_mines_through_the_proxy_until_ctrl_c(proxy: Proxy, tmp_path
                 line = await child.stdout.readline()
                 assert line, f"miner exited early: {lines}"
                 lines.append(line.decode().rstrip("\n"))
-        names = {s.worker_name for s in proxy.bridge.sessions.values()}
+        names = {s.worker_name for s in (m.session for m in proxy.hub.miners.values())}
         child.send_signal(signal.SIGINT)
         async with asyncio.timeout(60):
             rest, err = await child.communicate()
@@ -182,4 +182,4 @@ async def test_miner_mines_through_the_proxy_until_ctrl_c(proxy: Proxy, tmp_path
     final = _accepted(lines[-1])  # the status line printed on Ctrl-C
     assert final is not None, lines[-1]
     assert final[0] >= 3 and final[1] == 0
-    assert proxy.bridge.shares_forwarded >= final[0]  # the pool's target is the miners': all forwarded
+    assert proxy.manager.shares_forwarded >= final[0]  # the pool's target is the miners': all forwarded

@@ -1,1 +1,1 @@
-"""Shared test helpers (not test modules)."""
+"""Shared test helpers (not test modules): the dev-pool + proxy stack, a scripted SV1 client."""

@@ -31,8 +31,8 @@ from devnet.miner import Dialect, SyntheticMiner
 from devnet.pool import DevPool
 from tests.helpers.promtool import check_metrics, requires_promtool
 from tests.helpers.schema_check import ResponseChecker
-from tests.tproxy.sv1_client import Sv1TestClient
-from tests.tproxy.test_e2e import pool_settings, proxy_settings
+from tests.helpers.stack import pool_settings, proxy_settings
+from tests.helpers.sv1_client import Sv1TestClient
 from tproxy.config import MonitoringSettings, Settings
 from tproxy.runtime import Proxy
 from tproxy.shares.settings import ClickHouseSettings

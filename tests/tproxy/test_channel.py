@@ -1,4 +1,4 @@
-"""tproxy.channel: future/active jobs, chain tips, per-job targets, extranonce layout."""
+"""tproxy.upstream.channel: future/active jobs, chain tips, per-job targets, extranonce layout."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sv2.messages import (
     SetTarget,
 )
 from tests.conftest import load_vector
-from tproxy.channel import ChannelLayoutError, ChannelState
+from tproxy.upstream.channel import ChannelLayoutError, ChannelState
 
 EASY = work.target_from_difficulty(1e-6)
 HARD = work.target_from_difficulty(1.0)

@@ -10,116 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
 
 from devnet.miner import SyntheticMiner
-from devnet.pool import DevPool, PoolSettings
-from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
+from devnet.pool import DevPool
 from sv2.messages import Reconnect
-from tests.tproxy.sv1_client import Sv1TestClient
-from tproxy.config import Settings, UpstreamSettings
+from tests.helpers.stack import pool_settings, proxy_settings, running
+from tests.helpers.sv1_client import Sv1TestClient
 from tproxy.runtime import Proxy
-
-DIFF = 1e-6  # ~4,300 hashes per share: fast in pure Python
-AUTH_SECRET, AUTH_XONLY = generate_keypair()
-
-
-def pool_settings(port: int = 0, **kw: object) -> PoolSettings:
-    base: dict[str, object] = dict(
-        port=port,
-        authority_secret_key=encode_secret_key(AUTH_SECRET),
-        fixed_difficulty=DIFF,
-        share_batch_size=1,
-        new_block_interval_s=0,
-        new_job_interval_s=0,
-    )
-    base.update(kw)
-    return PoolSettings(**base)  # type: ignore[arg-type]
-
-
-def proxy_settings(
-    pool_ports: list[int], *, aggregated: bool = True, honour_suggest: bool = True, **proxy_kw: object
-) -> Settings:
-    return Settings(
-        upstreams=[
-            UpstreamSettings(address="127.0.0.1", port=p, authority_pubkey=encode_public_key(AUTH_XONLY), user_identity="farm")
-            for p in pool_ports
-        ],
-        downstream={"address": "127.0.0.1", "port": 0},
-        difficulty={
-            "start_difficulty": DIFF, "min_difficulty": 1e-8, "vardiff": False,
-            "honour_suggest_difficulty": honour_suggest,
-        },
-        proxy={
-            "aggregate_channels": aggregated,
-            "instance_id": "e2e",
-            "reconnect_backoff_initial_s": 0.05,
-            "reconnect_backoff_max_s": 0.2,
-            "failback_interval_s": 0.3,
-            "job_keepalive_interval_s": 0,
-            **proxy_kw,
-        },
-    )
-
-
-@dataclass
-class Stack:
-    pool: DevPool
-    proxy: Proxy
-
-    async def client(self, worker: str = "farm.w1", *, configure: bool = True) -> Sv1TestClient:
-        c = await Sv1TestClient.connect(self.proxy.sv1_port)
-        await c.handshake(worker, configure=configure)
-        await c.wait_job()
-        return c
-
-    async def settled(self) -> None:
-        """Wait until forwarding has stopped and every forwarded share has the pool's verdict."""
-        async def loop() -> None:
-            stable = 0
-            last = -1
-            while stable < 5:
-                fwd = self.proxy.bridge.shares_forwarded
-                done = self.pool_accepted() + self.pool_rejected() >= fwd
-                stable = stable + 1 if (done and fwd == last) else 0
-                last = fwd
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(loop(), 10)
-
-    def pool_accepted(self) -> int:
-        return self.pool.total_accepted
-
-    def pool_rejected(self) -> int:
-        return self.pool.total_rejected
-
-
-@contextlib.asynccontextmanager
-async def running(
-    aggregated: bool = True,
-    *,
-    honour_suggest: bool = True,
-    pool_kw: dict[str, object] | None = None,
-    difficulty_kw: dict[str, object] | None = None,
-    **proxy_kw: object,
-) -> AsyncIterator[Stack]:
-    """A dev pool and a proxy (no share log) on 127.0.0.1, closed on exit."""
-    pool = DevPool(pool_settings(**(pool_kw or {})))
-    await pool.start()
-    settings = proxy_settings([pool.port], aggregated=aggregated, honour_suggest=honour_suggest, **proxy_kw)
-    for key, value in (difficulty_kw or {}).items():
-        setattr(settings.difficulty, key, value)
-    proxy = Proxy(settings, share_log=False)
-    await proxy.start()
-    try:
-        yield Stack(pool, proxy)
-    finally:
-        await proxy.close()
-        await pool.close()
-
 
 MODES = [pytest.param(True, id="aggregated"), pytest.param(False, id="non-aggregated")]
 
@@ -136,12 +35,12 @@ async def test_valid_shares_are_forwarded_and_accepted(aggregated: bool) -> None
                 r = await c.submit(f"farm.w{clients.index(c)}", job, en2, ntime, nonce)
                 assert r["result"] is True and r["error"] is None, r
         await st.settled()
-        assert st.proxy.bridge.shares_forwarded == 9
+        assert st.proxy.manager.shares_forwarded == 9
         assert st.pool_accepted() == 9 and st.pool_rejected() == 0
-        accepted = sum(s.counters.pool_accepted for s in st.proxy.bridge.sessions.values())
+        accepted = sum(m.session.counters.pool_accepted for m in st.proxy.hub.miners.values())
         assert accepted == 9
         if not aggregated:
-            assert len(st.proxy.bridge.channels) == 3
+            assert len(st.proxy.manager.channels) == 3
         for c in clients:
             await c.close()
 
@@ -171,7 +70,7 @@ async def test_invalid_shares_get_their_error_and_are_not_forwarded(aggregated: 
         # malformed params
         r = await c.request("mining.submit", ["farm.w1", job.job_id, "zz", "nothex", 5.5])
         assert r["result"] is None and r["error"] is not None
-        assert st.proxy.bridge.shares_forwarded == 0
+        assert st.proxy.manager.shares_forwarded == 0
         # the valid one, then its duplicate
         ok = await c.submit("farm.w1", job, en2, ntime, nonce)
         assert ok["result"] is True, ok
@@ -183,7 +82,7 @@ async def test_invalid_shares_get_their_error_and_are_not_forwarded(aggregated: 
         s_en2, s_ntime, s_nonce = c.find_share(job, en2=b"\x01" * c.extranonce2_size)
         await expect(await c.submit("farm.w1", job, s_en2, s_ntime, s_nonce), 21)
         await st.settled()
-        assert st.proxy.bridge.shares_forwarded == 1
+        assert st.proxy.manager.shares_forwarded == 1
         assert st.pool_accepted() == 1
         # nothing else was harmed: the connection still works on the new job
         new = c.jobs[-1]
@@ -201,7 +100,7 @@ async def test_not_subscribed_and_unauthorized_before_handshake() -> None:
         r = await c.request("mining.submit", ["w", "1", "00000000", "00000000", "00000000"])
         assert r["error"][0] == 24
         await c.close()
-        assert st.proxy.bridge.shares_forwarded == 0
+        assert st.proxy.manager.shares_forwarded == 0
 
 
 async def test_new_prevhash_reaches_every_miner_as_clean_notify() -> None:
@@ -367,7 +266,7 @@ async def test_synthetic_miners_all_dialects_books_balance(aggregated: bool) -> 
                     await t
         await st.settled()
         assert all(m.rejected == 0 for m in miners), [m.rejected for m in miners]
-        assert st.proxy.bridge.shares_forwarded == st.pool_accepted() > 0
+        assert st.proxy.manager.shares_forwarded == st.pool_accepted() > 0
         assert st.pool_rejected() == 0
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
 from tproxy.config import Settings, UpstreamSettings, load_settings
-from devnet.pool import DevPool, PoolSettings
 from tproxy.runtime import Proxy
 from tproxy.sri_import import SriImportError, convert, render_toml, run, start_difficulty
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from devnet.pool import DevPool
-from tests.tproxy.sv1_client import Sv1TestClient
-from tests.tproxy.test_e2e import Stack, pool_settings, proxy_settings
+from tests.helpers.stack import Stack, pool_settings, proxy_settings
+from tests.helpers.sv1_client import Sv1TestClient
 from tproxy.runtime import Proxy
 
 
@@ -104,7 +104,7 @@ async def test_idle_miner_is_cut_after_idle_timeout() -> None:
         c = await st.client("farm.idle")
         await asyncio.wait_for(c.closed.wait(), 5)
         assert st.proxy.sv1.closed_idle == 1
-        assert not st.proxy.bridge.sessions  # its session was released
+        assert not st.proxy.hub.miners  # its session was released
 
 
 async def test_extranonce1_is_not_handed_out_again_right_after_a_disconnect() -> None:
@@ -116,7 +116,7 @@ async def test_extranonce1_is_not_handed_out_again_right_after_a_disconnect() ->
         await a.close()
 
         async def released() -> None:
-            while len(st.proxy.bridge.sessions) != 1:
+            while len(st.proxy.hub.miners) != 1:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(released(), 5)

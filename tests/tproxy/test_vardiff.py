@@ -21,7 +21,7 @@ def ideal(hashrate: float, spm: float = SPM) -> float:
 
 
 class Sim:
-    """Drives a Vardiff like the bridge does: shares as they come, a retarget check each tick."""
+    """Drives a Vardiff like the hub does: shares as they come, a retarget check each tick."""
 
     def __init__(
         self,

@@ -1,8 +1,10 @@
 """The ShareRecord: one row per share the proxy received, valid or not.
 
-This is the contract between the share path (tproxy.bridge) and the share log
-(tproxy.shares). The hot path builds one of these and hands it to the sink
-without awaiting anything. Names follow docs/NAMES.md.
+This is the contract between the share path and the share log
+(tproxy.shares). The SV1 hub derives one from every ``tproxy.events.Share``
+with ``ShareRecord.from_share`` (the only place a share's fields become
+columns) and hands it to the sink without awaiting anything. Names follow
+docs/NAMES.md.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-VERDICT_ACCEPTED = "accepted"
+from tproxy.events import VERDICT_ACCEPTED, Share
+
+__all__ = ["VERDICT_ACCEPTED", "PoolVerdictRecord", "ShareRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +62,44 @@ class ShareRecord:
     def as_row(self) -> tuple[object, ...]:
         return tuple(getattr(self, c) for c in self.COLUMNS)
 
+    @classmethod
+    def from_share(
+        cls, share: Share, *, instance_id: str, share_seq: int, forwarded_to: tuple[int, int] | None
+    ) -> ShareRecord:
+        """The row of one share; ``forwarded_to`` is (channel_id, sequence_number) if it went upstream."""
+        job = share.job
+        if forwarded_to is not None:
+            channel_id, sequence_number = forwarded_to
+        else:
+            channel_id, sequence_number = (job.channel_id if job is not None else 0), 0
+        return cls(
+            received_at_ms=share.received_at_ms,
+            instance_id=instance_id,
+            share_seq=share_seq,
+            worker_name=share.worker_name[:255],
+            client_id=share.client_id,
+            channel_id=channel_id,
+            sequence_number=sequence_number,
+            sv1_job_id=share.sv1_job_id[:64],
+            job_id=job.job_id if job is not None else 0,
+            nonce=share.nonce,
+            ntime=share.ntime,
+            version=share.version,
+            extranonce=(share.extranonce1 + share.extranonce2).hex(),
+            share_hash=share.share_hash[::-1].hex(),
+            target_difficulty=share.target_difficulty,
+            share_difficulty=share.share_difficulty,
+            verdict=share.verdict,
+            forwarded=forwarded_to is not None,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PoolVerdictRecord:
     """The pool's later answer for one forwarded share, appended (never an UPDATE).
 
-    SubmitShares.Success acknowledges a range of sequence numbers; the bridge
-    expands it into one record per share it forwarded in that range.
+    SubmitShares.Success acknowledges a range of sequence numbers; the channel manager
+    expands it into one record (one ``tproxy.events.Verdict``) per share it forwarded in that range.
     """
 
     received_at_ms: int

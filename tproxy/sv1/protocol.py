@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from tproxy.errors import TproxyError
+from tproxy.errors import Sv1BadRequest, Sv1Garbage
 
 __all__ = [
     "DUPLICATE",
@@ -122,7 +122,7 @@ SERVER_METHODS: Final = frozenset(
 )
 
 
-class Sv1ProtocolError(TproxyError):
+class Sv1ProtocolError(Sv1BadRequest):
     """Bad input from an SV1 peer; ``code`` is the error code to answer with."""
 
     code: int = OTHER
@@ -139,8 +139,8 @@ class ParseError(Sv1ProtocolError):
     code = PARSE_ERROR
 
 
-class LineTooLong(ParseError):
-    """A line exceeded the configured maximum before its newline arrived."""
+class LineTooLong(Sv1Garbage, ParseError):
+    """A line exceeded the configured maximum before its newline arrived (closes the connection)."""
 
 
 class TlsClientHello(ParseError):

@@ -1,11 +1,13 @@
-"""The SV1 TCP listener: accepts miners, enforces limits, feeds lines to sessions.
+"""The SV1 TCP listener: sockets only.
 
-Owns the sockets and their limits (connection cap, line length, first-message
-and idle timeouts, write-buffer bound for miners that stop reading). Policy
-lives in ``MinerSession``; the bridge creates a session per connection. A bad
-line gets a JSON-RPC error; garbage that is not a line at all (an over-long
-line, a TLS ClientHello) closes that one connection quickly; nothing else is
-affected.
+Owns the sockets and their limits (connection cap, line length, lines per
+read, first-message and idle timeouts, write-buffer bound for miners that
+stop reading), line buffering and writes. Everything a miner says goes to
+the hub (``tproxy.sv1.hub``) as one parsed request at a time. Errors in the
+byte stream are handled by the one table in ``tproxy.errors``: a bad line
+gets a JSON-RPC error (REPLY_ERROR); garbage that is not a line at all (an
+over-long line, a TLS ClientHello before any request), or a flood of lines,
+closes that one connection (CLOSE_CONNECTION); nothing else is affected.
 """
 
 from __future__ import annotations
@@ -17,28 +19,33 @@ from collections.abc import Callable
 from typing import Protocol
 
 from tproxy.config import DownstreamSettings
+from tproxy.errors import Action, PeerError, Sv1Flood, action_for
 from tproxy.sv1 import protocol as p
-from tproxy.sv1.session import MinerSession
+from tproxy.sv1.hub import Miner
 
 log = logging.getLogger("tproxy.sv1.server")
 
-READ_CHUNK = 65536
-MAX_WRITE_BUFFER = 1 << 20
+MINER_READ_CHUNK = 65536
+MAX_MINER_WRITE_BUFFER = 1 << 20
 
 
-class SessionFactory(Protocol):
-    def open_session(self, peer: str, write: Callable[[bytes], None], close: Callable[[], None]) -> MinerSession | None:
-        """A new session, or None to refuse the miner (e.g. extranonce space exhausted)."""
+class MinerHub(Protocol):
+    """What the server needs from the hub."""
 
-    def close_session(self, session: MinerSession) -> None: ...
+    def open(self, peer: str, write: Callable[[bytes], None], close: Callable[[], None]) -> Miner | None:
+        """A new miner, or None to refuse it (e.g. extranonce space exhausted)."""
+
+    def handle(self, miner: Miner, req: p.Request) -> None: ...
+
+    def close(self, miner: Miner) -> None: ...
 
 
 class Sv1Server:
     """Listens for SV1 miners."""
 
-    def __init__(self, settings: DownstreamSettings, factory: SessionFactory) -> None:
+    def __init__(self, settings: DownstreamSettings, hub: MinerHub) -> None:
         self.settings = settings
-        self.factory = factory
+        self.hub = hub
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self._writers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
@@ -58,7 +65,7 @@ class Sv1Server:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.settings.address, self.settings.port, backlog=1024, limit=READ_CHUNK
+            self._accept, self.settings.address, self.settings.port, backlog=1024, limit=MINER_READ_CHUNK
         )
 
     async def close(self, *, reconnect_wait_s: int = 5) -> None:
@@ -108,7 +115,7 @@ class Sv1Server:
             nonlocal closing
             if closing:
                 return
-            if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            if transport.get_write_buffer_size() > MAX_MINER_WRITE_BUFFER:
                 # The miner stopped reading; holding more for it would grow without bound.
                 closing = True
                 transport.abort()
@@ -120,55 +127,53 @@ class Sv1Server:
             closing = True
             transport.close()
 
-        session = self.factory.open_session(peer, write, close)
-        if session is None:
+        miner = self.hub.open(peer, write, close)
+        if miner is None:
             self.refused += 1
             return
+        try:
+            await self._read_loop(reader, writer, miner, lambda: closing)
+        except PeerError as e:  # CLOSE_CONNECTION: the loop answers the REPLY_ERROR ones itself
+            self.closed_for_garbage += 1
+            log.info("client %d (%s): closing: %s", miner.client_id, peer, e)
+            if isinstance(e, p.Sv1ProtocolError):
+                write(p.error(None, e.code, str(e)))
+        finally:
+            self.hub.close(miner)
+
+    async def _read_loop(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, miner: Miner, closing: Callable[[], bool]
+    ) -> None:
+        """Feed lines to the hub until the miner leaves; raises the PeerError that must close it."""
         buf = p.LineBuffer(self.settings.max_line_bytes)
         timeout = self.settings.first_message_timeout_s
-        try:
-            while not closing:
+        transport = writer.transport
+        hub, session = self.hub, miner.session
+        while not closing():
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(MINER_READ_CHUNK)
+            except TimeoutError:
+                self.closed_idle += 1
+                log.info("client %d (%s): idle timeout", miner.client_id, session.peer)
+                return
+            except OSError:  # reset by the miner: an ordinary way to leave
+                return
+            if not data:
+                return
+            timeout = self.settings.idle_timeout_s
+            lines = buf.feed(data)
+            if len(lines) > self.settings.max_pending_submits:
+                raise Sv1Flood(f"{len(lines)} lines in one read (flood)")
+            for line in lines:
                 try:
-                    async with asyncio.timeout(timeout):
-                        data = await reader.read(READ_CHUNK)
-                except TimeoutError:
-                    self.closed_idle += 1
-                    log.info("client %d (%s): idle timeout", session.client_id, peer)
-                    return
-                except OSError:  # reset by the miner: an ordinary way to leave
-                    return
-                if not data:
-                    return
-                timeout = self.settings.idle_timeout_s
-                try:
-                    lines = buf.feed(data)
+                    msg = p.parse_line(line)
                 except p.Sv1ProtocolError as e:
-                    self.closed_for_garbage += 1
-                    log.info("client %d (%s): closing: %s", session.client_id, peer, e)
-                    write(p.error(None, e.code, str(e)))
-                    return
-                if len(lines) > self.settings.max_pending_submits:
-                    self.closed_for_garbage += 1
-                    log.info("client %d (%s): closing: %d lines in one read (flood)", session.client_id, peer, len(lines))
-                    return
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    try:
-                        msg = p.parse_line(line)
-                    except p.Sv1ProtocolError as e:
-                        if session.subscribed or session.authorized:
-                            write(p.error(None, e.code, str(e)))
-                            continue
-                        # Garbage before any valid request (a TLS ClientHello from
-                        # bfgminer, an HTTP probe): answer and hang up at once.
-                        self.closed_for_garbage += 1
-                        write(p.error(None, e.code, str(e)))
-                        return
-                    if isinstance(msg, p.Request):
-                        session.handle(msg)
-                if transport.get_write_buffer_size() > MAX_WRITE_BUFFER // 2:
-                    await writer.drain()
-        finally:
-            session.closed = True
-            self.factory.close_session(session)
+                    if action_for(e, greeted=session.greeted) is not Action.REPLY_ERROR:
+                        raise
+                    miner.write(p.error(None, e.code, str(e)))
+                    continue
+                if isinstance(msg, p.Request):
+                    hub.handle(miner, msg)
+            if transport.get_write_buffer_size() > MAX_MINER_WRITE_BUFFER // 2:
+                await writer.drain()

@@ -1,54 +1,38 @@
-"""One SV1 miner's session: method dispatch, difficulty, job tracking, share validation.
+"""One SV1 miner's session, sans-IO: method dispatch, difficulty, job tracking, share validation.
 
-The session is the proxy's policy for one connection, independent of sockets:
-the server hands it parsed requests and a ``write`` callable; the session
-answers, keeps the miner's state (subscription, authorized workers, version
-mask, difficulty, the jobs it was sent) and validates every submitted share
-once. It talks to the rest of the proxy only through ``MinerHost`` (the
-bridge), so SV1 code never reaches into upstream internals.
+Input: one parsed request and the clock ``now`` (``handle``), or a job to
+send (``send_job``); output: the bytes to write to the miner and, when
+something happened that the rest of the proxy must hear, one typed event
+(``tproxy.events.Share`` for every submit, ``MinerReady`` once the miner is
+subscribed and authorized). The session never writes a socket, never reads a
+clock and calls nobody: the hub (``tproxy.sv1.hub``) feeds it and routes what
+it returns.
+
+It keeps the miner's state (subscription, authorized workers, version mask,
+difficulty, the jobs it was sent and the ids of the jobs retired since), its
+own share counters, and validates every submitted share once, against the
+target the miner had when the share's job was sent.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from sv2 import work
-from tproxy.channel import Job
-from tproxy.shares.record import VERDICT_ACCEPTED, ShareRecord
+from tproxy.events import VERDICT_ACCEPTED, Job, MinerReady, Share
 from tproxy.sv1 import protocol as p
 from tproxy.sv1.vardiff import Vardiff
 
-log = logging.getLogger("tproxy.sv1")
-
 MAX_JOBS_PER_MINER = 32
+MAX_RETIRED_JOB_IDS = 4 * MAX_JOBS_PER_MINER  # a few chain tips' worth: stale shares come soon after
 MAX_SEEN_SHARES = 65_536
 TARGET_GRACE_S = 10.0
 SUBSCRIPTION_ID = "ae6812eb4cd7735a302a8a9dd95cf71f"
 
-
-class MinerHost(Protocol):
-    """What a session needs from the bridge."""
-
-    def on_authorized(self, session: MinerSession) -> None: ...
-
-    def is_stale_job(self, sv1_job_id: str) -> bool: ...
-
-    def forward_share(
-        self, session: MinerSession, job: Job, extranonce2: bytes, ntime: int, nonce: int, version: int,
-        share_seq: int, target_difficulty: float, share_hash: bytes,
-    ) -> tuple[int, int] | None:
-        """Send a share upstream; returns (channel_id, sequence_number), or None if no live channel."""
-
-    def record_share(self, record: ShareRecord) -> None: ...
-
-    def next_share_seq(self) -> int: ...
-
-    def difficulty_floor(self, session: MinerSession) -> float: ...
+SessionEvent = Share | MinerReady
+Reply = tuple[bytes, SessionEvent | None]
+"""What ``handle`` returns: the line(s) to write, and the event for the hub (or None)."""
 
 
 @dataclass(slots=True)
@@ -79,11 +63,8 @@ class MinerSession:
         extranonce2_size: int,
         server_version_mask: int,
         vardiff: Vardiff,
-        host: MinerHost,
-        write: Callable[[bytes], None],
-        instance_id: str,
         honour_suggest_difficulty: bool = True,
-        now: Callable[[], float] = time.time,
+        now: float,
     ) -> None:
         self.client_id = client_id
         self.peer = peer
@@ -91,12 +72,8 @@ class MinerSession:
         self.extranonce2_size = extranonce2_size
         self.server_version_mask = server_version_mask
         self.vardiff = vardiff
-        self.host = host
-        self.write = write
-        self.instance_id = instance_id
         self.honour_suggest_difficulty = honour_suggest_difficulty
-        self._now = now
-        self.connected_at = now()
+        self.connected_at = now
         self.user_agent = ""
         self.subscribed = False
         self.worker_name = ""  # first authorized worker
@@ -112,43 +89,52 @@ class MinerSession:
         self._difficulty_sent: float | None = None
         self.jobs: OrderedDict[str, SentJob] = OrderedDict()
         self.latest: tuple[str, Job] | None = None
+        # ids of jobs this miner was sent that are no longer valid: a share for one is stale
+        self._retired: OrderedDict[str, None] = OrderedDict()
         # keyed by the upstream job: keepalive copies give one upstream job several SV1 ids
         self._seen: OrderedDict[tuple[int, int, bytes, int, int, int], None] = OrderedDict()
         self.counters = ShareCounters()
-        self.channel_id: int | None = None  # upstream channel serving this miner
-        self.closed = False
+
+    @property
+    def ready(self) -> bool:
+        """Subscribed and authorized: the miner gets jobs."""
+        return self.subscribed and bool(self.authorized)
+
+    @property
+    def greeted(self) -> bool:
+        """The miner has sent at least one subscribe or successful authorize (it speaks SV1)."""
+        return self.subscribed or bool(self.authorized)
 
     # -- dispatch ------------------------------------------------------------
 
-    def handle(self, req: p.Request) -> None:
-        """Answer one request. Never raises for bad input; closes only on a flood."""
+    def handle(self, req: p.Request, now: float) -> Reply:
+        """Answer one request. Bad input is answered with an error, never raised."""
         method = req.method
         try:
             if method == "mining.submit":
-                self._submit(req)
-            elif method == "mining.subscribe":
-                self._subscribe(req)
-            elif method == "mining.authorize":
-                self._authorize(req)
-            elif method == "mining.configure":
-                self._configure(req)
-            elif method == "mining.extranonce.subscribe":
+                return self._submit(req, now)
+            if method == "mining.subscribe":
+                return self._subscribe(req)
+            if method == "mining.authorize":
+                return self._authorize(req)
+            if method == "mining.configure":
+                return self._configure(req), None
+            if method == "mining.extranonce.subscribe":
                 self.wants_set_extranonce = True
-                self.write(p.result(req.id, True))
-            elif method == "mining.suggest_difficulty":
-                self._suggest_difficulty(req)
-            elif method == "mining.ping":
-                self.write(p.result(req.id, "pong"))
-            else:
-                # mining.get_transactions, mining.multi_version, mining.capabilities...:
-                # answer "method not found" and keep the miner.
-                self.write(p.error(req.id, p.METHOD_NOT_FOUND, f"unknown method {method[:64]}"))
-        except p.Sv1ProtocolError as e:
-            self.write(p.error(req.id, e.code, str(e)))
+                return p.result(req.id, True), None
+            if method == "mining.suggest_difficulty":
+                return self._suggest_difficulty(req, now), None
+            if method == "mining.ping":
+                return p.result(req.id, "pong"), None
+            # mining.get_transactions, mining.multi_version, mining.capabilities...:
+            # answer "method not found" and keep the miner.
+            return p.error(req.id, p.METHOD_NOT_FOUND, f"unknown method {method[:64]}"), None
+        except p.Sv1ProtocolError as e:  # Sv1BadRequest: REPLY_ERROR (tproxy.errors)
+            return p.error(req.id, e.code, str(e)), None
 
     # -- methods -------------------------------------------------------------
 
-    def _configure(self, req: p.Request) -> None:
+    def _configure(self, req: p.Request) -> bytes:
         cfg = p.parse_configure(req.params)
         if "version-rolling" in cfg.extensions:
             self.version_mask = cfg.version_rolling_mask & self.server_version_mask
@@ -163,135 +149,159 @@ class MinerSession:
             allow_min_difficulty=True,
             allow_subscribe_extranonce=True,
         )
-        self.write(p.result(req.id, result))
+        return p.result(req.id, result)
 
-    def _subscribe(self, req: p.Request) -> None:
+    def _subscribe(self, req: p.Request) -> Reply:
         sub = p.parse_subscribe(req.params)
         self.user_agent = (sub.user_agent or "")[:128]
         self.subscribed = True
-        self.write(p.result(req.id, p.subscribe_result(SUBSCRIPTION_ID, self.extranonce1, self.extranonce2_size)))
-        if self.authorized:
-            self.host.on_authorized(self)
+        line = p.result(req.id, p.subscribe_result(SUBSCRIPTION_ID, self.extranonce1, self.extranonce2_size))
+        return line, (MinerReady(self.client_id, self.worker_name) if self.authorized else None)
 
-    def _authorize(self, req: p.Request) -> None:
+    def _authorize(self, req: p.Request) -> Reply:
         auth = p.parse_authorize(req.params)
         name = auth.worker_name
         if not name:
-            self.write(p.error(req.id, p.UNAUTHORIZED, "empty worker name"))
-            return
+            return p.error(req.id, p.UNAUTHORIZED, "empty worker name"), None
         first = not self.authorized
         self.authorized.add(name)
         if first:
             self.worker_name = name
-        self.write(p.result(req.id, True))
-        if first and self.subscribed:
-            self.host.on_authorized(self)
+        line = p.result(req.id, True)
+        return line, (MinerReady(self.client_id, name) if first and self.subscribed else None)
 
-    def _suggest_difficulty(self, req: p.Request) -> None:
+    def _suggest_difficulty(self, req: p.Request, now: float) -> bytes:
         d = p.parse_suggest_difficulty(req.params)
         if self.honour_suggest_difficulty and not self.counters.accepted:
             new = self.vardiff.suggest(d)
             if new != self.difficulty:
-                self.set_difficulty(new)
-        self.write(p.result(req.id, True))
+                self.set_difficulty(new, now)
+        return p.result(req.id, True)
 
     # -- difficulty and jobs -------------------------------------------------------
 
-    def set_difficulty(self, difficulty: float) -> None:
+    def set_difficulty(self, difficulty: float, now: float) -> None:
         """Change the miner's difficulty; it is sent right before the next notify."""
-        now = self._now()
         self._prev_target = self.target
         self._target_changed_at = now
         self.difficulty = difficulty
         self.target = work.target_from_difficulty(difficulty)
         self.vardiff.difficulty = difficulty
 
-    def send_job(self, sv1_job_id: str, job: Job, notify_line: bytes, *, clean: bool) -> None:
-        """Notify a job, preceded by set_difficulty when the difficulty changed."""
+    def apply_floor(self, floor: float, now: float) -> None:
+        """Raise the miner to ``floor`` if it is below (takes effect with the next notify)."""
+        if self.difficulty < floor:
+            self.set_difficulty(floor, now)
+
+    def send_job(self, sv1_job_id: str, job: Job, notify_line: bytes, *, clean: bool, now: float) -> bytes:
+        """Record a job as sent; returns the bytes to write: the notify, preceded by
+        set_version_mask / set_difficulty when those changed (the common case is
+        ``notify_line`` itself, shared by every miner)."""
+        prefix = b""
         if self.version_mask is not None:
             # A pool may forbid version rolling for a job; tell the miner before the
             # notify instead of rejecting every rolled share it would send.
             effective = self.version_mask if job.version_rolling_allowed else 0
             current = self.version_mask if self._mask_sent is None else self._mask_sent
             if effective != current:
-                self.write(p.set_version_mask(effective))
+                prefix += p.set_version_mask(effective)
                 self._mask_sent = effective
         if self._difficulty_sent != self.difficulty:
-            self.write(p.set_difficulty(self.difficulty))
+            prefix += p.set_difficulty(self.difficulty)
             self._difficulty_sent = self.difficulty
+        jobs = self.jobs
         if clean:
-            self.jobs.clear()
-            self._seen.clear()
+            self._retire_all()
         if self.latest is None and not self.counters.accepted:
             # Time without work is not the miner's silence: start vardiff's clock now.
-            self.vardiff.reset(self._now())
-        self.jobs[sv1_job_id] = SentJob(job, self.target)
-        self.jobs.move_to_end(sv1_job_id)
-        while len(self.jobs) > MAX_JOBS_PER_MINER:
-            self.jobs.popitem(last=False)
+            self.vardiff.reset(now)
+        jobs[sv1_job_id] = SentJob(job, self.target)
+        jobs.move_to_end(sv1_job_id)
+        while len(jobs) > MAX_JOBS_PER_MINER:
+            self._retire(jobs.popitem(last=False)[0])
         self.latest = (sv1_job_id, job)
-        self.write(notify_line)
+        return prefix + notify_line if prefix else notify_line
 
     def forget_jobs(self) -> None:
-        """Upstream lost: every job this miner holds is stale now."""
-        self.jobs.clear()
-        self._seen.clear()
+        """Every job this miner holds is stale now (upstream lost, channel closed or reset)."""
+        self._retire_all()
         self.latest = None
 
-    def maybe_retarget(self) -> bool:
-        """Run vardiff; True if the difficulty changed (the caller re-sends the job)."""
-        new = self.vardiff.maybe_retarget(self._now())
+    def _retire_all(self) -> None:
+        for sv1_job_id in self.jobs:
+            self._retire(sv1_job_id)
+        self.jobs.clear()
+        self._seen.clear()
+
+    def _retire(self, sv1_job_id: str) -> None:
+        retired = self._retired
+        retired[sv1_job_id] = None
+        if len(retired) > MAX_RETIRED_JOB_IDS:
+            retired.popitem(last=False)
+
+    def is_retired(self, sv1_job_id: str) -> bool:
+        return sv1_job_id in self._retired
+
+    def maybe_retarget(self, now: float, floor: float) -> bool:
+        """Run vardiff (never below ``floor``); True if the difficulty changed (the caller re-sends the job)."""
+        new = self.vardiff.maybe_retarget(now)
         if new is None:
             return False
-        new = max(new, self.host.difficulty_floor(self))
+        new = max(new, floor)
         if new == self.difficulty:
             self.vardiff.difficulty = new  # keep vardiff's view equal to what the miner has
             return False
-        self.set_difficulty(new)
+        self.set_difficulty(new, now)
         return True
+
+    def hashrate(self, now: float) -> float:
+        """Estimated hashrate as of ``now`` (never before the last share vardiff saw)."""
+        return self.vardiff.estimated_hashrate(max(now, self.vardiff.last_now))
+
+    def on_verdict(self, accepted: bool) -> None:
+        """The pool's answer for one of this miner's forwarded shares."""
+        if accepted:
+            self.counters.pool_accepted += 1
+        else:
+            self.counters.pool_rejected += 1
 
     # -- shares ----------------------------------------------------------------
 
-    def _reject(self, req: p.Request, code: int, verdict: str, message: str) -> None:
+    def _refuse(
+        self, req: p.Request, received_ms: int, sub: p.SubmitRequest | None, code: int, verdict: str, message: str,
+        job: Job | None = None, version: int = 0, h: bytes = b"", share_diff: float = 0.0,
+    ) -> Reply:
         c = self.counters
         c.rejected += 1
         c.rejected_by_reason[verdict] = c.rejected_by_reason.get(verdict, 0) + 1
-        self.write(p.error(req.id, code, message))
+        if sub is None:
+            share = Share(received_ms, self.client_id, self.worker_name, "", job, self.extranonce1, b"", 0, 0,
+                          version, h, share_diff, self.difficulty, verdict)
+        else:
+            share = Share(received_ms, self.client_id, sub.worker_name, sub.sv1_job_id, job, self.extranonce1,
+                          sub.extranonce2, sub.ntime, sub.nonce, version, h, share_diff, self.difficulty, verdict)
+        return p.error(req.id, code, message), share
 
-    def _submit(self, req: p.Request) -> None:
-        now = self._now()
+    def _submit(self, req: p.Request, now: float) -> Reply:
         received_ms = int(now * 1000)
-        share_seq = self.host.next_share_seq()
-        sub: p.SubmitRequest | None = None
-
-        def refuse(code: int, verdict: str, message: str, job: Job | None = None,
-                   version: int = 0, h: bytes = b"", share_diff: float = 0.0) -> None:
-            self._record(received_ms, share_seq, sub, job, verdict, version, h, share_diff, self.difficulty, None)
-            self._reject(req, code, verdict, message)
-
         try:
             sub = p.parse_submit(req.params)
         except p.Sv1ProtocolError as e:
-            refuse(p.OTHER, "malformed", str(e))
-            return
-        en2, ntime, nonce = sub.extranonce2, sub.ntime, sub.nonce
+            return self._refuse(req, received_ms, None, p.OTHER, "malformed", str(e))
         if not self.subscribed:
-            refuse(p.NOT_SUBSCRIBED, "not-subscribed", "Not subscribed")
-            return
+            return self._refuse(req, received_ms, sub, p.NOT_SUBSCRIBED, "not-subscribed", "Not subscribed")
         if sub.worker_name not in self.authorized:
-            refuse(p.UNAUTHORIZED, "unauthorized", "Unauthorized worker")
-            return
+            return self._refuse(req, received_ms, sub, p.UNAUTHORIZED, "unauthorized", "Unauthorized worker")
         sent = self.jobs.get(sub.sv1_job_id)
         if sent is None:
-            if self.host.is_stale_job(sub.sv1_job_id):
-                refuse(p.JOB_NOT_FOUND, "stale-share", "Job not found (stale)")
-            else:
-                refuse(p.JOB_NOT_FOUND, "invalid-job-id", "Job not found")
-            return
+            if sub.sv1_job_id in self._retired:
+                return self._refuse(req, received_ms, sub, p.JOB_NOT_FOUND, "stale-share", "Job not found (stale)")
+            return self._refuse(req, received_ms, sub, p.JOB_NOT_FOUND, "invalid-job-id", "Job not found")
         job = sent.job
+        en2 = sub.extranonce2
         if len(en2) != self.extranonce2_size:
-            refuse(p.OTHER, "bad-extranonce-size", f"extranonce2 must be {self.extranonce2_size} bytes", job)
-            return
+            return self._refuse(req, received_ms, sub, p.OTHER, "bad-extranonce-size",
+                                f"extranonce2 must be {self.extranonce2_size} bytes", job)
         # Version: BIP310 masked form first; Bitaxe's XOR-with-job form is tried too.
         candidates: tuple[int, ...]
         if sub.version_bits is None:
@@ -300,14 +310,15 @@ class MinerSession:
             mask = self.version_mask
             bits = sub.version_bits
             if mask is None or bits & ~mask & 0xFFFFFFFF or (not job.version_rolling_allowed and bits & mask):
-                refuse(p.OTHER, "invalid-version-bits", "version bits outside the negotiated mask", job)
-                return
+                return self._refuse(req, received_ms, sub, p.OTHER, "invalid-version-bits",
+                                    "version bits outside the negotiated mask", job)
             masked = (job.version & ~mask) | (bits & mask)
             xored = job.version ^ bits
             candidates = (masked,) if masked == xored else (masked, xored)
         target = sent.target
         if now - self._target_changed_at < TARGET_GRACE_S and self._prev_target > target:
             target = self._prev_target
+        ntime, nonce = sub.ntime, sub.nonce
         coinbase = job.coinb1 + self.extranonce1 + en2 + job.coinb2
         root = work.merkle_root(work.sha256d(coinbase), job.merkle_path)
         version = candidates[0]
@@ -318,63 +329,21 @@ class MinerSession:
                 break
         share_diff = work.share_difficulty(h)
         if not work.hash_meets_target(h, target):
-            refuse(p.LOW_DIFFICULTY, "difficulty-too-low", "Low difficulty share", job, version, h, share_diff)
-            return
+            return self._refuse(req, received_ms, sub, p.LOW_DIFFICULTY, "difficulty-too-low",
+                                "Low difficulty share", job, version, h, share_diff)
         key = (job.channel_id, job.job_id, en2, ntime, nonce, version)
-        if key in self._seen:
-            refuse(p.DUPLICATE, "duplicate-share", "Duplicate share", job, version, h, share_diff)
-            return
-        self._seen[key] = None
-        if len(self._seen) > MAX_SEEN_SHARES:
-            self._seen.popitem(last=False)
+        seen = self._seen
+        if key in seen:
+            return self._refuse(req, received_ms, sub, p.DUPLICATE, "duplicate-share", "Duplicate share",
+                                job, version, h, share_diff)
+        seen[key] = None
+        if len(seen) > MAX_SEEN_SHARES:
+            seen.popitem(last=False)
         target_diff = work.difficulty_from_target(target)
-        forwarded_to: tuple[int, int] | None = None
-        if work.hash_meets_target(h, job.upstream_target):
-            forwarded_to = self.host.forward_share(self, job, en2, ntime, nonce, version, share_seq, target_diff, h)
         c = self.counters
         c.accepted += 1
         c.last_share_at = now
         self.vardiff.record_share(now, target_diff)
-        self.write(p.result(req.id, True))
-        self._record(received_ms, share_seq, sub, job, VERDICT_ACCEPTED, version, h, share_diff, target_diff, forwarded_to)
-
-    def _record(
-        self,
-        received_ms: int,
-        share_seq: int,
-        sub: p.SubmitRequest | None,
-        job: Job | None,
-        verdict: str,
-        version: int,
-        h: bytes,
-        share_diff: float,
-        target_diff: float,
-        forwarded_to: tuple[int, int] | None,
-    ) -> None:
-        """Hand one ShareRecord to the share log; ``forwarded_to`` is (channel_id, sequence_number)."""
-        if forwarded_to is not None:
-            channel_id, sequence_number = forwarded_to
-        else:
-            channel_id, sequence_number = (job.channel_id if job else 0), 0
-        self.host.record_share(
-            ShareRecord(
-                received_at_ms=received_ms,
-                instance_id=self.instance_id,
-                share_seq=share_seq,
-                worker_name=(sub.worker_name if sub is not None else self.worker_name)[:255],
-                client_id=self.client_id,
-                channel_id=channel_id,
-                sequence_number=sequence_number,
-                sv1_job_id=(sub.sv1_job_id if sub is not None else "")[:64],
-                job_id=job.job_id if job else 0,
-                nonce=sub.nonce if sub is not None else 0,
-                ntime=sub.ntime if sub is not None else 0,
-                version=version,
-                extranonce=(self.extranonce1 + (sub.extranonce2 if sub is not None else b"")).hex(),
-                share_hash=h[::-1].hex(),
-                target_difficulty=target_diff,
-                share_difficulty=share_diff,
-                verdict=verdict,
-                forwarded=forwarded_to is not None,
-            )
-        )
+        share = Share(received_ms, self.client_id, sub.worker_name, sub.sv1_job_id, job, self.extranonce1, en2,
+                      ntime, nonce, version, h, share_diff, target_diff, VERDICT_ACCEPTED)
+        return p.result(req.id, True), share

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
+from tests.helpers.sv1_client import Sv1TestClient
 from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
-from tests.tproxy.sv1_client import Sv1TestClient
 from tproxy.shares.spool import KIND_SHARES, Spool
 
 REPO = Path(__file__).resolve().parents[3]

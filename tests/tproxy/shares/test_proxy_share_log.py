@@ -22,9 +22,9 @@ import pytest
 
 from devnet.pool import DevPool
 from sv2 import work
+from tests.helpers.stack import pool_settings, proxy_settings
+from tests.helpers.sv1_client import Sv1TestClient
 from tests.tproxy.shares.conftest import fast_settings
-from tests.tproxy.sv1_client import Sv1TestClient
-from tests.tproxy.test_e2e import pool_settings, proxy_settings
 from tproxy.runtime import Proxy
 
 
@@ -95,7 +95,7 @@ async def test_every_share_once_with_its_verdict_pool_verdict_and_aggregate(tmp_
 
         # The pool silently raises its target for the next jobs: the proxy forwards shares
         # it accepted and the pool rejects them; that verdict must join back to the rows.
-        cid = next(iter(proxy.bridge.channels))
+        cid = next(iter(proxy.manager.channels))
         pool.channels[cid].target = work.target_from_difficulty(1e6)
         mark_b = len(b.jobs)
         await pool.announce_new_block()
@@ -103,7 +103,7 @@ async def test_every_share_once_with_its_verdict_pool_verdict_and_aggregate(tmp_
         for k in range(2):
             await ok(b, "farm.bob", jb, 10 + k)
 
-        await until(lambda: pool.total_accepted + pool.total_rejected >= proxy.bridge.shares_forwarded)
+        await until(lambda: pool.total_accepted + pool.total_rejected >= proxy.manager.shares_forwarded)
         assert pool.total_accepted == 5 and pool.total_rejected == 2
         await until(lambda: log.stats().verdicts_pending == 0 and log.stats().queued == 0)
         assert await log.flush(10)
@@ -125,7 +125,7 @@ async def test_every_share_once_with_its_verdict_pool_verdict_and_aggregate(tmp_
             f"countIf(forwarded AND channel_id = {cid}), uniqExactIf(sequence_number, forwarded), "
             "countIf(NOT forwarded AND sequence_number != 0) FROM tproxy.shares")
         n_acc = sum(v for (_, verdict), v in sent.items() if verdict == "accepted")
-        assert fwd == fwd_acc == fwd_ch == fwd_seq == n_acc == proxy.bridge.shares_forwarded == 7
+        assert fwd == fwd_acc == fwd_ch == fwd_seq == n_acc == proxy.manager.shares_forwarded == 7
         assert unfwd_seq == 0
 
         # The pool's verdicts, joined on (instance_id, run_id, share_seq).

@@ -14,8 +14,8 @@ from devnet.pool import DevPool
 from sv2 import work
 from sv2.keys import decode_public_key, decode_secret_key, xonly_from_secret
 from sv2.messages import CloseChannel, SetExtranoncePrefix
-from tests.tproxy.sv1_client import Sv1TestClient
-from tests.tproxy.test_e2e import Stack, pool_settings, proxy_settings, running
+from tests.helpers.stack import Stack, pool_settings, proxy_settings, running
+from tests.helpers.sv1_client import Sv1TestClient
 from tproxy.runtime import Proxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,11 +67,11 @@ async def test_update_channel_follows_measured_hashrate() -> None:
         for k in range(5):
             en2, ntime, nonce = c.find_share(job, en2=k.to_bytes(4, "big"))
             assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
-        ch = next(iter(proxy.bridge.channels.values()))
+        ch = next(iter(proxy.manager.channels.values()))
         before_target = ch.state.target
         assert ch.stats.nominal_hashrate == 0.0
         offset[0] += 20.0  # 20 s later: UpdateChannel is due
-        proxy.bridge.tick()
+        proxy.tick()
         assert ch.stats.nominal_hashrate > 0
         # the pool answers UpdateChannel with SetTarget: the proxy's channel target moves
         await _until(lambda: ch.state.target != before_target)
@@ -137,10 +137,10 @@ async def test_pool_rejections_are_attributed_to_the_miner_and_worker() -> None:
             assert (await a.submit("farm.alice", ja, en2, ntime, nonce))["result"] is True
         await st.settled()
         assert st.pool.total_rejected == 2
-        sessions = {s.worker_name: s for s in st.proxy.bridge.sessions.values()}
+        sessions = {m.session.worker_name: m.session for m in st.proxy.hub.miners.values()}
         assert sessions["farm.alice"].counters.pool_rejected == 2
         assert sessions["farm.bob"].counters.pool_rejected == 0
-        ch = next(iter(st.proxy.bridge.channels.values()))
+        ch = next(iter(st.proxy.manager.channels.values()))
         assert ch.stats.shares_rejected_by_reason == {"difficulty-too-low": 2}
         await a.close()
         await b.close()
@@ -153,7 +153,7 @@ async def test_outage_longer_than_the_limit_disconnects_miners_cleanly() -> None
         await c.wait_job()
         await st.pool.close()
         await asyncio.wait_for(c.closed.wait(), 10)
-        assert st.proxy.bridge.outage_disconnects == 1
+        assert st.proxy.hub.outage_disconnects == 1
 
 
 def test_keygen_prints_a_matching_pair() -> None:
@@ -284,7 +284,7 @@ async def test_every_job_of_an_old_chain_tip_is_stale_not_unknown() -> None:
         for old in (first, second):
             en2, ntime, nonce = c.find_share(old)
             assert (await c.submit("farm.w1", old, en2, ntime, nonce))["error"][0] == 21
-        session = next(iter(st.proxy.bridge.sessions.values()))
+        session = next(iter(st.proxy.hub.miners.values())).session
         assert session.counters.rejected_by_reason == {"stale-share": 2}
         await c.close()
 
@@ -299,7 +299,7 @@ async def test_channel_counts_best_share_and_blocks_found() -> None:
             diffs.append(work.share_difficulty(c.header_hash(job, en2, ntime, nonce)))
             assert (await c.submit("farm.w1", job, en2, ntime, nonce))["result"] is True
         await st.settled()
-        stats = next(iter(st.proxy.bridge.channels.values())).stats
+        stats = next(iter(st.proxy.manager.channels.values())).stats
         assert stats.blocks_found == 3 == st.pool.blocks_found
         assert stats.best_diff == max(diffs)
         await c.close()

@@ -3,7 +3,7 @@
 Owns what the pool told us about a channel: its extranonce prefix and size,
 its target, the queued future jobs, the active chain tip, and the sequence
 numbers of the shares we forwarded. It turns upstream job messages into
-immutable ``Job`` objects the SV1 side can notify, following the SRI client
+immutable ``tproxy.events.Job`` objects the SV1 side can notify, following the SRI client
 channel rules (reference section 7):
 
 * a job with ``min_ntime`` None is *future*: stored, never notified;
@@ -36,32 +36,14 @@ from sv2.messages import (
     SetNewPrevHash,
     SetTarget,
 )
+from tproxy.errors import UpstreamError
+from tproxy.events import Job
 
 MAX_FUTURE_JOBS = 16
 
 
-class ChannelLayoutError(ValueError):
+class ChannelLayoutError(UpstreamError):
     """The pool granted fewer rollable extranonce bytes than the proxy needs."""
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One piece of work, ready to be sent to SV1 miners and to validate shares."""
-
-    channel_id: int
-    job_id: int  # upstream job id
-    version: int
-    version_rolling_allowed: bool
-    merkle_path: tuple[bytes, ...]
-    coinb1: bytes  # stripped coinbase prefix ‖ upstream extranonce_prefix ‖ pad
-    coinb2: bytes  # stripped coinbase suffix
-    pad: bytes  # zero bytes that lead the SV2 rollable extranonce
-    prev_hash: bytes  # header byte order
-    nbits: int
-    ntime: int
-    upstream_target: int
-    generation: int  # chain-tip generation this job belongs to
-    clean: bool  # first job of a new chain tip
 
 
 @dataclass(slots=True)

@@ -1,0 +1,521 @@
+"""The channel manager: the upstream side's policy over one pool connection.
+
+Owns the upstream channels (one aggregated channel shared by every miner, or
+one per miner), routing of pool messages by channel or group id, forwarding
+accepted shares as SubmitSharesExtended with per-channel sequence numbers,
+attributing the pool's SubmitShares.Success/Error to the share they answer
+(``Verdict`` events), UpdateChannel as the miners' hashrate moves, keepalive
+jobs (ntime rolled) while the pool is quiet, the difficulty floor a channel's
+target sets (``DifficultyFloor``), and the pool's CloseChannel.
+
+It is driven by the supervisor (``on_upstream_up`` / ``on_upstream_message`` /
+``on_upstream_lost``), by the SV1 hub (``forward``, ``on_miner``, through
+``tproxy.events.UpstreamSide``) and by ``tick``. It sends SV2 messages
+through a ``PoolSender`` and tells the SV1 side what happened through
+``tproxy.events.DownstreamSide``; apart from waiting for the aggregated
+channel in ``on_upstream_up`` it does no I/O itself, so tests drive it with
+messages alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from sv2 import work
+from sv2.messages import (
+    AnyMessage,
+    CloseChannel,
+    NewExtendedMiningJob,
+    OpenExtendedMiningChannel,
+    OpenExtendedMiningChannelSuccess,
+    OpenMiningChannelError,
+    SetExtranoncePrefix,
+    SetGroupChannel,
+    SetNewPrevHash,
+    SetTarget,
+    SubmitSharesError,
+    SubmitSharesExtended,
+    SubmitSharesSuccess,
+    UpdateChannel,
+    UpdateChannelError,
+)
+from tproxy.config import Settings
+from tproxy.errors import UpstreamError
+from tproxy.events import (
+    VERDICT_ACCEPTED,
+    ChannelAssigned,
+    DifficultyFloor,
+    DownstreamSide,
+    Job,
+    JobsRetired,
+    MinerEvent,
+    MinerGone,
+    MinerReady,
+    Share,
+    UpstreamDown,
+    UpstreamUp,
+    Verdict,
+)
+from tproxy.upstream.channel import ChannelState
+
+log = logging.getLogger("tproxy.upstream.manager")
+
+MAX_PENDING_VERDICTS = 100_000
+UPDATE_CHANNEL_MIN_INTERVAL_S = 10.0
+UPDATE_CHANNEL_THRESHOLD = 0.1
+KEEPALIVE_MAX_NTIME_ROLL = 7200
+CHANNEL_OPEN_TIMEOUT_S = 10.0
+
+
+class PoolSender(Protocol):
+    """Where the manager sends SV2 messages (``UpstreamConnection``; a test double in tests)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def user_identity(self) -> str:
+        """The configured user_identity of this upstream ("" if none)."""
+
+    def send(self, msg: AnyMessage) -> None:
+        """Queue one message; raises UpstreamError if the connection is gone."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class PendingShare:
+    """A forwarded share waiting for the pool's verdict."""
+
+    client_id: int
+    worker_name: str
+    share_seq: int
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """Counters of one upstream channel, for monitoring."""
+
+    user_identity: str
+    nominal_hashrate: float = 0.0
+    shares_submitted: int = 0
+    shares_acknowledged: int = 0
+    shares_rejected: int = 0
+    shares_rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    acknowledged_work_sum: int = 0
+    validated_work_sum: float = 0.0
+    best_diff: float = 0.0
+    blocks_found: int = 0
+
+
+@dataclass(slots=True)
+class LiveChannel:
+    """One open upstream channel: its sans-IO state, its connection, counters and pending verdicts."""
+
+    state: ChannelState
+    up: PoolSender
+    stats: ChannelStats
+    owner: int | None = None  # client_id in non-aggregated mode
+    pending: OrderedDict[int, PendingShare] = field(default_factory=OrderedDict)
+    latest: Job | None = None  # the last job issued (keepalive copies are made from it)
+    last_job_at: float = 0.0
+    last_update_sent: float = 0.0
+    last_nominal_sent: float = 0.0
+
+
+@dataclass(slots=True)
+class _OpenRequest:
+    owner: int | None  # client_id, or None for the aggregated channel
+    identity: str
+    nominal: float
+
+
+class ChannelManager:
+    """Upstream channels for the SV1 miners. Single event loop, no locks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        downstream: DownstreamSide,
+        *,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.downstream = downstream
+        self._now = now
+        ds = settings.downstream
+        self.extranonce1_size = ds.extranonce1_size
+        self.extranonce2_size = ds.extranonce2_size
+        self.aggregated = settings.proxy.aggregate_channels
+        self.up: PoolSender | None = None
+        self.channels: dict[int, LiveChannel] = {}  # channel_id -> channel
+        self._route: dict[int, list[LiveChannel]] = {}  # channel or group id -> channels
+        self._ready: dict[int, str] = {}  # client_id -> worker_name of miners that want work
+        self._requests: dict[int, _OpenRequest] = {}  # request_id -> open in flight
+        # non-aggregated mode: client_id -> its channel_id, and client_ids whose open is in flight
+        self._owned: dict[int, int] = {}
+        self._opening: set[int] = set()
+        self._next_request_id = 1
+        self._shared_open: asyncio.Future[None] | None = None
+        self.shares_forwarded = 0
+
+    # ------------------------------------------------------------------ supervisor side
+
+    async def on_upstream_up(self, up: PoolSender) -> None:
+        """Open channels on ``up``; in aggregated mode wait for the shared one (UpstreamError if refused)."""
+        if not self.aggregated:
+            self.attach(up)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._shared_open = fut
+        try:
+            self.attach(up)
+            async with asyncio.timeout(CHANNEL_OPEN_TIMEOUT_S):
+                await fut
+        except TimeoutError as e:
+            self.on_upstream_lost(up, "no answer to OpenExtendedMiningChannel")
+            raise UpstreamError("no answer to OpenExtendedMiningChannel") from e
+        except BaseException as e:
+            self.on_upstream_lost(up, str(e))
+            raise
+        finally:
+            self._shared_open = None
+
+    def attach(self, up: PoolSender) -> None:
+        """Use ``up`` from now on: ask for the channels the miners need (the sans-IO half of ``on_upstream_up``)."""
+        self.up = up
+        if self.aggregated:
+            self._request_channel(up, owner=None)
+            return
+        for client_id in list(self._ready):
+            self._request_channel(up, owner=client_id)
+        self.downstream.on_upstream_event(UpstreamUp(str(up)))
+
+    def on_upstream_lost(self, up: PoolSender, reason: str) -> None:
+        if self.up is up:
+            self.up = None
+        for ch in [c for c in self.channels.values() if c.up is up]:
+            self._drop_channel(ch)
+        self._requests.clear()
+        self._opening.clear()
+        self.downstream.on_upstream_event(UpstreamDown(reason))
+
+    def on_upstream_message(self, up: PoolSender, msg: AnyMessage) -> None:
+        cid = getattr(msg, "channel_id", None)
+        targets = self._route.get(cid, []) if cid is not None else []
+        if isinstance(msg, SubmitSharesSuccess):
+            for ch in targets:
+                self._on_success(ch, msg)
+        elif isinstance(msg, SubmitSharesError):
+            for ch in targets:
+                self._on_error(ch, msg)
+        elif isinstance(msg, (NewExtendedMiningJob, SetNewPrevHash)):
+            self._on_job_message(msg, targets)
+        elif isinstance(msg, SetTarget):
+            for ch in targets:
+                ch.state.on_set_target(msg)
+                if self._floors_follow_channel:
+                    self.downstream.on_upstream_event(DifficultyFloor(ch.state.channel_id, self._floor(ch)))
+        elif isinstance(msg, (OpenExtendedMiningChannelSuccess, OpenMiningChannelError)):
+            self._on_open_reply(up, msg)
+        else:
+            self._on_channel_message(up, msg, targets)
+
+    def _on_channel_message(self, up: PoolSender, msg: AnyMessage, targets: list[LiveChannel]) -> None:
+        if isinstance(msg, SetExtranoncePrefix):
+            # The prefix lives in coinb1, so miners keep their extranonce1: the
+            # next job simply carries the new coinb1.
+            for ch in targets:
+                ch.state.on_set_extranonce_prefix(msg)
+        elif isinstance(msg, CloseChannel):
+            for ch in list(targets):
+                log.warning("pool closed channel %d: %s", ch.state.channel_id, msg.reason_code)
+                self._drop_channel(ch)
+                if self.aggregated:
+                    up.close()  # our only channel is gone: make the supervisor reconnect
+                elif ch.owner is not None and ch.owner in self._ready and self.up is not None:
+                    self._request_channel(self.up, owner=ch.owner)
+        elif isinstance(msg, UpdateChannelError):
+            log.warning("pool refused UpdateChannel on %s: %s", msg.channel_id, msg.error_code)
+        elif isinstance(msg, SetGroupChannel):
+            for member in msg.channel_ids:
+                for ch in self._route.get(member, []):
+                    group = self._route.setdefault(msg.group_channel_id, [])
+                    if ch not in group:
+                        group.append(ch)
+        else:
+            log.info("ignoring %s from %s", type(msg).__name__, up)
+
+    # ------------------------------------------------------------------ SV1 side (UpstreamSide)
+
+    def on_miner(self, event: MinerEvent) -> None:
+        if isinstance(event, MinerReady):
+            self._ready[event.client_id] = event.worker_name
+            cid = event.client_id
+            if not self.aggregated and self.up is not None and cid not in self._owned and cid not in self._opening:
+                self._request_channel(self.up, owner=cid)
+        elif isinstance(event, MinerGone):
+            self._ready.pop(event.client_id, None)
+            self._opening.discard(event.client_id)
+            channel_id = self._owned.get(event.client_id)
+            ch = self.channels.get(channel_id) if channel_id is not None else None
+            if ch is not None:
+                with contextlib.suppress(UpstreamError):
+                    ch.up.send(CloseChannel(channel_id=ch.state.channel_id, reason_code="miner-disconnected"))
+                self._drop_channel(ch)
+
+    def forward(self, share: Share, share_seq: int) -> tuple[int, int] | None:
+        """Send an accepted share upstream if it meets its job's upstream target."""
+        job = share.job
+        assert job is not None  # the hub forwards only accepted shares, and they name a job
+        if not work.hash_meets_target(share.share_hash, job.upstream_target):
+            return None  # good enough for the miner's target, not for the pool's
+        ch = self.channels.get(job.channel_id)
+        if ch is None or ch.up.closed:
+            return None
+        state = ch.state
+        seq = state.take_sequence_number()
+        try:
+            ch.up.send(
+                SubmitSharesExtended(
+                    channel_id=state.channel_id,
+                    sequence_number=seq,
+                    job_id=job.job_id,
+                    nonce=share.nonce,
+                    ntime=share.ntime,
+                    version=share.version,
+                    extranonce=job.pad + share.extranonce1 + share.extranonce2,
+                )
+            )
+        except UpstreamError:
+            return None
+        pending = ch.pending
+        pending[seq] = PendingShare(share.client_id, share.worker_name, share_seq)
+        if len(pending) > MAX_PENDING_VERDICTS:
+            pending.popitem(last=False)
+        stats = ch.stats
+        stats.shares_submitted += 1
+        stats.validated_work_sum += share.target_difficulty
+        if share.share_difficulty > stats.best_diff:
+            stats.best_diff = share.share_difficulty
+        if work.hash_meets_target(share.share_hash, work.target_from_nbits(job.nbits)):
+            stats.blocks_found += 1
+            log.warning("block candidate from worker %r: %s", share.worker_name, share.share_hash[::-1].hex())
+        self.shares_forwarded += 1
+        return state.channel_id, seq
+
+    # ------------------------------------------------------------------ channels
+
+    @property
+    def _floors_follow_channel(self) -> bool:
+        """Non-aggregated miners are kept at or above their channel's difficulty (unless allowed below)."""
+        return not self.aggregated and not self.settings.difficulty.allow_below_upstream
+
+    def _floor(self, ch: LiveChannel) -> float:
+        floor = self.settings.difficulty.min_difficulty
+        if not self._floors_follow_channel:
+            return floor
+        return max(floor, work.difficulty_from_target(ch.state.target))
+
+    def _user_identity(self, up: PoolSender, owner: int | None) -> str:
+        base = up.user_identity
+        if owner is None:
+            return base or self.settings.proxy.instance_id
+        worker = self._ready.get(owner, "")
+        return f"{base}.{worker}" if base else worker
+
+    def _request_channel(self, up: PoolSender, owner: int | None) -> None:
+        identity = self._user_identity(up, owner)
+        nominal, _ = self.downstream.demand(owner)
+        rid = self._next_request_id
+        self._next_request_id += 1
+        max_target = work.target_to_bytes(work.target_from_difficulty(self.settings.difficulty.min_difficulty))
+        try:
+            up.send(
+                OpenExtendedMiningChannel(
+                    request_id=rid,
+                    user_identity=identity[:255],
+                    nominal_hash_rate=nominal,
+                    max_target=max_target,
+                    min_extranonce_size=self.extranonce1_size + self.extranonce2_size,
+                )
+            )
+        except UpstreamError as e:
+            self._open_failed(owner, e)
+            return
+        self._requests[rid] = _OpenRequest(owner, identity, nominal)
+        if owner is not None:
+            self._opening.add(owner)
+
+    def _on_open_reply(self, up: PoolSender, msg: OpenExtendedMiningChannelSuccess | OpenMiningChannelError) -> None:
+        req = self._requests.pop(msg.request_id, None)
+        if req is not None and req.owner is not None:
+            self._opening.discard(req.owner)
+        if isinstance(msg, OpenMiningChannelError):
+            if req is not None:
+                self._open_failed(req.owner, UpstreamError(f"{up}: channel refused: {msg.error_code}"))
+            return
+        if req is None or (req.owner is not None and req.owner not in self._ready):
+            # Nobody wants this channel any more (its miner left while it was opening).
+            with contextlib.suppress(UpstreamError):
+                up.send(CloseChannel(channel_id=msg.channel_id, reason_code="miner-disconnected"))
+            return
+        try:
+            state = ChannelState.from_open_success(
+                msg, extranonce1_size=self.extranonce1_size, extranonce2_size=self.extranonce2_size
+            )
+        except UpstreamError as e:
+            self._open_failed(req.owner, e)
+            return
+        ch = LiveChannel(state, up, ChannelStats(req.identity, req.nominal), owner=req.owner)
+        ch.last_nominal_sent = req.nominal
+        ch.last_update_sent = self._now()
+        self.channels[state.channel_id] = ch
+        if req.owner is not None:
+            self._owned[req.owner] = state.channel_id
+        self._route.setdefault(state.channel_id, []).append(ch)
+        if state.group_channel_id != state.channel_id:
+            self._route.setdefault(state.group_channel_id, []).append(ch)
+        log.info(
+            "opened channel %d (%s) extranonce_size=%d prefix=%s",
+            state.channel_id, req.identity, state.extranonce_size, state.extranonce_prefix.hex(),
+        )
+        # Before the channel's first job (the pool sends it right behind the Success).
+        self.downstream.on_upstream_event(ChannelAssigned(state.channel_id, req.owner, req.identity, self._floor(ch)))
+        if req.owner is None:
+            self.downstream.on_upstream_event(UpstreamUp(str(up)))
+            if self._shared_open is not None and not self._shared_open.done():
+                self._shared_open.set_result(None)
+
+    def _open_failed(self, owner: int | None, err: UpstreamError) -> None:
+        if owner is None:
+            if self._shared_open is not None and not self._shared_open.done():
+                self._shared_open.set_exception(err)
+            else:
+                log.warning("could not open the aggregated channel: %s", err)
+        else:
+            log.warning("client %d: could not open its channel: %s", owner, err)
+
+    def _drop_channel(self, ch: LiveChannel) -> None:
+        """Forget a channel; its miners lose their jobs and their channel."""
+        cid = ch.state.channel_id
+        self.channels.pop(cid, None)
+        if ch.owner is not None and self._owned.get(ch.owner) == cid:
+            del self._owned[ch.owner]
+        for key in (cid, ch.state.group_channel_id):
+            lst = self._route.get(key)
+            if lst is not None:
+                with contextlib.suppress(ValueError):
+                    lst.remove(ch)
+                if not lst:
+                    self._route.pop(key, None)
+        ch.latest = None
+        self.downstream.on_upstream_event(JobsRetired(cid, channel_closed=True))
+
+    # ------------------------------------------------------------------ jobs
+
+    def _on_job_message(self, msg: NewExtendedMiningJob | SetNewPrevHash, targets: list[LiveChannel]) -> None:
+        for ch in list(targets):
+            if isinstance(msg, NewExtendedMiningJob):
+                job = ch.state.on_new_extended_job(msg)
+                if job is not None:
+                    self._issue(ch, job)
+                continue
+            job = ch.state.on_set_new_prev_hash(msg)
+            if job is None:
+                log.warning("SetNewPrevHash for unknown future job %d on channel %d", msg.job_id, ch.state.channel_id)
+                ch.latest = None
+                self.downstream.on_upstream_event(JobsRetired(ch.state.channel_id, channel_closed=False))
+            else:
+                self._issue(ch, job)
+
+    def _issue(self, ch: LiveChannel, job: Job) -> None:
+        ch.latest = job
+        ch.last_job_at = self._now()
+        self.downstream.on_upstream_event(job)
+
+    # ------------------------------------------------------------------ verdicts
+
+    def _on_success(self, ch: LiveChannel, msg: SubmitSharesSuccess) -> None:
+        ch.stats.shares_acknowledged += msg.new_submits_accepted_count
+        ch.stats.acknowledged_work_sum += msg.new_shares_sum
+        last = msg.last_sequence_number
+        pending = ch.pending
+        if last not in pending:
+            return
+        now_ms = int(self._now() * 1000)
+        # Success acknowledges every share up to and including ``last``.
+        while pending:
+            seq, pend = pending.popitem(last=False)
+            self._verdict(ch, seq, pend, VERDICT_ACCEPTED, now_ms)
+            if seq == last:
+                break
+
+    def _on_error(self, ch: LiveChannel, msg: SubmitSharesError) -> None:
+        code = msg.error_code
+        stats = ch.stats
+        stats.shares_rejected += 1
+        stats.shares_rejected_by_reason[code] = stats.shares_rejected_by_reason.get(code, 0) + 1
+        pend = ch.pending.pop(msg.sequence_number, None)
+        if pend is None:
+            log.warning("pool rejected unknown sequence %d on channel %d: %s", msg.sequence_number, ch.state.channel_id, code)
+            return
+        log.warning(
+            "pool rejected share seq=%d of worker %r (client %d) on channel %d: %s",
+            msg.sequence_number, pend.worker_name, pend.client_id, ch.state.channel_id, code,
+        )
+        self._verdict(ch, msg.sequence_number, pend, code, int(self._now() * 1000))
+
+    def _verdict(self, ch: LiveChannel, seq: int, pend: PendingShare, verdict: str, now_ms: int) -> None:
+        self.downstream.on_upstream_event(
+            Verdict(now_ms, pend.client_id, pend.worker_name, ch.state.channel_id, seq, pend.share_seq, verdict)
+        )
+
+    # ------------------------------------------------------------------ periodic work
+
+    def tick(self) -> None:
+        """UpdateChannel when the miners' hashrate moved; keepalive jobs when the pool is quiet."""
+        now = self._now()
+        for ch in list(self.channels.values()):
+            self._maybe_update_channel(ch, now)
+            self._maybe_keepalive(ch, now)
+
+    def _maybe_update_channel(self, ch: LiveChannel, now: float) -> None:
+        if now - ch.last_update_sent < UPDATE_CHANNEL_MIN_INTERVAL_S:
+            return
+        nominal, hardest = self.downstream.demand(ch.owner)
+        last = ch.last_nominal_sent
+        if last > 0 and abs(nominal - last) / last < UPDATE_CHANNEL_THRESHOLD:
+            return
+        if last == 0 and nominal == 0:
+            return
+        try:
+            ch.up.send(
+                UpdateChannel(
+                    channel_id=ch.state.channel_id,
+                    nominal_hash_rate=nominal,
+                    maximum_target=work.target_to_bytes(hardest),
+                )
+            )
+        except UpstreamError:
+            return
+        ch.last_update_sent = now
+        ch.last_nominal_sent = nominal
+        ch.stats.nominal_hashrate = nominal
+
+    def _maybe_keepalive(self, ch: LiveChannel, now: float) -> None:
+        interval = self.settings.proxy.job_keepalive_interval_s
+        if interval <= 0 or now - ch.last_job_at < interval:
+            return
+        job = ch.latest
+        if job is None:
+            return
+        roll = min(int(now - ch.last_job_at), KEEPALIVE_MAX_NTIME_ROLL)
+        self._issue(ch, replace(job, ntime=job.ntime + roll, clean=False))
