@@ -1,0 +1,77 @@
+"""Farm hashrate history for the dashboard's chart: a small in-memory ring buffer.
+
+Owns ``HashrateHistory``. The snapshot cache records one sample per build (the
+sum of the SV1 clients' vardiff estimates, the same figure as
+``sv1_clients.total_hashrate``); the history keeps those samples for the last
+hour, and one sample per minute (the mean of that minute's samples) for the
+last 24 hours. It is served pre-serialized at ``/api/v1/history``.
+
+Why memory and not the share log: the dashboard must draw with or without a
+database, and the proxy's own estimate is what the rest of the dashboard
+shows. The price is that the history starts empty when the proxy restarts.
+Memory is bounded: at most ``3600 / refresh_interval`` + 1440 samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+
+HOUR_S = 3600.0
+DAY_S = 86400.0
+MINUTE_S = 60.0
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _samples_json(samples: deque[tuple[float, float]]) -> bytes:
+    return b"[" + b",".join(b'{"at":%s,"hashrate":%s}' % (_num(at), _num(hr)) for at, hr in samples) + b"]"
+
+
+def _num(x: float) -> bytes:
+    return _encode(x).encode()
+
+
+class HashrateHistory:
+    """Samples of one figure over the last hour (every record) and day (per-minute means)."""
+
+    def __init__(self) -> None:
+        self._hour: deque[tuple[float, float]] = deque()
+        self._day: deque[tuple[float, float]] = deque()  # completed minutes: (minute start, mean)
+        self._minute: float | None = None  # start of the minute being accumulated
+        self._minute_sum = 0.0
+        self._minute_n = 0
+        self._day_json = b""  # the completed minutes, serialized once per minute
+
+    def record(self, at: float, hashrate: float) -> None:
+        """Add one sample (non-finite or negative values count as 0)."""
+        hr = hashrate if math.isfinite(hashrate) and hashrate > 0 else 0.0
+        self._hour.append((at, hr))
+        while self._hour and self._hour[0][0] < at - HOUR_S:
+            self._hour.popleft()
+        minute = math.floor(at / MINUTE_S) * MINUTE_S
+        if self._minute is not None and minute != self._minute:
+            self._close_minute(at)
+        if self._minute is None or minute != self._minute:
+            self._minute, self._minute_sum, self._minute_n = minute, 0.0, 0
+        self._minute_sum += hr
+        self._minute_n += 1
+
+    def _close_minute(self, now: float) -> None:
+        assert self._minute is not None and self._minute_n
+        self._day.append((self._minute, self._minute_sum / self._minute_n))
+        while self._day and self._day[0][0] < now - DAY_S:
+            self._day.popleft()
+        self._day_json = _samples_json(self._day)[1:-1]
+
+    def body(self) -> bytes:
+        """The ``HistoryResponse`` JSON: the day list ends with the current (partial) minute."""
+        day = self._day_json
+        if self._minute is not None:
+            current = b'{"at":%s,"hashrate":%s}' % (_num(self._minute), _num(self._minute_sum / self._minute_n))
+            day = day + b"," + current if day else current
+        return b'{"hour":%s,"day":[%s]}' % (_samples_json(self._hour), day)
+
+
+EMPTY_HISTORY = b'{"hour":[],"day":[]}'
