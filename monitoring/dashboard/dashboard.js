@@ -41,6 +41,7 @@
     if (!d) return "–";
     if (d >= 1e6) return (d / 1e6).toFixed(2) + " M";
     if (d >= 1e3) return (d / 1e3).toFixed(2) + " k";
+    if (d < 0.01) return d.toExponential(2);
     return d >= 10 ? d.toFixed(0) : d.toPrecision(3);
   }
 
