@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from devnet.miner import SyntheticMiner
+from devnet.miner import Dialect, SyntheticMiner
 from devnet.pool import DevPool, PoolSettings
 from devnet.static_source import StaticSource
 from monitoring.api import MonitoringServer
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 DIFF = 1e-6  # ~4,300 hashes per share: fast in pure Python
 HASHRATE = 60_000.0  # per miner
-MINERS = (
+MINERS: tuple[tuple[str, Dialect, str], ...] = (
     ("farm.cpu1", "cpuminer", "cpuminer/2.5.1"),
     ("farm.axe1", "bitaxe", "bitaxe/BM1370/v2.4"),
     ("farm.ws1", "whatsminer", "whatsminer/v1.1"),
@@ -54,20 +54,23 @@ class Stack:
 
 
 def _settings(pool_port: int, pubkey: str) -> Settings:
-    return Settings(
-        upstreams=[UpstreamSettings(address="127.0.0.1", port=pool_port, authority_pubkey=pubkey, user_identity="farm")],
-        downstream={"address": "127.0.0.1", "port": 0},
-        # vardiff off, one difficulty for every dialect; a short share interval lets the
-        # hashrate estimate appear within seconds
-        difficulty={
-            "start_difficulty": DIFF,
-            "min_difficulty": 1e-8,
-            "vardiff": False,
-            "honour_suggest_difficulty": False,
-            "shares_per_minute": 600.0,
-        },
-        proxy={"instance_id": "browser", "job_keepalive_interval_s": 0},
-        monitoring=MonitoringSettings(enabled=True, address="127.0.0.1", port=0, refresh_interval_s=0.5),
+    upstream = UpstreamSettings(address="127.0.0.1", port=pool_port, authority_pubkey=pubkey, user_identity="farm")
+    return Settings.model_validate(
+        {
+            "upstreams": [upstream],
+            "downstream": {"address": "127.0.0.1", "port": 0},
+            # vardiff off, one difficulty for every dialect; a short share interval lets the
+            # hashrate estimate appear within seconds
+            "difficulty": {
+                "start_difficulty": DIFF,
+                "min_difficulty": 1e-8,
+                "vardiff": False,
+                "honour_suggest_difficulty": False,
+                "shares_per_minute": 600.0,
+            },
+            "proxy": {"instance_id": "browser", "job_keepalive_interval_s": 0},
+            "monitoring": MonitoringSettings(enabled=True, address="127.0.0.1", port=0, refresh_interval_s=0.5),
+        }
     )
 
 
@@ -76,13 +79,15 @@ async def stack() -> AsyncIterator[Stack]:
     chromium()  # skip (or fail in CI) before starting anything
     secret, xonly = generate_keypair()
     pool = DevPool(
-        PoolSettings(
-            port=0,
-            authority_secret_key=encode_secret_key(secret),
-            fixed_difficulty=DIFF,
-            share_batch_size=1,
-            new_block_interval_s=0,
-            new_job_interval_s=0,
+        PoolSettings.model_validate(
+            dict(
+                port=0,
+                authority_secret_key=encode_secret_key(secret),
+                fixed_difficulty=DIFF,
+                share_batch_size=1,
+                new_block_interval_s=0,
+                new_job_interval_s=0,
+            )
         )
     )
     await pool.start()
