@@ -52,16 +52,17 @@ class HashrateHistory:
             self._hour.popleft()
         minute = math.floor(at / MINUTE_S) * MINUTE_S
         if self._minute is not None and minute != self._minute:
-            self._close_minute(at)
+            self._close_minute(minute)
         if self._minute is None or minute != self._minute:
             self._minute, self._minute_sum, self._minute_n = minute, 0.0, 0
         self._minute_sum += hr
         self._minute_n += 1
 
-    def _close_minute(self, now: float) -> None:
+    def _close_minute(self, new_minute: float) -> None:
+        """Store the finished minute; keep the 1439 minutes before ``new_minute`` (24 h with it)."""
         assert self._minute is not None and self._minute_n
         self._day.append((self._minute, self._minute_sum / self._minute_n))
-        while self._day and self._day[0][0] < now - DAY_S:
+        while self._day and self._day[0][0] <= new_minute - DAY_S:
             self._day.popleft()
         self._day_json = _samples_json(self._day)[1:-1]
 
