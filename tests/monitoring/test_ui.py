@@ -206,7 +206,7 @@ async def test_history_endpoint_grows_with_each_refresh() -> None:
 
 # -- the models are the API's fields ---------------------------------------------------
 
-_MODEL_OF = {
+_MODEL_OF: dict[str, type[BaseModel]] = {
     "/api/v1/health": models.HealthResponse,
     "/api/v1/global": models.GlobalInfo,
     "/api/v1/server": models.ServerResponse,
