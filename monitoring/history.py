@@ -25,29 +25,30 @@ MINUTE_S = 60.0
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _samples_json(samples: deque[tuple[float, float]]) -> bytes:
-    return b"[" + b",".join(b'{"at":%s,"hashrate":%s}' % (_num(at), _num(hr)) for at, hr in samples) + b"]"
-
-
-def _num(x: float) -> bytes:
-    return _encode(x).encode()
+def _sample(at: float, hashrate: float) -> bytes:
+    return b'{"at":%s,"hashrate":%s}' % (_encode(at).encode(), _encode(hashrate).encode())
 
 
 class HashrateHistory:
-    """Samples of one figure over the last hour (every record) and day (per-minute means)."""
+    """Samples of one figure over the last hour (every record) and day (per-minute means).
+
+    Each sample is serialized once, when it is stored, so ``body()`` is a join
+    of ready bytes (about 2,000 of them at most): cheap enough for every
+    snapshot build, which runs on the event loop.
+    """
 
     def __init__(self) -> None:
-        self._hour: deque[tuple[float, float]] = deque()
-        self._day: deque[tuple[float, float]] = deque()  # completed minutes: (minute start, mean)
+        self._hour: deque[tuple[float, bytes]] = deque()  # (at, sample JSON)
+        self._day: deque[tuple[float, bytes]] = deque()  # completed minutes: (minute start, mean JSON)
         self._minute: float | None = None  # start of the minute being accumulated
         self._minute_sum = 0.0
         self._minute_n = 0
-        self._day_json = b""  # the completed minutes, serialized once per minute
+        self._day_joined = b""  # the completed minutes, joined once per minute
 
     def record(self, at: float, hashrate: float) -> None:
         """Add one sample (non-finite or negative values count as 0)."""
         hr = hashrate if math.isfinite(hashrate) and hashrate > 0 else 0.0
-        self._hour.append((at, hr))
+        self._hour.append((at, _sample(at, hr)))
         while self._hour and self._hour[0][0] < at - HOUR_S:
             self._hour.popleft()
         minute = math.floor(at / MINUTE_S) * MINUTE_S
@@ -61,18 +62,19 @@ class HashrateHistory:
     def _close_minute(self, new_minute: float) -> None:
         """Store the finished minute; keep the 1439 minutes before ``new_minute`` (24 h with it)."""
         assert self._minute is not None and self._minute_n
-        self._day.append((self._minute, self._minute_sum / self._minute_n))
+        self._day.append((self._minute, _sample(self._minute, self._minute_sum / self._minute_n)))
         while self._day and self._day[0][0] <= new_minute - DAY_S:
             self._day.popleft()
-        self._day_json = _samples_json(self._day)[1:-1]
+        self._day_joined = b",".join(b for _, b in self._day)
 
     def body(self) -> bytes:
         """The ``HistoryResponse`` JSON: the day list ends with the current (partial) minute."""
-        day = self._day_json
+        day = self._day_joined
         if self._minute is not None:
-            current = b'{"at":%s,"hashrate":%s}' % (_num(self._minute), _num(self._minute_sum / self._minute_n))
+            current = _sample(self._minute, self._minute_sum / self._minute_n)
             day = day + b"," + current if day else current
-        return b'{"hour":%s,"day":[%s]}' % (_samples_json(self._hour), day)
+        hour = b",".join(b for _, b in self._hour)
+        return b'{"hour":[%b],"day":[%b]}' % (hour, day)
 
 
 EMPTY_HISTORY = b'{"hour":[],"day":[]}'
