@@ -14,6 +14,10 @@ slices: after each item it checks a time budget (``slice_budget_s``, 1 ms by
 default) and yields to the loop when it is spent. ``Snapshot.max_slice_seconds``
 records the longest stretch a build held the loop.
 
+Each build also records the farm hashrate (the sum of the SV1 clients'
+vardiff estimates) in a ``HashrateHistory`` (``monitoring.history``), whose
+``/api/v1/history`` body the snapshot carries for the dashboard's chart.
+
 Per-worker share statistics over 5 minutes, 1 hour and 24 hours come from the
 share log's aggregate (``MonitoringSource.worker_stats``, which may query the
 database). They are fetched by a second task on their own, slower interval

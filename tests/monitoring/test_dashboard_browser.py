@@ -218,6 +218,8 @@ async def test_swagger_ui_renders_the_document(stack: Stack) -> None:
     for path in ("/api/v1/workers", "/api/v1/history", "/api/v1/sv1/clients/{client_id}"):
         assert f'data-path="{path}"' in html, path
     assert "tproxy Monitoring API" in html
+    path = await screenshot(stack.url + "/api-docs/", artifacts_dir() / "api-docs.png", budget_ms=6000)
+    print(f"Swagger UI screenshot: {path}")
 
 
 @contextlib.asynccontextmanager
