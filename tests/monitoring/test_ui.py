@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from monitoring.history import HashrateHistory
 from monitoring.openapi import openapi_document
 from monitoring.snapshot import SnapshotCache
 from monitoring.ui import DASHBOARD_DIR, swagger_ui_dir, wants_html
+from tests.helpers.browser import chromium
 from tests.helpers.schema_check import ResponseChecker
 
 DOC = openapi_document()
@@ -244,3 +246,16 @@ def test_every_schema_comes_from_a_model() -> None:
         schema: dict[str, Any] = DOC["components"]["schemas"][model.__name__]
         fields = {f.alias or name for name, f in model.model_fields.items()}
         assert set(schema.get("properties", {})) == fields, model.__name__
+
+
+# -- the browser helper: never a silent skip in CI --------------------------------------
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", pytest.fail.Exception), ("", pytest.skip.Exception)])
+def test_missing_chromium_fails_in_ci_and_skips_locally(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no chromium on PATH
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="chromium not installed"):
+        chromium()
