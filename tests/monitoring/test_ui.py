@@ -88,7 +88,8 @@ async def test_assets_and_swagger_ui_are_served() -> None:
         for path, kind in [
             ("/dashboard/dashboard.js", "text/javascript"),
             ("/dashboard/dashboard.css", "text/css"),
-            ("/dashboard/favicon.svg", "application/octet-stream"),
+            ("/dashboard/favicon.svg", "image/svg+xml"),
+            ("/api-docs/favicon-32x32.png", "image/png"),
             ("/api-docs/", "text/html"),
             ("/api-docs/api-docs.js", "text/javascript"),
             ("/api-docs/swagger-ui-bundle.js", "text/javascript"),
