@@ -25,8 +25,11 @@ Paths and field names are those of the stratum-apps reference monitoring
   ``/health`` and ``/api/v1/health``: load-balancer and container probes
   usually cannot send headers, and the health body carries no addresses,
   names or counts. ``/metrics`` needs the token (Prometheus sends it with
-  ``authorization: {credentials: ...}``), and so do ``/`` and the OpenAPI
-  document: one simple rule ("only health is open") is easier to audit.
+  ``authorization: {credentials: ...}``), and so do the JSON index at ``/``
+  and the OpenAPI document. The pages for people (the dashboard at ``/`` for
+  browsers, its assets, the Swagger UI) are open too: they hold no data, and
+  a browser cannot send a header on navigation; their scripts ask for the
+  token once and send it with every fetch (see ``monitoring.ui``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from aiohttp.typedefs import Handler
 from monitoring.limits import CostLimiter, response_cost
 from monitoring.openapi import API_TITLE, API_VERSION, DEFAULT_LIMIT, MAX_LIMIT, openapi_document
 from monitoring.snapshot import Snapshot, SnapshotCache, dumps
+from monitoring.ui import add_ui_routes, dashboard_page, is_public_page, wants_html
 
 log = logging.getLogger("monitoring.api")
 
@@ -128,7 +132,13 @@ class _Handlers:
         return snap
 
     async def index(self, request: web.Request) -> web.Response:
-        return _ok(self._index)
+        # Browsers ask for text/html and get the dashboard; API clients (curl,
+        # scripts: Accept */* or application/json) keep the JSON index.
+        if wants_html(request.headers.get("Accept", "")):
+            return dashboard_page()
+        resp = _ok(self._index)
+        resp.headers["Vary"] = "Accept"
+        return resp
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _ok(self._openapi)
@@ -207,6 +217,9 @@ class _Handlers:
             return _error(404, f"worker {json.dumps(name)} not found")
         return _ok(body)
 
+    async def history(self, request: web.Request) -> web.Response:
+        return _ok(self._data().history)
+
     async def metrics(self, request: web.Request) -> web.Response:
         snap = self._data()
         renderer = self._cache.renderer
@@ -260,7 +273,7 @@ def _bearer(token: str) -> Any:
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
+        if request.path in OPEN_PATHS or is_public_page(request):
             return await handler(request)
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
@@ -327,6 +340,7 @@ def create_app(
         "/api/v1/sv1/clients/{client_id}": h.sv1_client,
         "/api/v1/workers": h.workers,
         "/api/v1/workers/{name}": h.worker,
+        "/api/v1/history": h.history,
         "/metrics": h.metrics,
         "/api-docs/openapi.json": h.openapi,
     }
@@ -334,6 +348,7 @@ def create_app(
     for path, fn in routes.items():
         # Worker names may contain '/', so the name takes the rest of the path.
         app.router.add_get(path.replace("{name}", "{name:.+}"), fn)
+    add_ui_routes(app)  # after the API routes: /api-docs/openapi.json is matched first
     return app
 
 

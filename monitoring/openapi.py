@@ -1,17 +1,23 @@
 """The published OpenAPI 3.1 document of the monitoring API.
 
-Owns the description of every endpoint and a JSON Schema for every response
-body, as one Python dict (``openapi_document()``). Paths and field names follow
-the stratum-apps reference monitoring (anchors 2.1/2.2) so dashboards written
-for it keep working; our additions are marked "(tproxy)" in the descriptions.
-The tests validate every live response against this document, so it cannot
-drift from the code silently.
+Owns the list of endpoints (one table, ``ENDPOINTS``) and the assembly of the
+document served at ``/api-docs/openapi.json`` (``openapi_document()``). The
+response schemas are not written here: they are derived from the pydantic
+models in ``monitoring.models``, the one source of the API's field names.
+Paths and field names follow the stratum-apps reference monitoring (anchors
+2.1/2.2); our additions are marked "(tproxy)" in the descriptions. The tests
+validate every live response against this document, so it cannot drift from
+the code silently.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
+
+from monitoring.models import RESPONSE_MODELS
 
 API_TITLE = "tproxy Monitoring API"
 API_VERSION = "0.1.0"
@@ -19,361 +25,188 @@ MAX_LIMIT = 100
 DEFAULT_LIMIT = 25
 
 Schema = dict[str, Any]
+_REF = "#/components/schemas/{model}"
 
 
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
+# -- components/schemas from the models ---------------------------------------------
 
 
-def _int(desc: str = "", minimum: int | None = 0) -> Schema:
-    s: Schema = {"type": "integer"}
-    if minimum is not None:
-        s["minimum"] = minimum
-    if desc:
-        s["description"] = desc
-    return s
+def _tidy(node: Any) -> Any:
+    """pydantic's JSON Schema, made plainer for readers and generated clients.
+
+    Drops the generated ``title`` of every schema (the names are the keys) and
+    writes ``T | None`` of a simple type as ``"type": [T, "null"]`` rather than
+    an ``anyOf`` (references stay ``anyOf``: a ``$ref`` has no type to extend).
+    A null default on a non-nullable field (``ErrorResponse.parameter``, absent
+    unless set) is dropped.
+    """
+    if isinstance(node, list):
+        return [_tidy(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: Schema = {}
+    for key, value in node.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key == "default" and value is None and isinstance(node.get("type"), str):
+            continue  # an optional field that is omitted, never sent as null
+        if key == "properties":  # a mapping of names, not a schema: keep every key
+            out[key] = {name: _tidy(s) for name, s in value.items()}
+        else:
+            out[key] = _tidy(value)
+    return _collapse_nullable(out)
 
 
-def _num(desc: str = "") -> Schema:
-    s: Schema = {"type": "number"}
-    if desc:
-        s["description"] = desc
-    return s
+def _collapse_nullable(s: Schema) -> Schema:
+    options = s.get("anyOf")
+    if not isinstance(options, list) or len(options) != 2 or {"type": "null"} not in options:
+        return s
+    (other,) = [o for o in options if o != {"type": "null"}]
+    if not isinstance(other.get("type"), str):
+        return s
+    merged = {k: v for k, v in s.items() if k != "anyOf"}
+    merged.update(other)
+    merged["type"] = [other["type"], "null"]
+    return merged
 
 
-def _str(desc: str = "") -> Schema:
-    s: Schema = {"type": "string"}
-    if desc:
-        s["description"] = desc
-    return s
-
-
-def _bool(desc: str = "") -> Schema:
-    s: Schema = {"type": "boolean"}
-    if desc:
-        s["description"] = desc
-    return s
-
-
-def _nullable(s: Schema) -> Schema:
-    out = dict(s)
-    if "$ref" in out:
-        return {"anyOf": [out, {"type": "null"}]}
-    out["type"] = [out["type"], "null"]
+@cache
+def _schemas() -> dict[str, Schema]:
+    """components/schemas: every response model and every model they reference."""
+    out: dict[str, Schema] = {}
+    for model in RESPONSE_MODELS:
+        schema = model.model_json_schema(ref_template=_REF)
+        for name, sub in schema.pop("$defs", {}).items():
+            out.setdefault(name, _tidy(sub))
+        out[model.__name__] = _tidy(schema)
     return out
 
 
-def _obj(props: dict[str, Schema], desc: str = "") -> Schema:
-    s: Schema = {"type": "object", "required": list(props), "properties": props}
-    if desc:
-        s["description"] = desc
-    return s
+def schemas() -> dict[str, Schema]:
+    """A fresh copy of components/schemas."""
+    return _tidy(_schemas())  # type: ignore[no-any-return]  # _tidy rebuilds every container
 
 
-_UNIX = "unix seconds"
+# -- paths: one row per endpoint ---------------------------------------------------
 
-SCHEMAS: dict[str, Schema] = {
-    "ErrorResponse": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": _str("what went wrong"),
-            "parameter": _str("(tproxy) the query or path parameter that was invalid (400 only)"),
+
+def _ref(name: str) -> Schema:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _json(schema: Schema | str, desc: str) -> Schema:
+    s = _ref(schema) if isinstance(schema, str) else schema
+    return {"description": desc, "content": {"application/json": {"schema": s}}}
+
+
+def _page_params() -> list[Schema]:
+    return [
+        {
+            "name": "offset",
+            "in": "query",
+            "required": False,
+            "description": "items to skip (default 0); not a non-negative integer -> 400",
+            "schema": {"type": "integer", "minimum": 0, "default": 0},
         },
-    },
-    "IndexResponse": _obj(
         {
-            "service": _str(),
-            "version": _str(),
-            "endpoints": {"type": "object", "additionalProperties": _str(), "description": "path -> description"},
-        }
-    ),
-    "HealthResponse": _obj(
-        {
-            "status": {"type": "string", "enum": ["ok", "unavailable"]},
-            "timestamp": _int(_UNIX),
-            "reason": _nullable(_str("(tproxy) why the proxy is unavailable; null when ok")),
-            "reasons": {"type": "array", "items": _str(), "description": "(tproxy) every failed check"},
-            "upstream_connected": _bool("(tproxy)"),
-            "upstream_channel_open": _bool("(tproxy)"),
-            "share_log": {
-                "type": "string",
-                "enum": ["ok", "behind", "disabled"],
-                "description": "(tproxy) share log keeping up, falling behind, or not configured",
-            },
-            "snapshot_age_s": _nullable(_num("(tproxy) age of the data served; null before the first snapshot")),
-        }
-    ),
-    "UpstreamInfo": _obj(
-        {
-            "connected": _bool("SV2 connection up (Noise + SetupConnection done)"),
-            "channel_open": _bool("an upstream channel is open"),
-            "address": _nullable(_str("host:port of the current or last upstream")),
-            "since": _nullable(_num(f"{_UNIX} when `connected` last changed")),
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": f"page size (default {DEFAULT_LIMIT}); above {MAX_LIMIT} is clamped to {MAX_LIMIT}",
+            "schema": {"type": "integer", "minimum": 0, "default": DEFAULT_LIMIT},
         },
-        "(tproxy) the upstream connection",
-    ),
-    "ServerSummary": _obj(
-        {
-            "total_channels": _int(),
-            "extended_channels": _int(),
-            "standard_channels": _int(),
-            "total_hashrate": _num("sum of the channels' nominal hashrate, H/s"),
-        }
-    ),
-    "Sv1ClientsSummary": _obj({"total_clients": _int(), "total_hashrate": _num("H/s")}),
-    "ShareLogInfo": _obj(
-        {
-            "queued": _int("records in the in-memory queue"),
-            "written": _int("records written to ClickHouse"),
-            "spooled": _int("records written to the disk spool"),
-            "replayed": _int("spooled records later written to ClickHouse"),
-            "retried": _int("batch insert retries"),
-            "failed_batches": _int("failed batch inserts"),
-            "dropped": _int("records lost"),
-            "spool_pending": _int("records in the spool not yet replayed"),
-            "oldest_unwritten_age_s": _num("age of the oldest record not yet in ClickHouse"),
-            "db_up": _bool("the last insert succeeded"),
-        },
-        "(tproxy) share-log pipeline counters",
-    ),
-    "GlobalInfo": _obj(
-        {
-            "server": _nullable(_ref("ServerSummary")),
-            "sv2_clients": {"type": "null", "description": "always null on a translator"},
-            "sv1_clients": _nullable(_ref("Sv1ClientsSummary")),
-            "uptime_secs": _int(),
-            "share_log": _nullable(_ref("ShareLogInfo")),
-            "snapshot_taken_at": _num(f"(tproxy) {_UNIX} the data was taken"),
-        }
-    ),
-    "ServerResponse": _obj(
-        {
-            "extended_channels_count": _int(),
-            "standard_channels_count": _int(),
-            "total_hashrate": _num("H/s"),
-            "upstream": _ref("UpstreamInfo"),
-        }
-    ),
-    "ServerExtendedChannelInfo": _obj(
-        {
-            "channel_id": _int(),
-            "user_identity": _str(),
-            "nominal_hashrate": _nullable(_num("H/s")),
-            "target_hex": _str("big-endian hex, 64 characters"),
-            "extranonce_prefix_hex": _str(),
-            "full_extranonce_size": _int(),
-            "rollable_extranonce_size": _int(),
-            "version_rolling": _bool(),
-            "shares_acknowledged": _int("from SubmitShares.Success"),
-            "shares_submitted": _int("forwarded upstream"),
-            "shares_rejected": _int(),
-            "shares_rejected_by_reason": {
-                "type": "object",
-                "additionalProperties": _int(),
-                "description": "SV2 error code -> count",
-            },
-            "acknowledged_work_sum": _int("sum of SubmitShares.Success new_shares_sum"),
-            "validated_work_sum": _num(),
-            "best_diff": _num(),
-            "blocks_found": _int(),
-        }
-    ),
-    "ServerStandardChannelInfo": {
-        "type": "object",
-        "description": "never present on this proxy (it opens extended channels only)",
-    },
-    "ServerChannelsResponse": _obj(
-        {
-            "offset": _int(),
-            "limit": _int(),
-            "total_extended": _int(),
-            "total_standard": _int(),
-            "extended_channels": {"type": "array", "items": _ref("ServerExtendedChannelInfo")},
-            "standard_channels": {"type": "array", "items": _ref("ServerStandardChannelInfo")},
-        }
-    ),
-    "Sv1ClientInfo": _obj(
-        {
-            "client_id": _int(),
-            "channel_id": _nullable(_int()),
-            "worker_name": _str("(tproxy) the SV1 username as sent in mining.authorize; same value as sv1_username"),
-            "sv1_username": _str("the SV1 username as sent in mining.authorize"),
-            "sv1_worker_name": _str("the part of sv1_username after the first '.', or all of it"),
-            "user_identity": _str("identity of its channel upstream"),
-            "target_hex": _str("big-endian hex, 64 characters"),
-            "hashrate": _nullable(_num("vardiff estimate, H/s")),
-            "stable_hashrate": _bool(),
-            "extranonce1_hex": _str(),
-            "extranonce2_len": _int(),
-            "version_rolling_mask": _nullable(_str("8 hex characters")),
-            "version_rolling_min_bit": _nullable(_str("8 hex characters")),
-            "connection_ip": _str(),
-            "connected_at": _num(f"(tproxy) {_UNIX}"),
-            "shares_accepted": _int("(tproxy)"),
-            "shares_rejected": _int("(tproxy)"),
-            "last_share_at": _nullable(_num(f"(tproxy) {_UNIX}")),
-        }
-    ),
-    "Sv1ClientsResponse": _obj(
-        {
-            "offset": _int(),
-            "limit": _int(),
-            "total": _int(),
-            "items": {"type": "array", "items": _ref("Sv1ClientInfo")},
-        }
-    ),
-    "WorkerWindow": _obj(
-        {
-            "window_s": _int(),
-            "shares_accepted": _int(),
-            "shares_rejected": _int(),
-            "accepted_difficulty_sum": _num("sum of target_difficulty over accepted shares"),
-            "hashrate": _num("accepted_difficulty_sum * 2^32 / window_s, H/s"),
-            "last_share_at": _nullable(_num(_UNIX)),
-        },
-        "(tproxy) one worker's shares over a trailing window, from the share log",
-    ),
-    "WorkerInfo": _obj(
-        {
-            "worker_name": _str(),
-            "connections": _int("SV1 connections open now"),
-            "client_ids": {"type": "array", "items": _int()},
-            "hashrate": _nullable(_num("sum of the connections' vardiff estimates, H/s")),
-            "windows": _nullable(
-                _obj({"5m": _ref("WorkerWindow"), "1h": _ref("WorkerWindow"), "24h": _ref("WorkerWindow")})
-            ),
-        },
-        "(tproxy) one worker (SV1 username), over all its connections",
-    ),
-    "WorkersResponse": _obj(
-        {
-            "offset": _int(),
-            "limit": _int(),
-            "total": _int(),
-            "stats_updated_at": _nullable(_num(f"{_UNIX} of the window statistics; null if never loaded")),
-            "items": {"type": "array", "items": _ref("WorkerInfo")},
-        }
-    ),
+    ]
+
+
+def _client_id_param() -> list[Schema]:
+    return [{"name": "client_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}]
+
+
+def _worker_param() -> list[Schema]:
+    return [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+_ERRORS: dict[int, str] = {
+    400: "invalid query or path parameter",
+    401: "bearer token missing or wrong (when a token is configured)",
+    404: "not found",
+    429: "rate limited; retry after the Retry-After header's seconds",
+    503: "no snapshot has been built yet (only before the first refresh)",
 }
 
-_PAGE_PARAMS: list[Schema] = [
-    {
-        "name": "offset",
-        "in": "query",
-        "required": False,
-        "description": "items to skip (default 0); not a non-negative integer -> 400",
-        "schema": {"type": "integer", "minimum": 0, "default": 0},
-    },
-    {
-        "name": "limit",
-        "in": "query",
-        "required": False,
-        "description": f"page size (default {DEFAULT_LIMIT}); above {MAX_LIMIT} is clamped to {MAX_LIMIT}",
-        "schema": {"type": "integer", "minimum": 0, "default": DEFAULT_LIMIT},
-    },
-]
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One GET endpoint: what it answers and how it can fail.
+
+    ``ok``: the 200 body, a model name or a whole response object.
+    ``data``: served from the snapshot (503 before the first one).
+    ``open``: no bearer token needed (health probes).
+    ``errors``: further error statuses (400, 404).
+    """
+
+    path: str
+    summary: str
+    ok: str | Schema
+    ok_desc: str = "OK"
+    params: Callable[[], list[Schema]] | None = None
+    errors: tuple[int, ...] = ()
+    data: bool = True
+    open: bool = False
+
+    def operation(self) -> Schema:
+        ok = self.ok if isinstance(self.ok, dict) else _json(self.ok, self.ok_desc)
+        responses: dict[str, Schema] = {"200": ok}
+        if self.open:
+            unavailable = _json("HealthResponse", "unavailable; `reason` says why")
+        else:
+            responses["401"] = _json("ErrorResponse", _ERRORS[401])
+            unavailable = _json("ErrorResponse", _ERRORS[503])
+        if self.data:
+            responses["503"] = unavailable
+        responses["429"] = _json("ErrorResponse", _ERRORS[429])
+        for status in self.errors:
+            responses[str(status)] = _json("ErrorResponse", _ERRORS[status])
+        op: Schema = {"summary": self.summary, "responses": responses}
+        if self.params is not None:
+            op["parameters"] = self.params()
+        if self.open:
+            op["security"] = []
+        return {"get": op}
 
 
-def _json(schema: str, desc: str) -> Schema:
-    return {"description": desc, "content": {"application/json": {"schema": _ref(schema)}}}
+_HEALTH_OK = "upstream channel open and share log keeping up"
 
-
-_ERR_400 = _json("ErrorResponse", "invalid query or path parameter")
-_ERR_401 = _json("ErrorResponse", "bearer token missing or wrong (when a token is configured)")
-_ERR_404 = _json("ErrorResponse", "not found")
-_ERR_429 = _json("ErrorResponse", "rate limited; retry after the Retry-After header's seconds")
-_ERR_503 = _json("ErrorResponse", "no snapshot has been built yet (only before the first refresh)")
-
-
-def _get(
-    summary: str,
-    ok: Schema,
-    *,
-    params: list[Schema] | None = None,
-    extra: dict[str, Schema] | None = None,
-    open_: bool = False,
-    data: bool = True,
-) -> Schema:
-    responses: dict[str, Schema] = {"200": ok}
-    if not open_:
-        responses["401"] = _ERR_401
-    if data and not open_:
-        responses["503"] = _ERR_503
-    responses["429"] = _ERR_429
-    responses.update(extra or {})
-    op: Schema = {"summary": summary, "responses": responses}
-    if params:
-        op["parameters"] = params
-    if open_:
-        op["security"] = []
-    return {"get": op}
-
-
-def _health(summary: str) -> Schema:
-    return _get(
-        summary,
-        _json("HealthResponse", "upstream channel open and share log keeping up"),
-        extra={"503": _json("HealthResponse", "unavailable; `reason` says why")},
-        open_=True,
-    )
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("/", "Service name, version and endpoint list (JSON); browsers get the dashboard",
+             "IndexResponse", "index", data=False),
+    Endpoint("/health", "(tproxy) Alias of /api/v1/health for load balancer probes; no token needed",
+             "HealthResponse", _HEALTH_OK, open=True),
+    Endpoint("/api/v1/health", "Health: 200 when the upstream channel is open and the share log keeps up, else 503",
+             "HealthResponse", _HEALTH_OK, open=True),
+    Endpoint("/api/v1/global", "Summary of everything", "GlobalInfo", "summary"),
+    Endpoint("/api/v1/server", "Upstream channels summary", "ServerResponse", "server"),
+    Endpoint("/api/v1/server/channels", "Upstream channels (offset/limit apply to each list)",
+             "ServerChannelsResponse", "channels", _page_params, (400,)),
+    Endpoint("/api/v1/sv1/clients", "SV1 clients, sorted by client_id",
+             "Sv1ClientsResponse", "clients", _page_params, (400,)),
+    Endpoint("/api/v1/sv1/clients/{client_id}", "One SV1 client",
+             "Sv1ClientInfo", "client", _client_id_param, (400, 404)),
+    Endpoint("/api/v1/workers",
+             "(tproxy) Workers (SV1 usernames) with shares and hashrate over 5 m, 1 h and 24 h, sorted by name",
+             "WorkersResponse", "workers", _page_params, (400,)),
+    Endpoint("/api/v1/workers/{name}", "(tproxy) One worker", "WorkerInfo", "worker", _worker_param, (404,)),
+    Endpoint("/api/v1/history", "(tproxy) Farm hashrate over the last hour and day (kept in memory)",
+             "HistoryResponse", "history"),
+    Endpoint("/metrics", "Prometheus text exposition",
+             {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+    Endpoint("/api-docs/openapi.json", "This document",
+             _json({"type": "object"}, "OpenAPI 3.1 document"), data=False),
+)
 
 
 def openapi_document() -> dict[str, Any]:
     """A fresh copy of the OpenAPI 3.1 document."""
-    client_id = {
-        "name": "client_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "integer", "minimum": 0},
-    }
-    worker = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    paths: dict[str, Schema] = {
-        "/": _get("Service name, version and endpoint list", _json("IndexResponse", "index"), data=False),
-        "/health": _health("(tproxy) Alias of /api/v1/health for load balancer probes; no token needed"),
-        "/api/v1/health": _health("Health: 200 when the upstream channel is open and the share log keeps up, else 503"),
-        "/api/v1/global": _get("Summary of everything", _json("GlobalInfo", "summary")),
-        "/api/v1/server": _get("Upstream channels summary", _json("ServerResponse", "server")),
-        "/api/v1/server/channels": _get(
-            "Upstream channels (offset/limit apply to each list)",
-            _json("ServerChannelsResponse", "channels"),
-            params=_PAGE_PARAMS,
-            extra={"400": _ERR_400},
-        ),
-        "/api/v1/sv1/clients": _get(
-            "SV1 clients, sorted by client_id",
-            _json("Sv1ClientsResponse", "clients"),
-            params=_PAGE_PARAMS,
-            extra={"400": _ERR_400},
-        ),
-        "/api/v1/sv1/clients/{client_id}": _get(
-            "One SV1 client",
-            _json("Sv1ClientInfo", "client"),
-            params=[client_id],
-            extra={"400": _ERR_400, "404": _ERR_404},
-        ),
-        "/api/v1/workers": _get(
-            "(tproxy) Workers (SV1 usernames) with shares and hashrate over 5 m, 1 h and 24 h, sorted by name",
-            _json("WorkersResponse", "workers"),
-            params=_PAGE_PARAMS,
-            extra={"400": _ERR_400},
-        ),
-        "/api/v1/workers/{name}": _get(
-            "(tproxy) One worker",
-            _json("WorkerInfo", "worker"),
-            params=[worker],
-            extra={"404": _ERR_404},
-        ),
-        "/metrics": _get(
-            "Prometheus text exposition",
-            {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
-        ),
-        "/api-docs/openapi.json": _get(
-            "This document",
-            {"description": "OpenAPI 3.1 document", "content": {"application/json": {"schema": {"type": "object"}}}},
-            data=False,
-        ),
-    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -387,9 +220,9 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
         "components": {
-            "schemas": copy.deepcopy(SCHEMAS),
+            "schemas": schemas(),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearerAuth": []}],
-        "paths": paths,
+        "paths": {e.path: e.operation() for e in ENDPOINTS},
     }

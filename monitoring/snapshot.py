@@ -14,6 +14,10 @@ slices: after each item it checks a time budget (``slice_budget_s``, 1 ms by
 default) and yields to the loop when it is spent. ``Snapshot.max_slice_seconds``
 records the longest stretch a build held the loop.
 
+Each build also records the farm hashrate (the sum of the SV1 clients'
+vardiff estimates) in a ``HashrateHistory`` (``monitoring.history``), whose
+``/api/v1/history`` body the snapshot carries for the dashboard's chart.
+
 Per-worker share statistics over 5 minutes, 1 hour and 24 hours come from the
 share log's aggregate (``MonitoringSource.worker_stats``, which may query the
 database). They are fetched by a second task on their own, slower interval
@@ -35,6 +39,7 @@ from time import perf_counter
 from types import MappingProxyType
 from typing import Any
 
+from monitoring.history import EMPTY_HISTORY, HashrateHistory
 from monitoring.metrics import MetricsInput, MetricsRenderer, RenderedMetrics
 from monitoring.slicing import Slicer
 from monitoring.source import (
@@ -132,6 +137,7 @@ class Snapshot:
     workers_by_name: Mapping[str, bytes]
     worker_stats_at: float | None  # unix seconds of the worker statistics used
     metrics: RenderedMetrics  # Prometheus text without sv2_uptime_seconds
+    history: bytes  # HistoryResponse JSON (farm hashrate, last hour and day)
 
     @classmethod
     def placeholder(cls) -> Snapshot:
@@ -157,6 +163,7 @@ class Snapshot:
             workers_by_name=MappingProxyType({}),
             worker_stats_at=None,
             metrics=RenderedMetrics.empty(),
+            history=EMPTY_HISTORY,
         )
 
 
@@ -215,6 +222,7 @@ def _client_json(c: Sv1ClientState) -> dict[str, Any]:
         "shares_accepted": c.shares_accepted,
         "shares_rejected": c.shares_rejected,
         "last_share_at": c.last_share_at,
+        "user_agent": c.user_agent,
     }
 
 
@@ -468,6 +476,9 @@ class SnapshotCache:
         self._prev_dropped: int | None = None
         self._db_down_since: float | None = None
 
+        # Farm hashrate samples for the dashboard's chart (one per build).
+        self._history = HashrateHistory()
+
     # -- readers -------------------------------------------------------------
 
     @property
@@ -615,6 +626,8 @@ class SnapshotCache:
         server, global_info = _summaries(now, upstream, channels, share_log, clients)
         windows = _worker_window_hashrates(names, stats)
         metrics = await self._render_metrics(now, upstream, channels, share_log, clients, names, windows, health, slicer)
+        self._history.record(now, clients.hashrate)
+        history = self._history.body()
         slicer.finish()
         self._seq += 1
         return Snapshot(
@@ -636,6 +649,7 @@ class SnapshotCache:
             workers_by_name=MappingProxyType(workers_by_name),
             worker_stats_at=stats_at,
             metrics=metrics,
+            history=history,
         )
 
     async def _render_metrics(

@@ -83,6 +83,7 @@ class Sv1ClientState:
     shares_rejected: int
     stable_hashrate: bool = False  # vardiff considers the estimate settled
     last_share_at: float | None = None  # unix seconds of the last submit; None if none yet
+    user_agent: str = ""  # from mining.subscribe; "" when the miner sent none
 
 
 @dataclass(frozen=True, slots=True)

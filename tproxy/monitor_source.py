@@ -96,6 +96,7 @@ class ProxyMonitoringSource:
                     shares_rejected=c.rejected,
                     stable_hashrate=c.accepted >= 10,
                     last_share_at=c.last_share_at or None,
+                    user_agent=s.user_agent,
                 )
 
         return gen()
