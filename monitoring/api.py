@@ -31,6 +31,7 @@ Paths and field names are those of the stratum-apps reference monitoring
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -41,13 +42,21 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from monitoring.connections import (
+    DEFAULT_CONNECTION_LIMITS,
+    ConnectionGate,
+    ConnectionLimits,
+    mark_requests,
+)
 from monitoring.limits import CostLimiter, response_cost
+from monitoring.logs import log_limited
 from monitoring.openapi import API_TITLE, API_VERSION, DEFAULT_LIMIT, MAX_LIMIT, openapi_document
 from monitoring.snapshot import Snapshot, SnapshotCache, dumps
 
 log = logging.getLogger("monitoring.api")
 
 OPEN_PATHS = frozenset({"/health", "/api/v1/health"})
+NAME_PATTERN = r"{name:[\s\S]+}"  # the route pattern of /api/v1/workers/{name}
 _JSON = "application/json"
 _MAX_PARAM = 2**64 - 1  # the reference parses these as usize; larger is a 400 there too
 
@@ -204,7 +213,9 @@ class _Handlers:
         snap = self._data()
         body = snap.workers_by_name.get(name)
         if body is None:
-            return _error(404, f"worker {json.dumps(name)} not found")
+            # The name comes from the URL: echo a bounded prefix of it.
+            shown = json.dumps(name[:100]) + ("..." if len(name) > 100 else "")
+            return _error(404, f"worker {shown} not found")
         return _ok(body)
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -229,49 +240,68 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
             raise
         headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate")}
         return _error(e.status, e.reason, headers=headers or None)
-    except Exception:
-        log.exception("monitoring request %s %s failed", request.method, request.path)
+    except Exception as e:
+        key = ("request failed", type(e).__name__)  # not the path: it is the client's text
+        log_limited(log, logging.ERROR, key, "monitoring request %s %.200r failed", request.method, request.path, exc_info=e)
         return _error(500, "internal error")
 
 
-def _limited(api: CostLimiter | None, health: CostLimiter | None) -> Any:
-    """Charge every response to a bucket before it is sent (see monitoring.limits)."""
+def _authorized(request: web.Request, expected: bytes) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    # aiohttp decodes header bytes with surrogateescape: encode them back the same way.
+    given = value.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given, expected)
+
+
+def _unauthorized(bucket: CostLimiter | None) -> web.Response:
+    """401, or 429 when the unauthenticated bucket is empty (it never waits)."""
+    if bucket is not None and bucket.reserve(1.0) is None:
+        return _error(429, "too many unauthenticated requests", headers={"Retry-After": str(bucket.retry_after())})
+    return _error(401, "missing or invalid bearer token", headers={"WWW-Authenticate": 'Bearer realm="tproxy-monitoring"'})
+
+
+async def _charged(limiter: CostLimiter | None, resp: web.StreamResponse) -> web.StreamResponse:
+    """``resp`` once its bucket covers it, or 429 (see monitoring.limits)."""
+    if limiter is None:
+        return resp
+    if await limiter.acquire(response_cost(resp.content_length or 0)):
+        return resp
+    return _error(429, "too many monitoring requests; slow down", headers={"Retry-After": str(limiter.retry_after())})
+
+
+def _admission(token: str | None, limits: RateLimits | None) -> Any:
+    """Authentication first, then the rate limit of the request's class.
+
+    Health paths use the health bucket and need no token. Every other request
+    with the right token (or any request when no token is configured) uses
+    the API bucket. A request without the right token is answered 401 at
+    once from its own small bucket (429 when that is empty): an
+    unauthenticated flood can never spend the API budget of Prometheus and
+    the dashboards. A request that carries a body gets 413 (GET-only API).
+    """
+    expected = token.encode() if token is not None else None
+    api = health = unauth = None
+    if limits is not None:
+        api = CostLimiter(limits.api_rate, limits.api_burst, max_wait_s=limits.max_wait_s)
+        health = CostLimiter(limits.health_rate, limits.health_burst, max_wait_s=limits.max_wait_s)
+        unauth = CostLimiter(limits.unauth_rate, limits.unauth_burst, max_wait_s=0.0)
 
     @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        resp = await handler(request)
-        limiter = health if request.path in OPEN_PATHS else api
-        if limiter is None:
-            return resp
-        size = resp.content_length or 0
-        if await limiter.acquire(response_cost(size)):
-            return resp
-        return _error(
-            429,
-            "too many monitoring requests; slow down",
-            headers={"Retry-After": str(limiter.retry_after())},
-        )
-
-    return limit
-
-
-def _bearer(token: str) -> Any:
-    expected = token.encode()
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
-            return await handler(request)
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
-            return _error(
-                401,
-                "missing or invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="tproxy-monitoring"'},
-            )
-        return await handler(request)
+            limiter = health
+        elif expected is None or _authorized(request, expected):
+            limiter = api
+        else:
+            return _unauthorized(unauth)
+        if request.body_exists:
+            resp: web.StreamResponse = _error(413, "request bodies are not accepted (the API is GET-only)")
+            resp.force_close()
+        else:
+            resp = await handler(request)
+        return await _charged(limiter, resp)
 
-    return check
+    return admit
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +318,8 @@ class RateLimits:
     health_rate: float = 50.0
     health_burst: float = 50.0
     max_wait_s: float = 2.0
+    unauth_rate: float = 5.0  # requests/s answered 401 when a token is configured
+    unauth_burst: float = 20.0
 
 
 def create_app(
@@ -303,17 +335,8 @@ def create_app(
     """
     if token is not None and not token.strip():
         raise ValueError("monitoring token must not be empty (omit it to disable authentication)")
-    middlewares: list[Any] = []
-    if limits is not None:
-        middlewares.append(
-            _limited(
-                CostLimiter(limits.api_rate, limits.api_burst, max_wait_s=limits.max_wait_s),
-                CostLimiter(limits.health_rate, limits.health_burst, max_wait_s=limits.max_wait_s),
-            )
-        )
-    middlewares.append(_json_errors)
-    if token is not None:
-        middlewares.append(_bearer(token.strip()))
+    # Outermost first: the connection gate's request marker, admission, JSON errors.
+    middlewares = [mark_requests, _admission(token.strip() if token is not None else None, limits), _json_errors]
     app = web.Application(middlewares=middlewares)
     h = _Handlers(cache)
     routes = {
@@ -332,13 +355,14 @@ def create_app(
     }
     assert set(routes) == set(h.paths), "routes and the OpenAPI document disagree"
     for path, fn in routes.items():
-        # Worker names may contain '/', so the name takes the rest of the path.
-        app.router.add_get(path.replace("{name}", "{name:.+}"), fn)
+        # A worker name may hold any character, '/' and newline included (monitoring.text),
+        # so the name takes the rest of the path; [\s\S] because '.' stops at a newline.
+        app.router.add_get(path.replace("{name}", NAME_PATTERN), fn)
     return app
 
 
 class MonitoringServer:
-    """Runs ``create_app`` on ``host:port`` (127.0.0.1 by default)."""
+    """Runs ``create_app`` on ``host:port`` (127.0.0.1 by default) behind a ``ConnectionGate``."""
 
     def __init__(
         self,
@@ -348,19 +372,22 @@ class MonitoringServer:
         port: int = 9092,
         token: str | None = None,
         limits: RateLimits | None = RateLimits(),
+        connections: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
     ) -> None:
         self._app = create_app(cache, token=token, limits=limits)
         self.host = host
         self._port = port
+        self.connection_limits = connections
+        self.gate: ConnectionGate | None = None
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
         """The bound port (the real one when constructed with port 0)."""
-        if self._runner is not None:
-            for addr in self._runner.addresses:
-                if isinstance(addr, tuple) and len(addr) >= 2:
-                    return int(addr[1])
+        if self._server is not None:
+            for sock in self._server.sockets:
+                return int(sock.getsockname()[1])
         return self._port
 
     @property
@@ -371,17 +398,30 @@ class MonitoringServer:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("MonitoringServer already started")
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        limits = self.connection_limits
+        runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0, **limits.runner_kwargs()
+        )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._port).start()
+            # Our own listener instead of web.TCPSite: every connection goes through the gate.
+            assert runner.server is not None
+            gate = ConnectionGate(runner.server, limits)
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(gate, self.host, self._port, backlog=min(128, limits.max_connections))
         except BaseException:
             await runner.cleanup()
             raise
+        self.gate = gate
         self._runner = runner
         log.info("monitoring API listening on %s", self.url)
 
     async def close(self) -> None:
+        server, self._server = self._server, None
         runner, self._runner = self._runner, None
+        if server is not None:
+            server.close()  # stop accepting; the runner closes the open connections
         if runner is not None:
             await runner.cleanup()
+        if server is not None:
+            await server.wait_closed()

@@ -100,6 +100,7 @@ class MetricsInput:
     taken_at: float  # unix seconds
     last_build_seconds: float  # of the previous build (this one is not finished yet)
     last_max_slice_seconds: float
+    dropped_entries: int = 0  # source entries left out of snapshots so far (SnapshotCache.dropped_entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +358,13 @@ class MetricsRenderer:
         )
         for name, doc, value in gauges:
             yield _Family("gauge", name, doc, (), [((), value)])
+        yield _Family(
+            "counter",
+            "tproxy_monitoring_dropped_entries",
+            "Source entries (clients, channels, workers, statistics rows) left out of a snapshot because they failed to build",
+            (),
+            [((), float(d.dropped_entries))],
+        )
 
     def _rejections(self, channels: Sequence[UpstreamChannelState]) -> Iterator[_Sample]:
         for c in channels:

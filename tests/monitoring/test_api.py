@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from devnet.static_source import StaticSource, make_client
-from monitoring.api import MonitoringServer, RateLimits, accepts_gzip, create_app
+from monitoring.api import NAME_PATTERN, MonitoringServer, RateLimits, accepts_gzip, create_app
 from monitoring.metrics import REJECTION_CODES
 from monitoring.openapi import openapi_document
 from monitoring.service import start_monitoring
@@ -153,7 +153,7 @@ async def test_schema_check_closes_nested_objects(served: Served) -> None:
 
 def test_routes_equal_documented_paths() -> None:
     app = create_app(SnapshotCache(StaticSource(1)))
-    routed = {r.canonical.replace("{name:.+}", "{name}") for r in app.router.resources()}
+    routed = {r.canonical.replace(NAME_PATTERN, "{name}") for r in app.router.resources()}
     assert routed == set(DOC["paths"])
 
 
