@@ -122,8 +122,9 @@ def _page(items: Sequence[bytes], offset: int, limit: int) -> bytes:
 
 
 class _Handlers:
-    def __init__(self, cache: SnapshotCache) -> None:
+    def __init__(self, cache: SnapshotCache, gate: ConnectionGate | None) -> None:
         self._cache = cache
+        self._gate = gate
         doc = openapi_document()
         self._openapi = dumps(doc)
         endpoints = {path: next(iter(ops.values()))["summary"] for path, ops in doc["paths"].items()}
@@ -222,6 +223,9 @@ class _Handlers:
         snap = self._data()
         renderer = self._cache.renderer
         tail = renderer.uptime_block(self._cache.uptime())
+        if self._gate is not None:
+            g = self._gate
+            tail += renderer.connections_block(g.open, g.refused, g.timed_out)
         headers = {"Content-Type": renderer.content_type, "Vary": "Accept-Encoding"}
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
@@ -327,18 +331,20 @@ def create_app(
     *,
     token: str | None = None,
     limits: RateLimits | None = RateLimits(),
+    gate: ConnectionGate | None = None,
 ) -> web.Application:
     """The monitoring application.
 
     ``token``: bearer token required on every path but health (see module doc).
     ``limits``: admission control; None disables it (tests, benchmarks).
+    ``gate``: the connection gate in front of the app, whose counters /metrics shows.
     """
     if token is not None and not token.strip():
         raise ValueError("monitoring token must not be empty (omit it to disable authentication)")
     # Outermost first: the connection gate's request marker, admission, JSON errors.
     middlewares = [mark_requests, _admission(token.strip() if token is not None else None, limits), _json_errors]
     app = web.Application(middlewares=middlewares)
-    h = _Handlers(cache)
+    h = _Handlers(cache, gate)
     routes = {
         "/": h.index,
         "/health": h.health,
@@ -374,11 +380,11 @@ class MonitoringServer:
         limits: RateLimits | None = RateLimits(),
         connections: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
     ) -> None:
-        self._app = create_app(cache, token=token, limits=limits)
+        self.gate = ConnectionGate(connections)
+        self._app = create_app(cache, token=token, limits=limits, gate=self.gate)
         self.host = host
         self._port = port
         self.connection_limits = connections
-        self.gate: ConnectionGate | None = None
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
 
@@ -405,14 +411,13 @@ class MonitoringServer:
         await runner.setup()
         try:
             # Our own listener instead of web.TCPSite: every connection goes through the gate.
-            assert runner.server is not None
-            gate = ConnectionGate(runner.server, limits)
+            self.gate.make_handler = runner.server
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(gate, self.host, self._port, backlog=min(128, limits.max_connections))
+            backlog = min(128, limits.max_connections)
+            self._server = await loop.create_server(self.gate, self.host, self._port, backlog=backlog)
         except BaseException:
             await runner.cleanup()
             raise
-        self.gate = gate
         self._runner = runner
         log.info("monitoring API listening on %s", self.url)
 

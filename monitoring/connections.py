@@ -95,11 +95,12 @@ class ConnectionGate:
     """Protocol factory for ``loop.create_server``: caps and times connections.
 
     ``make_handler`` builds the protocol that serves an admitted connection
-    (aiohttp's ``runner.server``); it is only called for admitted ones.
+    (aiohttp's ``runner.server``, set when the server starts); it is only
+    called for admitted ones.
     """
 
-    def __init__(self, make_handler: Callable[[], asyncio.Protocol], limits: ConnectionLimits) -> None:
-        self._make_handler = make_handler
+    def __init__(self, limits: ConnectionLimits, make_handler: Callable[[], asyncio.Protocol] | None = None) -> None:
+        self.make_handler = make_handler
         self.limits = limits
         self.open = 0  # admitted connections not yet closed
         self.refused = 0  # closed at once because ``open`` was at the cap
@@ -120,8 +121,10 @@ class ConnectionGate:
                 self.refused,
             )
             return None
+        if self.make_handler is None:
+            raise RuntimeError("ConnectionGate has no handler factory (server not started)")
         self.open += 1
-        return self._make_handler()
+        return self.make_handler()
 
     def _expired(self, what: str) -> None:
         self.timed_out += 1

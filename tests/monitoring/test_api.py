@@ -569,8 +569,9 @@ async def test_metrics_gzip_equals_plain(served: Served) -> None:
     assert len(packed) * 5 < len(plain)
     unpacked = gzip.decompress(packed)
 
-    def strip(body: bytes) -> list[bytes]:  # identical but for the scrape-time uptime line
-        return [ln for ln in body.splitlines() if not ln.startswith(b"sv2_uptime_seconds ")]
+    def strip(body: bytes) -> list[bytes]:  # identical but for the scrape-time lines (uptime, connections)
+        scrape_time = (b"sv2_uptime_seconds ", b"tproxy_monitoring_connections")
+        return [ln for ln in body.splitlines() if not ln.startswith(scrape_time)]
 
     assert strip(unpacked) == strip(plain)
     assert parse_metrics(unpacked.decode())["sv2_uptime_seconds"]
