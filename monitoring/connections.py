@@ -104,7 +104,13 @@ class ConnectionGate:
         self.limits = limits
         self.open = 0  # admitted connections not yet closed
         self.refused = 0  # closed at once because ``open`` was at the cap
-        self.timed_out = 0  # cut by the header or send timeout
+        self.header_timeouts = 0  # cut: headers not complete within header_timeout_s
+        self.send_timeouts = 0  # cut: peer not reading for send_timeout_s
+
+    @property
+    def timed_out(self) -> int:
+        """Connections cut by the header or the send timeout."""
+        return self.header_timeouts + self.send_timeouts
 
     def __call__(self) -> asyncio.Protocol:
         return _Guarded(self)
@@ -127,7 +133,10 @@ class ConnectionGate:
         return self.make_handler()
 
     def _expired(self, what: str) -> None:
-        self.timed_out += 1
+        if what == "header":
+            self.header_timeouts += 1
+        else:
+            self.send_timeouts += 1
         log_limited(log, logging.INFO, what, "monitoring connection cut: %s timeout", what)
 
 
