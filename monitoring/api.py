@@ -18,7 +18,15 @@ Paths and field names are those of the stratum-apps reference monitoring
 * Admission control (``RateLimits``, ``monitoring.limits``): every response
   is charged to a token bucket before it is sent, so a flood is slowed to a
   fixed rate, or refused with 429 and ``Retry-After``, instead of taking the
-  event loop from the share path. Health probes have their own bucket.
+  event loop from the share path. Health probes have their own bucket. The
+  token is checked first: a request without the right token is answered 401
+  from a small bucket of its own (429 when empty), so an unauthenticated
+  flood cannot spend the budget of clients that have the token.
+* GET only: a request that carries a body gets 413 and its connection is
+  closed without reading the body. Connection-level limits (cap, header,
+  idle and send timeouts, request-line size) are ``monitoring.connections``.
+* Worker names are any text (``monitoring.text``): ``/api/v1/workers/{name}``
+  takes the rest of the path, percent-decoded, newlines and '/' included.
 * ``/metrics`` is served gzip-compressed when the client accepts it (the
   compressed body is prepared once per snapshot).
 * Optional bearer token. When configured, every path needs it except

@@ -658,9 +658,10 @@ class SnapshotCache:
                 await self.refresh()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as e:
                 self.refresh_errors += 1
-                log.exception("monitoring snapshot build failed; keeping the previous snapshot")
+                key = ("build failed", type(e).__name__)  # a stuck source fails the same way every interval
+                log_limited(log, logging.ERROR, key, "monitoring snapshot build failed; keeping the previous snapshot", exc_info=e)
 
     async def _stats_loop(self) -> None:
         while True:
