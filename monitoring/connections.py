@@ -17,12 +17,13 @@ What a connection may do, and what happens otherwise:
   cut after a few seconds (below), so an idle flood holds the port for at
   most ``header_timeout_s``/``idle_timeout_s`` after it stops, and /health
   answers again (tests/monitoring/test_connections.py).
-* ``header_timeout_s`` from the first byte of a request to the end of its
-  headers (slowloris: a client that sends its headers byte by byte is cut,
-  counted in ``timed_out``).
-* ``idle_timeout_s`` without a request, after connecting or after the last
-  response (aiohttp's keep-alive timer; it does not restart on partial data,
-  so it also bounds a silent connection that never sends a byte).
+* ``header_timeout_s`` from connecting to the end of the first request's
+  headers, and on a kept-alive connection from the first byte of a later
+  request to the end of its headers (slowloris: a client that sends its
+  headers byte by byte is cut; a silent new connection too; counted in
+  ``header_timeouts``).
+* ``idle_timeout_s`` without a request after a response (aiohttp's
+  keep-alive timer; it does not restart on partial data).
 * ``send_timeout_s`` with the socket's send buffer full (a peer that stopped
   reading a large /metrics body is cut, counted in ``timed_out``).
 * Request line up to ``max_request_line`` bytes (a worker name may be
@@ -164,6 +165,7 @@ class _Guarded(asyncio.Protocol):
             transport.abort()  # at the cap: closed at once, nothing sent
             return
         self._inner = inner
+        self._arm_header_timer()  # a new connection owes its first request's headers at once
         inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:

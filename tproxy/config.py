@@ -185,12 +185,15 @@ class MonitoringSettings(BaseModel):
     header_timeout_s: float = Field(
         default=10.0,
         gt=0,
-        description="A request's line and headers must arrive within this many seconds of its first byte.",
+        description=(
+            "A new connection's first request line and headers must arrive within this many seconds of "
+            "connecting; a later request's within this many seconds of its first byte."
+        ),
     )
     idle_timeout_s: float = Field(
         default=30.0,
         gt=0,
-        description="A connection without a request this long (after connecting or after a response) is closed.",
+        description="A kept-alive connection without a new request this long after its last response is closed.",
     )
     send_timeout_s: float = Field(
         default=30.0,

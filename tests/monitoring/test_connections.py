@@ -28,7 +28,7 @@ async def _closed_by_peer(reader: asyncio.StreamReader) -> bytes:
 
 
 async def test_cap_refuses_extra_connections_and_idle_ones_time_out() -> None:
-    limits = ConnectionLimits(max_connections=CAP, idle_timeout_s=1.0, header_timeout_s=1.0)
+    limits = ConnectionLimits(max_connections=CAP, idle_timeout_s=3600.0, header_timeout_s=1.0)
     async with running(StaticSource(5), connections=limits) as server:
         gate = server.gate
         port = server.port
@@ -48,6 +48,7 @@ async def test_cap_refuses_extra_connections_and_idle_ones_time_out() -> None:
         assert gate.refused == 50
         await until(lambda: gate.open == 0)
         assert await asyncio.gather(*watchers) == [b""] * (CAP + 50)
+        assert gate.header_timeouts == CAP  # silent new connections owe their headers at once
         status, _ = await raw_get(port, "/health")
         assert status == 200
 
@@ -126,3 +127,18 @@ async def test_request_line_limit() -> None:
         assert status == 404  # within the limit: parsed, no such worker
         status, _ = await raw_get(server.port, "/api/v1/workers/" + "x" * 17_000)
         assert status == 400
+
+
+async def test_kept_alive_connection_is_closed_after_the_idle_timeout() -> None:
+    limits = ConnectionLimits(idle_timeout_s=0.3, header_timeout_s=3600.0)
+    async with running(StaticSource(5), connections=limits) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"Connection: close" not in head
+        length = int(next(ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")).split(b":")[1])
+        await reader.readexactly(length)
+        assert await asyncio.wait_for(_closed_by_peer(reader), 30) == b""  # then nothing, and closed
+        assert server.gate.timed_out == 0  # aiohttp's keep-alive timer, not a cut
+        await until(lambda: server.gate.open == 0)
+        writer.close()

@@ -105,6 +105,8 @@ async def test_hostile_names_are_served_listed_addressable_and_in_metrics() -> N
         server_body = await _json(port, "/api/v1/server")
         assert server_body["upstream"]["address"] == "pool\ufffd:1"
         assert (await _json(port, "/health"))["status"] == "ok"
+        missing = await _json(port, "/api/v1/workers/" + "y" * 20_000, 404)
+        assert len(missing["error"]) < 200  # the unknown name is echoed cut short
 
 
 async def test_lone_surrogate_name_is_addressed_by_its_replacement_form() -> None:
