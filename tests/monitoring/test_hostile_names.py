@@ -18,7 +18,7 @@ from devnet.static_source import StaticSource, make_client
 from monitoring.snapshot import SnapshotCache
 from monitoring.text import clean_text, url_segment
 from tests.helpers.monitoring_http import raw_get, running
-from tests.helpers.promtool import PROMTOOL, check_metrics
+from tests.helpers.promtool import check_metrics, requires_promtool
 
 HOSTILE = [
     "\ud800",
@@ -87,9 +87,9 @@ async def test_hostile_names_are_served_listed_addressable_and_in_metrics() -> N
         assert set(windows) == {*expected, "farm.gone"} and len(windows) == 3 * (len(expected) + 1)
         assert set(_labels(text, "sv2_server_shares_rejected_total", "user_identity")) == {"up\ufffd\n\""}
         assert "code\ufffd" in _labels(text, "sv2_server_shares_rejected_total", "error_code")
-        if PROMTOOL is not None:
-            status, output = check_metrics(text)
-            assert status == 0, output
+        # prometheus-client escapes backslash, quote and newline in label values; the rest is as received
+        assert 'worker="new\\nline"' in text and 'worker="quo\\"te"' in text and 'worker="back\\\\slash\\\\"' in text
+        assert 'worker="nul\x00byte"' in text and 'worker="cr\rlf\r\\n"' in text
 
         listed: list[str] = []
         for offset in range(0, len(expected) + 1, 100):
@@ -107,6 +107,15 @@ async def test_hostile_names_are_served_listed_addressable_and_in_metrics() -> N
         assert (await _json(port, "/health"))["status"] == "ok"
         missing = await _json(port, "/api/v1/workers/" + "y" * 20_000, 404)
         assert len(missing["error"]) < 200  # the unknown name is echoed cut short
+
+
+@requires_promtool
+async def test_promtool_accepts_hostile_label_values() -> None:
+    async with running(_source(), limits=None) as server:
+        got, metrics = await raw_get(server.port, "/metrics")
+        assert got == 200 and "worker=\"nul\x00byte\"" in metrics.decode()
+        status, output = check_metrics(metrics.decode())
+        assert status == 0, output
 
 
 async def test_lone_surrogate_name_is_addressed_by_its_replacement_form() -> None:
