@@ -421,8 +421,7 @@ class MonitoringServer:
             # Our own listener instead of web.TCPSite: every connection goes through the gate.
             self.gate.make_handler = runner.server
             loop = asyncio.get_running_loop()
-            backlog = min(128, limits.max_connections)
-            self._server = await loop.create_server(self.gate, self.host, self._port, backlog=backlog)
+            self._server = await loop.create_server(self.gate, self.host, self._port, backlog=128)
         except BaseException:
             await runner.cleanup()
             raise
