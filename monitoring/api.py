@@ -18,7 +18,15 @@ Paths and field names are those of the stratum-apps reference monitoring
 * Admission control (``RateLimits``, ``monitoring.limits``): every response
   is charged to a token bucket before it is sent, so a flood is slowed to a
   fixed rate, or refused with 429 and ``Retry-After``, instead of taking the
-  event loop from the share path. Health probes have their own bucket.
+  event loop from the share path. Health probes have their own bucket. The
+  token is checked first: a request without the right token is answered 401
+  from a small bucket of its own (429 when empty), so an unauthenticated
+  flood cannot spend the budget of clients that have the token.
+* GET only: a request that carries a body gets 413 and its connection is
+  closed without reading the body. Connection-level limits (cap, header,
+  idle and send timeouts, request-line size) are ``monitoring.connections``.
+* Worker names are any text (``monitoring.text``): ``/api/v1/workers/{name}``
+  takes the rest of the path, percent-decoded, newlines and '/' included.
 * ``/metrics`` is served gzip-compressed when the client accepts it (the
   compressed body is prepared once per snapshot).
 * Optional bearer token. When configured, every path needs it except
@@ -34,6 +42,7 @@ Paths and field names are those of the stratum-apps reference monitoring
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -44,7 +53,14 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from monitoring.connections import (
+    DEFAULT_CONNECTION_LIMITS,
+    ConnectionGate,
+    ConnectionLimits,
+    mark_requests,
+)
 from monitoring.limits import CostLimiter, response_cost
+from monitoring.logs import log_limited
 from monitoring.openapi import API_TITLE, API_VERSION, DEFAULT_LIMIT, MAX_LIMIT, openapi_document
 from monitoring.snapshot import Snapshot, SnapshotCache, dumps
 from monitoring.ui import add_ui_routes, dashboard_page, is_public_page, wants_html
@@ -52,6 +68,7 @@ from monitoring.ui import add_ui_routes, dashboard_page, is_public_page, wants_h
 log = logging.getLogger("monitoring.api")
 
 OPEN_PATHS = frozenset({"/health", "/api/v1/health"})
+NAME_PATTERN = r"{name:[\s\S]+}"  # the route pattern of /api/v1/workers/{name}
 _JSON = "application/json"
 _MAX_PARAM = 2**64 - 1  # the reference parses these as usize; larger is a 400 there too
 
@@ -117,8 +134,9 @@ def _page(items: Sequence[bytes], offset: int, limit: int) -> bytes:
 
 
 class _Handlers:
-    def __init__(self, cache: SnapshotCache) -> None:
+    def __init__(self, cache: SnapshotCache, gate: ConnectionGate | None) -> None:
         self._cache = cache
+        self._gate = gate
         doc = openapi_document()
         self._openapi = dumps(doc)
         endpoints = {path: next(iter(ops.values()))["summary"] for path, ops in doc["paths"].items()}
@@ -214,7 +232,9 @@ class _Handlers:
         snap = self._data()
         body = snap.workers_by_name.get(name)
         if body is None:
-            return _error(404, f"worker {json.dumps(name)} not found")
+            # The name comes from the URL: echo a bounded prefix of it.
+            shown = json.dumps(name[:100]) + ("..." if len(name) > 100 else "")
+            return _error(404, f"worker {shown} not found")
         return _ok(body)
 
     async def history(self, request: web.Request) -> web.Response:
@@ -224,6 +244,9 @@ class _Handlers:
         snap = self._data()
         renderer = self._cache.renderer
         tail = renderer.uptime_block(self._cache.uptime())
+        if self._gate is not None:
+            g = self._gate
+            tail += renderer.connections_block(g.open, g.refused, g.timed_out)
         headers = {"Content-Type": renderer.content_type, "Vary": "Accept-Encoding"}
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
@@ -242,49 +265,74 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
             raise
         headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate")}
         return _error(e.status, e.reason, headers=headers or None)
-    except Exception:
-        log.exception("monitoring request %s %s failed", request.method, request.path)
+    except Exception as e:
+        key = ("request failed", type(e).__name__)  # not the path: it is the client's text
+        log_limited(log, logging.ERROR, key, "monitoring request %s %.200r failed", request.method, request.path, exc_info=e)
         return _error(500, "internal error")
 
 
-def _limited(api: CostLimiter | None, health: CostLimiter | None) -> Any:
-    """Charge every response to a bucket before it is sent (see monitoring.limits)."""
+def _authorized(request: web.Request, expected: bytes) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    # aiohttp decodes header bytes with surrogateescape: encode them back the same way.
+    given = value.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given, expected)
+
+
+def _unauthorized(bucket: CostLimiter | None) -> web.Response:
+    """401, or 429 when the unauthenticated bucket is empty (it never waits)."""
+    if bucket is not None and bucket.reserve(1.0) is None:
+        return _error(429, "too many unauthenticated requests", headers={"Retry-After": str(bucket.retry_after())})
+    return _error(401, "missing or invalid bearer token", headers={"WWW-Authenticate": 'Bearer realm="tproxy-monitoring"'})
+
+
+async def _charged(limiter: CostLimiter | None, resp: web.StreamResponse) -> web.StreamResponse:
+    """``resp`` once its bucket covers it, or 429 (see monitoring.limits)."""
+    if limiter is None:
+        return resp
+    if await limiter.acquire(response_cost(resp.content_length or 0)):
+        return resp
+    return _error(429, "too many monitoring requests; slow down", headers={"Retry-After": str(limiter.retry_after())})
+
+
+def _admission(token: str | None, limits: RateLimits | None) -> Any:
+    """Authentication first, then the rate limit of the request's class.
+
+    Health paths use the health bucket and need no token. Every other request
+    with the right token (or any request when no token is configured) uses
+    the API bucket. A request without the right token is answered 401 at
+    once from its own small bucket (429 when that is empty): an
+    unauthenticated flood can never spend the API budget of Prometheus and
+    the dashboards. A request that carries a body gets 413 (GET-only API).
+    """
+    expected = token.encode() if token is not None else None
+    api = health = unauth = None
+    if limits is not None:
+        api = CostLimiter(limits.api_rate, limits.api_burst, max_wait_s=limits.max_wait_s)
+        health = CostLimiter(limits.health_rate, limits.health_burst, max_wait_s=limits.max_wait_s)
+        unauth = CostLimiter(limits.unauth_rate, limits.unauth_burst, max_wait_s=0.0)
 
     @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        resp = await handler(request)
-        limiter = health if request.path in OPEN_PATHS else api
-        if limiter is None:
-            return resp
-        size = resp.content_length or 0
-        if await limiter.acquire(response_cost(size)):
-            return resp
-        return _error(
-            429,
-            "too many monitoring requests; slow down",
-            headers={"Retry-After": str(limiter.retry_after())},
-        )
-
-    return limit
-
-
-def _bearer(token: str) -> Any:
-    expected = token.encode()
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or is_public_page(request):
+    async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_public_page(request):
+            # Static pages and assets hold no data: no token, and a count-based charge to
+            # the unauthenticated bucket, so a flood of page loads cannot spend the API's.
+            if unauth is not None and unauth.reserve(1.0) is None:
+                return _unauthorized(unauth)
             return await handler(request)
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
-            return _error(
-                401,
-                "missing or invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="tproxy-monitoring"'},
-            )
-        return await handler(request)
+        if request.path in OPEN_PATHS:
+            limiter = health
+        elif expected is None or _authorized(request, expected):
+            limiter = api
+        else:
+            return _unauthorized(unauth)
+        if request.body_exists:
+            resp: web.StreamResponse = _error(413, "request bodies are not accepted (the API is GET-only)")
+            resp.force_close()
+        else:
+            resp = await handler(request)
+        return await _charged(limiter, resp)
 
-    return check
+    return admit
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +349,8 @@ class RateLimits:
     health_rate: float = 50.0
     health_burst: float = 50.0
     max_wait_s: float = 2.0
+    unauth_rate: float = 5.0  # requests/s answered 401 when a token is configured
+    unauth_burst: float = 20.0
 
 
 def create_app(
@@ -308,27 +358,20 @@ def create_app(
     *,
     token: str | None = None,
     limits: RateLimits | None = RateLimits(),
+    gate: ConnectionGate | None = None,
 ) -> web.Application:
     """The monitoring application.
 
     ``token``: bearer token required on every path but health (see module doc).
     ``limits``: admission control; None disables it (tests, benchmarks).
+    ``gate``: the connection gate in front of the app, whose counters /metrics shows.
     """
     if token is not None and not token.strip():
         raise ValueError("monitoring token must not be empty (omit it to disable authentication)")
-    middlewares: list[Any] = []
-    if limits is not None:
-        middlewares.append(
-            _limited(
-                CostLimiter(limits.api_rate, limits.api_burst, max_wait_s=limits.max_wait_s),
-                CostLimiter(limits.health_rate, limits.health_burst, max_wait_s=limits.max_wait_s),
-            )
-        )
-    middlewares.append(_json_errors)
-    if token is not None:
-        middlewares.append(_bearer(token.strip()))
+    # Outermost first: the connection gate's request marker, admission, JSON errors.
+    middlewares = [mark_requests, _admission(token.strip() if token is not None else None, limits), _json_errors]
     app = web.Application(middlewares=middlewares)
-    h = _Handlers(cache)
+    h = _Handlers(cache, gate)
     routes = {
         "/": h.index,
         "/health": h.health,
@@ -346,14 +389,15 @@ def create_app(
     }
     assert set(routes) == set(h.paths), "routes and the OpenAPI document disagree"
     for path, fn in routes.items():
-        # Worker names may contain '/', so the name takes the rest of the path.
-        app.router.add_get(path.replace("{name}", "{name:.+}"), fn)
+        # A worker name may hold any character, '/' and newline included (monitoring.text),
+        # so the name takes the rest of the path; [\s\S] because '.' stops at a newline.
+        app.router.add_get(path.replace("{name}", NAME_PATTERN), fn)
     add_ui_routes(app)  # after the API routes: /api-docs/openapi.json is matched first
     return app
 
 
 class MonitoringServer:
-    """Runs ``create_app`` on ``host:port`` (127.0.0.1 by default)."""
+    """Runs ``create_app`` on ``host:port`` (127.0.0.1 by default) behind a ``ConnectionGate``."""
 
     def __init__(
         self,
@@ -363,19 +407,22 @@ class MonitoringServer:
         port: int = 9092,
         token: str | None = None,
         limits: RateLimits | None = RateLimits(),
+        connections: ConnectionLimits = DEFAULT_CONNECTION_LIMITS,
     ) -> None:
-        self._app = create_app(cache, token=token, limits=limits)
+        self.gate = ConnectionGate(connections)
+        self._app = create_app(cache, token=token, limits=limits, gate=self.gate)
         self.host = host
         self._port = port
+        self.connection_limits = connections
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
 
     @property
     def port(self) -> int:
         """The bound port (the real one when constructed with port 0)."""
-        if self._runner is not None:
-            for addr in self._runner.addresses:
-                if isinstance(addr, tuple) and len(addr) >= 2:
-                    return int(addr[1])
+        if self._server is not None:
+            for sock in self._server.sockets:
+                return int(sock.getsockname()[1])
         return self._port
 
     @property
@@ -386,10 +433,16 @@ class MonitoringServer:
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("MonitoringServer already started")
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        limits = self.connection_limits
+        runner = web.AppRunner(
+            self._app, access_log=None, handle_signals=False, shutdown_timeout=1.0, **limits.runner_kwargs()
+        )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._port).start()
+            # Our own listener instead of web.TCPSite: every connection goes through the gate.
+            self.gate.make_handler = runner.server
+            loop = asyncio.get_running_loop()
+            self._server = await loop.create_server(self.gate, self.host, self._port, backlog=128)
         except BaseException:
             await runner.cleanup()
             raise
@@ -397,6 +450,11 @@ class MonitoringServer:
         log.info("monitoring API listening on %s", self.url)
 
     async def close(self) -> None:
+        server, self._server = self._server, None
         runner, self._runner = self._runner, None
+        if server is not None:
+            server.close()  # stop accepting; the runner closes the open connections
         if runner is not None:
             await runner.cleanup()
+        if server is not None:
+            await server.wait_closed()

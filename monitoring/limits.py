@@ -13,7 +13,8 @@ using CPU) until the bucket covers it, so a hammering client is simply slowed
 down to the configured rate; when the wait would exceed ``max_wait_s`` the
 request is refused with 429 instead, which bounds the number of waiting
 requests and their latency. Health probes get their own bucket so that an API
-flood cannot make a load balancer see the proxy as down.
+flood cannot make a load balancer see the proxy as down, and requests without
+the configured token get a small one that never waits (``monitoring.api``).
 """
 
 from __future__ import annotations

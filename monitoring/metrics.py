@@ -100,6 +100,7 @@ class MetricsInput:
     taken_at: float  # unix seconds
     last_build_seconds: float  # of the previous build (this one is not finished yet)
     last_max_slice_seconds: float
+    dropped_entries: int = 0  # source entries left out of snapshots so far (SnapshotCache.dropped_entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +196,20 @@ class MetricsRenderer:
             b"# HELP sv2_uptime_seconds Seconds since the proxy started\n"
             b"# TYPE sv2_uptime_seconds gauge\n"
             b"sv2_uptime_seconds " + repr(float(max(0.0, uptime_s))).encode() + b"\n"
+        )
+
+    def connections_block(self, open_: int, refused: int, timed_out: int) -> bytes:
+        """The monitoring port's connection figures (``monitoring.connections``), read per scrape."""
+        return (
+            b"# HELP tproxy_monitoring_connections Open connections to the monitoring port\n"
+            b"# TYPE tproxy_monitoring_connections gauge\n"
+            b"tproxy_monitoring_connections " + repr(float(open_)).encode() + b"\n"
+            b"# HELP tproxy_monitoring_connections_refused_total Connections closed at once because the port was at max_connections\n"
+            b"# TYPE tproxy_monitoring_connections_refused_total counter\n"
+            b"tproxy_monitoring_connections_refused_total " + repr(float(refused)).encode() + b"\n"
+            b"# HELP tproxy_monitoring_connections_timed_out_total Connections cut by the header or send timeout\n"
+            b"# TYPE tproxy_monitoring_connections_timed_out_total counter\n"
+            b"tproxy_monitoring_connections_timed_out_total " + repr(float(timed_out)).encode() + b"\n"
         )
 
     # -- per snapshot ----------------------------------------------------------
@@ -357,6 +372,13 @@ class MetricsRenderer:
         )
         for name, doc, value in gauges:
             yield _Family("gauge", name, doc, (), [((), value)])
+        yield _Family(
+            "counter",
+            "tproxy_monitoring_dropped_entries",
+            "Source entries (clients, channels, workers, statistics rows) left out of a snapshot because they failed to build",
+            (),
+            [((), float(d.dropped_entries))],
+        )
 
     def _rejections(self, channels: Sequence[UpstreamChannelState]) -> Iterator[_Sample]:
         for c in channels:

@@ -14,6 +14,7 @@ import logging
 from typing import Protocol
 
 from monitoring.api import MonitoringServer, RateLimits
+from monitoring.connections import ConnectionLimits
 from monitoring.metrics import MetricsRenderer
 from monitoring.snapshot import SnapshotCache
 from monitoring.source import MonitoringSource
@@ -65,6 +66,20 @@ class MonitoringConfig(Protocol):
     def max_wait_s(self) -> float: ...
     @property
     def sri_metric_names(self) -> bool: ...
+    @property
+    def unauth_rate(self) -> float: ...
+    @property
+    def unauth_burst(self) -> float: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def header_timeout_s(self) -> float: ...
+    @property
+    def idle_timeout_s(self) -> float: ...
+    @property
+    def send_timeout_s(self) -> float: ...
+    @property
+    def max_request_line_bytes(self) -> int: ...
 
 
 def rate_limits(config: MonitoringConfig) -> RateLimits | None:
@@ -77,6 +92,19 @@ def rate_limits(config: MonitoringConfig) -> RateLimits | None:
         health_rate=config.health_rate,
         health_burst=config.health_burst,
         max_wait_s=config.max_wait_s,
+        unauth_rate=config.unauth_rate,
+        unauth_burst=config.unauth_burst,
+    )
+
+
+def connection_limits(config: MonitoringConfig) -> ConnectionLimits:
+    """The connection limits of the monitoring port (``monitoring.connections``)."""
+    return ConnectionLimits(
+        max_connections=config.max_connections,
+        header_timeout_s=config.header_timeout_s,
+        idle_timeout_s=config.idle_timeout_s,
+        send_timeout_s=config.send_timeout_s,
+        max_request_line=config.max_request_line_bytes,
     )
 
 
@@ -106,7 +134,14 @@ async def start_monitoring(source: MonitoringSource, config: MonitoringConfig) -
         renderer=MetricsRenderer(sri_metric_names=config.sri_metric_names),
     )
     token = config.token.get_secret_value() if config.token is not None else None
-    server = MonitoringServer(cache, host=config.address, port=config.port, token=token, limits=rate_limits(config))
+    server = MonitoringServer(
+        cache,
+        host=config.address,
+        port=config.port,
+        token=token,
+        limits=rate_limits(config),
+        connections=connection_limits(config),
+    )
     await cache.start()
     try:
         await server.start()

@@ -23,12 +23,22 @@ share log's aggregate (``MonitoringSource.worker_stats``, which may query the
 database). They are fetched by a second task on their own, slower interval
 with a timeout, kept in the cache, and folded into the next snapshot; a
 request never queries them.
+
+Hostile text and broken entries: every string taken from the source passes
+through ``monitoring.text.clean_text`` here (lone surrogates become U+FFFD,
+everything else is kept as received), so nothing downstream (JSON, the
+Prometheus renderer, the URL lookup of a worker) can meet a string it cannot
+encode. An entry (one client, channel, worker or statistics row) that still
+fails to build is dropped from that snapshot alone: counted in
+``SnapshotCache.dropped_entries`` (and ``tproxy_monitoring_dropped_entries_total``)
+and logged, rate-limited, while the rest of the snapshot is published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -40,6 +50,7 @@ from types import MappingProxyType
 from typing import Any
 
 from monitoring.history import EMPTY_HISTORY, HashrateHistory
+from monitoring.logs import log_limited
 from monitoring.metrics import MetricsInput, MetricsRenderer, RenderedMetrics
 from monitoring.slicing import Slicer
 from monitoring.source import (
@@ -48,7 +59,9 @@ from monitoring.source import (
     Sv1ClientState,
     UpstreamChannelState,
     UpstreamState,
+    WorkerWindowStats,
 )
+from monitoring.text import clean_text
 
 log = logging.getLogger("monitoring.snapshot")
 
@@ -170,11 +183,45 @@ class Snapshot:
 # -- JSON shapes (field names: anchors 2.1/2.2 and docs/NAMES.md) ----------------
 
 
+class _Dropped:
+    """Counts the source entries a build had to leave out, and logs them (rate-limited)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def entry(self, kind: str, key: object, exc: Exception) -> None:
+        self.count += 1
+        # The key (a client id, a name) is cut short: it may be hostile text.
+        log_limited(
+            log,
+            logging.WARNING,
+            ("dropped", kind, type(exc).__name__),
+            "monitoring snapshot left out %s %.80r: %s: %.200s",
+            kind,
+            key,
+            type(exc).__name__,
+            exc,
+        )
+
+
+def _clean_upstream(u: UpstreamState) -> UpstreamState:
+    return u if u.address is None else dataclasses.replace(u, address=clean_text(u.address))
+
+
+def _clean_channel(c: UpstreamChannelState) -> UpstreamChannelState:
+    """The channel with its text cleaned (channels are few: a copy is cheap)."""
+    reasons = {clean_text(k): int(v) for k, v in c.shares_rejected_by_reason.items()}
+    return dataclasses.replace(c, user_identity=clean_text(c.user_identity), shares_rejected_by_reason=reasons)
+
+
 def _upstream_json(u: UpstreamState) -> dict[str, Any]:
     return {"connected": u.connected, "channel_open": u.channel_open, "address": u.address, "since": u.since}
 
 
 def _channel_json(c: UpstreamChannelState) -> dict[str, Any]:
+    """The JSON shape of one channel already passed through ``_clean_channel``."""
     return {
         "channel_id": c.channel_id,
         "user_identity": c.user_identity,
@@ -203,13 +250,14 @@ def _client_json(c: Sv1ClientState) -> dict[str, Any]:
     # because it is our one name for that concept (docs/NAMES.md): it is the key of
     # /api/v1/workers/{name}, the Prometheus label `worker` and the share-log column,
     # so a client row joins to those without a rename.
+    name = clean_text(c.worker_name)
     return {
         "client_id": c.client_id,
         "channel_id": c.channel_id,
-        "worker_name": c.worker_name,
-        "sv1_username": c.worker_name,
-        "sv1_worker_name": sv1_worker_name(c.worker_name),
-        "user_identity": c.user_identity,
+        "worker_name": name,
+        "sv1_username": name,
+        "sv1_worker_name": sv1_worker_name(name),
+        "user_identity": clean_text(c.user_identity),
         "target_hex": c.target.to_bytes(32, "big").hex(),
         "hashrate": _opt(c.hashrate),
         "stable_hashrate": c.stable_hashrate,
@@ -217,7 +265,7 @@ def _client_json(c: Sv1ClientState) -> dict[str, Any]:
         "extranonce2_len": c.extranonce2_len,
         "version_rolling_mask": None if c.version_rolling_mask is None else f"{c.version_rolling_mask:08x}",
         "version_rolling_min_bit": None if c.version_rolling_min_bit is None else f"{c.version_rolling_min_bit:08x}",
-        "connection_ip": c.connection_ip,
+        "connection_ip": clean_text(c.connection_ip),
         "connected_at": c.connected_at,
         "shares_accepted": c.shares_accepted,
         "shares_rejected": c.shares_rejected,
@@ -279,47 +327,76 @@ class _Clients:
         return [first] if more is None else sorted([first, *more])
 
 
-async def _scan_clients(clients: Iterable[Sv1ClientState], slicer: Slicer) -> _Clients:
-    """Serialize each client, aggregate per worker, yield when the budget is spent."""
-    ids: list[int] = []
-    bodies: list[bytes] = []
-    by_id: dict[int, bytes] = {}
-    w_hashrate: dict[str, float] = {}
-    w_first: dict[str, int] = {}
-    w_more: dict[str, list[int]] = {}
-    total = 0.0
-    in_order = True
-    last_id = -1
-    for c in clients:
+class _ClientScan:
+    """The working state of one walk over the SV1 clients (containers of atoms; see ``_build``)."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.bodies: list[bytes] = []
+        self.by_id: dict[int, bytes] = {}
+        self.w_hashrate: dict[str, float] = {}
+        self.w_first: dict[str, int] = {}
+        self.w_more: dict[str, list[int]] = {}
+        self.total = 0.0
+        self.in_order = True
+        self.last_id = -1
+
+    def add(self, c: Sv1ClientState) -> None:
+        """Serialize one client and fold it into the per-worker figures.
+
+        Everything that can raise on a broken entry happens before the first
+        write to the scan's state, so a failing client leaves no trace.
+        """
         body = dumps(_client_json(c))
         cid = c.client_id
-        if cid <= last_id:
-            in_order = False
-        last_id = cid
-        ids.append(cid)
-        bodies.append(body)
-        by_id[cid] = body
+        if type(cid) is not int:
+            raise TypeError(f"client_id is {type(cid).__name__}, not int")
         hr = c.hashrate
         if hr is not None and not math.isfinite(hr):
             hr = None
+        name = clean_text(c.worker_name)
+        if cid <= self.last_id:
+            self.in_order = False
+        self.last_id = cid
+        self.ids.append(cid)
+        self.bodies.append(body)
+        self.by_id[cid] = body
         if hr is not None:
-            total += hr
-        name = c.worker_name
+            self.total += hr
         if name:
-            if name in w_first:
-                more = w_more.get(name)
-                if more is None:
-                    w_more[name] = [cid]
-                else:
-                    more.append(cid)
+            self._add_worker(name, cid, hr)
+
+    def _add_worker(self, name: str, cid: int, hr: float | None) -> None:
+        if name in self.w_first:
+            more = self.w_more.get(name)
+            if more is None:
+                self.w_more[name] = [cid]
             else:
-                w_first[name] = cid
-            if hr is not None:
-                w_hashrate[name] = w_hashrate.get(name, 0.0) + hr
+                more.append(cid)
+        else:
+            self.w_first[name] = cid
+        if hr is not None:
+            self.w_hashrate[name] = self.w_hashrate.get(name, 0.0) + hr
+
+    def result(self) -> _Clients:
+        items = _by_client_id(self.ids, self.bodies, self.by_id, self.in_order)
+        return _Clients(items, self.by_id, self.total, self.w_hashrate, self.w_first, self.w_more)
+
+
+async def _scan_clients(clients: Iterable[Sv1ClientState], slicer: Slicer, dropped: _Dropped) -> _Clients:
+    """Serialize each client, aggregate per worker, yield when the budget is spent.
+
+    A client whose entry cannot be built is left out (``dropped``); the others are not affected.
+    """
+    scan = _ClientScan()
+    for c in clients:
+        try:
+            scan.add(c)
+        except Exception as e:  # a broken source entry costs that entry only
+            dropped.entry("sv1 client", getattr(c, "client_id", None), e)
         if slicer.due():
             await slicer.pause()
-    items = _by_client_id(ids, bodies, by_id, in_order)
-    return _Clients(items, by_id, total, w_hashrate, w_first, w_more)
+    return scan.result()
 
 
 def _by_client_id(ids: list[int], bodies: list[bytes], by_id: dict[int, bytes], in_order: bool) -> tuple[bytes, ...]:
@@ -337,37 +414,89 @@ async def _worker_bodies(
     clients: _Clients,
     stats: Mapping[str, tuple[_Win | None, ...]] | None,
     slicer: Slicer,
+    dropped: _Dropped,
 ) -> tuple[tuple[bytes, ...], dict[str, bytes]]:
     """WorkerInfo JSON for each name, in order, and by name.
 
     ``stats`` is None when worker statistics were never loaded (``windows`` is
-    then null); a worker absent from loaded statistics gets zero windows.
+    then null); a worker absent from loaded statistics gets zero windows. A
+    worker whose entry cannot be built is left out (``dropped``).
     """
     items: list[bytes] = []
     by_name: dict[str, bytes] = {}
     for name in names:
-        windows_json: dict[str, Any] | None = None
-        if stats is not None:
-            st = stats.get(name)
-            windows_json = {
-                label: _window_json(seconds, st[i] if st is not None else None)
-                for i, (label, seconds) in enumerate(WORKER_WINDOWS)
-            }
-        client_ids = clients.client_ids(name)
-        body = dumps(
-            {
-                "worker_name": name,
-                "connections": len(client_ids),
-                "client_ids": client_ids,
-                "hashrate": clients.worker_hashrate.get(name),
-                "windows": windows_json,
-            }
-        )
-        items.append(body)
-        by_name[name] = body
+        try:
+            body = _worker_body(name, clients, stats)
+        except Exception as e:  # a broken entry costs that entry only
+            dropped.entry("worker", name, e)
+        else:
+            items.append(body)
+            by_name[name] = body
         if slicer.due():
             await slicer.pause()
     return tuple(items), by_name
+
+
+def _worker_body(name: str, clients: _Clients, stats: Mapping[str, tuple[_Win | None, ...]] | None) -> bytes:
+    windows_json: dict[str, Any] | None = None
+    if stats is not None:
+        st = stats.get(name)
+        windows_json = {
+            label: _window_json(seconds, st[i] if st is not None else None)
+            for i, (label, seconds) in enumerate(WORKER_WINDOWS)
+        }
+    client_ids = clients.client_ids(name)
+    return dumps(
+        {
+            "worker_name": name,
+            "connections": len(client_ids),
+            "client_ids": client_ids,
+            "hashrate": clients.worker_hashrate.get(name),
+            "windows": windows_json,
+        }
+    )
+
+
+async def _group_stats(
+    rows: Iterable[WorkerWindowStats], slicer: Slicer, dropped: _Dropped
+) -> dict[str, tuple[_Win | None, ...]]:
+    """worker_name -> one _Win (or None) per WORKER_WINDOWS entry; broken rows left out."""
+    position = {seconds: i for i, (_, seconds) in enumerate(WORKER_WINDOWS)}
+    empty: tuple[_Win | None, ...] = (None,) * len(WORKER_WINDOWS)
+    grouped: dict[str, tuple[_Win | None, ...]] = {}
+    for row in rows:
+        try:
+            i = position.get(row.window_s)
+            if i is not None:
+                name = clean_text(row.worker_name)
+                win: _Win = (
+                    int(row.shares_accepted),
+                    int(row.shares_rejected),
+                    _finite(float(row.accepted_difficulty_sum)),
+                    None if row.last_share_at is None else float(row.last_share_at),
+                    float(row.measured_s if row.measured_s else row.window_s),
+                )
+                cur = grouped.get(name, empty)
+                grouped[name] = (*cur[:i], win, *cur[i + 1 :])
+        except Exception as e:  # a broken row costs that row only
+            dropped.entry("worker statistics row", getattr(row, "worker_name", None), e)
+        if slicer.due():
+            await slicer.pause()
+    slicer.finish()
+    return grouped
+
+
+def _channels(channels: Iterable[UpstreamChannelState], dropped: _Dropped) -> tuple[list[UpstreamChannelState], tuple[bytes, ...]]:
+    """The cleaned channels, sorted by id, and their JSON; broken ones left out."""
+    good: list[tuple[int, UpstreamChannelState, bytes]] = []
+    for c in channels:
+        try:
+            clean = _clean_channel(c)
+            good.append((int(clean.channel_id), clean, dumps(_channel_json(clean))))
+        except Exception as e:  # a broken channel costs that channel only
+            dropped.entry("channel", getattr(c, "channel_id", None), e)
+    good.sort(key=lambda t: t[0])
+    return [c for _, c, _ in good], tuple(body for _, _, body in good)
 
 
 def _worker_window_hashrates(
@@ -464,6 +593,7 @@ class SnapshotCache:
         self._refresh_task: asyncio.Task[None] | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self.refresh_errors = 0
+        self.dropped_entries = 0  # source entries left out of builds (see the module doc)
         self.worker_stats_errors = 0
         self.last_worker_stats_error: str | None = None
 
@@ -539,9 +669,10 @@ class SnapshotCache:
                 await self.refresh()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as e:
                 self.refresh_errors += 1
-                log.exception("monitoring snapshot build failed; keeping the previous snapshot")
+                key = ("build failed", type(e).__name__)  # a stuck source fails the same way every interval
+                log_limited(log, logging.ERROR, key, "monitoring snapshot build failed; keeping the previous snapshot", exc_info=e)
 
     async def _stats_loop(self) -> None:
         while True:
@@ -560,31 +691,18 @@ class SnapshotCache:
             raise
         except Exception as e:  # the source may fail in any way (database down...)
             self.worker_stats_errors += 1
-            self.last_worker_stats_error = f"{type(e).__name__}: {e}"
-            log.warning("worker statistics unavailable: %s", self.last_worker_stats_error)
+            self.last_worker_stats_error = clean_text(f"{type(e).__name__}: {e}")[:500]
+            log_limited(
+                log,
+                logging.WARNING,
+                ("worker stats", type(e).__name__),
+                "worker statistics unavailable: %s",
+                self.last_worker_stats_error,
+            )
             return False
-        slicer = Slicer(self.slice_budget_s)
-        position = {seconds: i for i, (_, seconds) in enumerate(WORKER_WINDOWS)}
-        empty: tuple[_Win | None, ...] = (None,) * len(WORKER_WINDOWS)
-        grouped: dict[str, tuple[_Win | None, ...]] = {}
-        for row in rows:
-            i = position.get(row.window_s)
-            if i is not None:
-                cur = grouped.get(row.worker_name, empty)
-                grouped[row.worker_name] = (
-                    *cur[:i],
-                    (
-                        row.shares_accepted,
-                        row.shares_rejected,
-                        _finite(float(row.accepted_difficulty_sum)),
-                        row.last_share_at,
-                        float(row.measured_s if row.measured_s else row.window_s),
-                    ),
-                    *cur[i + 1 :],
-                )
-            if slicer.due():
-                await slicer.pause()
-        slicer.finish()
+        dropped = _Dropped()
+        grouped = await _group_stats(rows, Slicer(self.slice_budget_s), dropped)
+        self.dropped_entries += dropped.count
         self._worker_stats = MappingProxyType(grouped)
         self._worker_stats_at = self._clock()
         self.last_worker_stats_error = None
@@ -610,10 +728,11 @@ class SnapshotCache:
         slicer = Slicer(self.slice_budget_s)
         now = self._clock()
         src = self._source
-        upstream = src.upstream()
-        channels = sorted(src.channels(), key=lambda c: c.channel_id)
+        dropped = _Dropped()
+        upstream = _clean_upstream(src.upstream())
+        channels, channel_bodies = _channels(src.channels(), dropped)
         share_log = src.share_log()
-        clients = await _scan_clients(src.sv1_clients(), slicer)
+        clients = await _scan_clients(src.sv1_clients(), slicer, dropped)
         if slicer.due():
             await slicer.pause()
         # Workers: the connected ones plus those with shares in the statistics windows.
@@ -621,7 +740,10 @@ class SnapshotCache:
         names = sorted(clients.worker_first.keys() | stats.keys())
         if slicer.due():
             await slicer.pause()
-        workers, workers_by_name = await _worker_bodies(names, clients, stats if stats_at is not None else None, slicer)
+        workers, workers_by_name = await _worker_bodies(
+            names, clients, stats if stats_at is not None else None, slicer, dropped
+        )
+        self.dropped_entries += dropped.count
         health = self._evaluate_health(now, upstream, share_log)
         server, global_info = _summaries(now, upstream, channels, share_log, clients)
         windows = _worker_window_hashrates(names, stats)
@@ -641,7 +763,7 @@ class SnapshotCache:
             server=MappingProxyType(server),
             global_info=MappingProxyType(global_info),
             share_log=_read_only(global_info["share_log"]),
-            channels=tuple(dumps(_channel_json(c)) for c in channels),
+            channels=channel_bodies,
             sv1_clients=clients.items,
             sv1_by_id=MappingProxyType(clients.by_id),
             sv1_hashrate_total=clients.hashrate,
@@ -678,6 +800,7 @@ class SnapshotCache:
             taken_at=now,
             last_build_seconds=prev.build_seconds,
             last_max_slice_seconds=prev.max_slice_seconds,
+            dropped_entries=self.dropped_entries,
         )
         return await self.renderer.render(data, slicer)
 

@@ -175,6 +175,51 @@ class MonitoringSettings(BaseModel):
         ),
     )
     """Use the SRI gauge names (``*_total``) instead of the default ones; docs/NAMES.md."""
+    unauth_rate: float = Field(
+        default=5.0,
+        gt=0,
+        description=(
+            "With a token set: requests per second answered 401 to clients without the right token, "
+            "from their own bucket (429 when it is empty), so they never spend the API budget."
+        ),
+    )
+    unauth_burst: float = Field(default=20.0, ge=1, description="Burst of the unauthenticated bucket.")
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        description=(
+            "Open connections the monitoring port accepts at once; past it a new connection is closed "
+            "at once without a response (counted in tproxy_monitoring_connections_refused_total)."
+        ),
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "A new connection's first request line and headers must arrive within this many seconds of "
+            "connecting; a later request's within this many seconds of its first byte."
+        ),
+    )
+    idle_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A kept-alive connection without a new request this long after its last response is closed.",
+    )
+    send_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A connection whose peer stops reading a response for this long is cut.",
+    )
+    max_request_line_bytes: int = Field(
+        default=65_536,
+        ge=8_190,
+        le=1 << 20,
+        description=(
+            "Longest request line accepted; it bounds the worker names addressable by "
+            "/api/v1/workers/{name} (percent-encoded, up to 9 bytes a character). The default covers "
+            "every name the SV1 side accepts with downstream.max_line_bytes = 16384; raise both together."
+        ),
+    )
 
     @field_validator("token")
     @classmethod

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from devnet.static_source import StaticSource, make_client
-from monitoring.api import MonitoringServer, RateLimits, accepts_gzip, create_app
+from monitoring.api import NAME_PATTERN, MonitoringServer, RateLimits, accepts_gzip, create_app
 from monitoring.metrics import REJECTION_CODES
 from monitoring.openapi import openapi_document
 from monitoring.service import start_monitoring
@@ -154,7 +154,7 @@ async def test_schema_check_closes_nested_objects(served: Served) -> None:
 
 def test_routes_equal_documented_paths() -> None:
     app = create_app(SnapshotCache(StaticSource(1)))
-    routed = {r.canonical.replace("{name:.+}", "{name}") for r in app.router.resources()}
+    routed = {r.canonical.replace(NAME_PATTERN, "{name}") for r in app.router.resources()}
     # The pages for people (dashboard assets, Swagger UI) are routes of their own, not API paths.
     assert UI_ROUTES.issubset(routed)
     assert routed - UI_ROUTES == set(DOC["paths"])
@@ -572,8 +572,9 @@ async def test_metrics_gzip_equals_plain(served: Served) -> None:
     assert len(packed) * 5 < len(plain)
     unpacked = gzip.decompress(packed)
 
-    def strip(body: bytes) -> list[bytes]:  # identical but for the scrape-time uptime line
-        return [ln for ln in body.splitlines() if not ln.startswith(b"sv2_uptime_seconds ")]
+    def strip(body: bytes) -> list[bytes]:  # identical but for the scrape-time lines (uptime, connections)
+        scrape_time = (b"sv2_uptime_seconds ", b"tproxy_monitoring_connections")
+        return [ln for ln in body.splitlines() if not ln.startswith(scrape_time)]
 
     assert strip(unpacked) == strip(plain)
     assert parse_metrics(unpacked.decode())["sv2_uptime_seconds"]
