@@ -5,8 +5,14 @@ share log's single database thread (chdb's embedded engine is in-process and
 its calls block; one writer thread keeps its use sequential). The same code
 serves ``chdb://PATH`` and ``http(s)://`` URLs: only ``_connect`` differs.
 
-After any error the client is dropped and rebuilt on the next call, so a
-restarted server or a broken HTTP connection does not stick.
+After any error other than bad data the client is dropped and rebuilt on
+the next call, so a restarted server or a broken HTTP connection does not
+stick.
+
+``insert_isolating`` is the defence behind ``storable_text``: a batch the
+database rejects as bad data is split in halves, recursively, so every row
+it accepts is written and only the rows it rejects one by one are returned
+to the caller (for quarantine).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import math
 import os
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +34,20 @@ from tproxy.shares.settings import ClickHouseSettings
 from tproxy.shares.spool import KIND_SHARES
 
 log = logging.getLogger("tproxy.shares.store")
+
+_inserting = threading.local()
+
+
+class _QuietSerializerErrors(logging.Filter):
+    """clickhouse-connect logs a full traceback for every row block it cannot serialize;
+    during the share log's inserts the share log reports the error itself (rate-limited),
+    so a bisected batch does not write dozens of tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_inserting, "on", False)
+
+
+logging.getLogger("clickhouse_connect.driver.transform").addFilter(_QuietSerializerErrors())
 
 # Errors raised while building a batch on the client, or codes ClickHouse uses for
 # rows it cannot take: retrying the same batch cannot help.
@@ -87,8 +108,9 @@ class Store:
     def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except BaseException:
-            self.reset()
+        except BaseException as e:
+            if not is_bad_data(e):  # a rejected row does not break the connection
+                self.reset()
             raise
 
     def ping(self) -> bool:
@@ -155,9 +177,42 @@ class Store:
             # failure is seen and the retry (same token) deduplicates shard by shard.
             settings["distributed_foreground_insert"] = 1
         # Column types given, so the client does not DESCRIBE the table before every insert.
-        self._guard(lambda: self.client.insert(
-            table, rows, column_names=cols, column_type_names=types, settings=settings
-        ))
+        _inserting.on = True
+        try:
+            self._guard(lambda: self.client.insert(
+                table, rows, column_names=cols, column_type_names=types, settings=settings
+            ))
+        finally:
+            _inserting.on = False
+
+    def insert_isolating(self, kind: int, rows: Sequence[Sequence[object]], token: str) -> list[tuple[int, str]]:
+        """Insert a batch that was rejected as bad data, in halves, recursively.
+
+        Returns ``(index, error text)`` of each row rejected on its own; every
+        other row is written. Each part carries the token ``{token}/{lo}-{hi}``:
+        the split of a given batch is always the same, so a retry after a
+        connection error (raised, not caught here) lands each part once."""
+        rejected: list[tuple[int, str]] = []
+
+        def part(lo: int, hi: int) -> None:
+            try:
+                self.insert(kind, rows[lo:hi], f"{token}/{lo}-{hi}")
+            except Exception as e:
+                if not is_bad_data(e):
+                    raise
+                if hi - lo == 1:
+                    rejected.append((lo, f"{type(e).__name__}: {e}"[:300]))
+                    return
+                mid = (lo + hi) // 2
+                part(lo, mid)
+                part(mid, hi)
+
+        if len(rows) == 1:
+            part(0, 1)
+        else:
+            part(0, len(rows) // 2)
+            part(len(rows) // 2, len(rows))
+        return rejected
 
     # ------------------------------------------------------------------ reads
 
