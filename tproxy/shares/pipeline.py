@@ -245,6 +245,7 @@ class ShareLog:
         self._journal_ready = False  # enabled, directory made, old journals recovered
         self._journal_on = False  # writing now (off for spool_retry_s after a failure)
         self._journal_retry_at = 0.0
+        self._journal_failing = False  # the last journal write failed and none succeeded since
         self._jfd: list[int | None] = [None, None]
         self._jpath: list[str | None] = [None, None]
         self._jbuf: list[list[bytes]] = [[], []]  # encoded records waiting for this tick's write()
@@ -346,7 +347,7 @@ class ShareLog:
     def _journal_write(self, kind: int, row: tuple[object, ...]) -> None:
         # Buffered for the rest of this event-loop tick: one write() per tick and kind, not per
         # record (each write releases the GIL, and a busy database thread then holds the loop up).
-        body = marshal.dumps(row, 4)
+        body = marshal.dumps(row, 4)  # type: ignore[arg-type]  # rows hold plain values only
         self._jbuf[kind].append(_JREC.pack(len(body), zlib.crc32(body)) + body)
         if not self._jflush_scheduled and self._loop is not None:
             self._jflush_scheduled = True
@@ -370,6 +371,10 @@ class ShareLog:
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as e:
             self._journal_failed(e)
+            return
+        if self._journal_failing:
+            self._journal_failing = False
+            log.info("share log: open-batch journal in %s is writing again", self._journal_dir)
 
     def _journal_close(self, fd: int) -> None:
         try:
@@ -384,8 +389,9 @@ class ShareLog:
         self._fs_errors += 1
         self._rlog.log(logging.ERROR, "share log: open-batch journal in %s failed (%s); off, retried every %gs: "
                        "a killed process can meanwhile lose the records of the open batch",
-                       self._journal_dir, e, self.settings.spool_retry_s)
+                       self._journal_dir, e, self.settings.spool_retry_s, key=f"journal:{e.errno}")
         self._journal_on = False
+        self._journal_failing = True
         self._journal_retry_at = time.monotonic() + self.settings.spool_retry_s
         for k in (0, 1):
             self._jbuf[k].clear()
@@ -398,8 +404,6 @@ class ShareLog:
         batch's open and write are the probe (a failure turns it off again)."""
         if self._journal_ready and not self._journal_on and time.monotonic() >= self._journal_retry_at:
             self._journal_on = True
-            if self._fs_errors:
-                log.info("share log: retrying the open-batch journal in %s", self._journal_dir)
 
     @staticmethod
     def _journal_done(batch: _Batch) -> None:
@@ -500,7 +504,9 @@ class ShareLog:
     def _fs_error(self, what: str, e: BaseException) -> None:
         """A spool/journal file operation failed: counted, logged rate-limited, retried later."""
         self._fs_errors += 1
-        self._rlog.log(logging.ERROR, "share log: %s in %s: %s", what, self.settings.spool_dir, e)
+        # Keyed by the kind of failure, not the file name: one line per error kind per interval.
+        self._rlog.log(logging.ERROR, "share log: %s in %s: %s", what, self.settings.spool_dir, e,
+                       key=f"{what}:{getattr(e, 'errno', None) or type(e).__name__}")
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Seal the open batches and wait until nothing is in memory or in the spool.
@@ -606,7 +612,7 @@ class ShareLog:
             quarantined_rows=self._quarantined_rows[KIND_SHARES],
             fs_errors=self._fs_errors + self._ack_failures,
             spool_ok=self._spool_ok,
-            journal_on=self._journal_on,
+            journal_on=self._journal_on and not self._journal_failing,
         )
 
     async def worker_hashrate(self, window_minutes: int) -> list[WorkerStats]:

@@ -59,6 +59,7 @@ import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tproxy.shares.fdreserve import FdReserve
 
@@ -107,7 +108,8 @@ class SpoolOpenReport:
 
 
 def encode_frame(kind: int, token: str, first_ms: int, rows: tuple[tuple[object, ...], ...] | list[tuple[object, ...]]) -> bytes:
-    body = marshal.dumps(tuple(rows), 4)
+    payload: Any = tuple(rows)  # rows hold plain values only (marshal's own type is narrower than object)
+    body = marshal.dumps(payload, 4)
     tok = token.encode()
     head = _HDR.pack(FRAME_MAGIC, FRAME_VERSION, kind, len(tok), len(rows), len(body), first_ms)
     crc = zlib.crc32(body, zlib.crc32(tok, zlib.crc32(head)))
@@ -521,3 +523,24 @@ def _write_all(fd: int, data: bytes) -> None:
         if k <= 0:
             raise OSError(28, "short write")  # ENOSPC in effect
         view = view[k:]
+
+
+def read_quarantine_file(path: str | os.PathLike[str]) -> list[tuple[int, str, tuple[tuple[object, ...], ...]]]:
+    """(kind, token, rows) of every whole frame in a quarantined file, for an operator (or a
+    test) who inspects or re-imports it. Stops at the first damaged or torn frame."""
+    data = Path(path).read_bytes()
+    if not data.startswith(FILE_MAGIC):
+        return []
+    out: list[tuple[int, str, tuple[tuple[object, ...], ...]]] = []
+    off = len(FILE_MAGIC)
+    while off < len(data):
+        try:
+            ref = Spool(Path(path).parent)._parse_at(0, data, off)
+        except SpoolCorrupt:
+            break
+        if ref is None:
+            break
+        body_at = off + _HDR.size + len(ref.token.encode())
+        out.append((ref.kind, ref.token, marshal.loads(data[body_at : ref.end - _CRC.size])))
+        off = ref.end
+    return out

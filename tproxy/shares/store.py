@@ -35,19 +35,22 @@ from tproxy.shares.spool import KIND_SHARES
 
 log = logging.getLogger("tproxy.shares.store")
 
-_inserting = threading.local()
+_in_store_call = threading.local()
 
 
-class _QuietSerializerErrors(logging.Filter):
-    """clickhouse-connect logs a full traceback for every row block it cannot serialize;
-    during the share log's inserts the share log reports the error itself (rate-limited),
-    so a bisected batch does not write dozens of tracebacks."""
+class _QuietDriverLogs(logging.Filter):
+    """clickhouse-connect logs a full traceback for every row block it cannot serialize and
+    a warning for every failed HTTP attempt. During the share log's own calls the share log
+    reports those errors itself, rate-limited, so a bisected batch or a database that is
+    down for a day does not write a traceback per attempt (issue 11: 110 MB of log)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(_inserting, "on", False)
+        return not getattr(_in_store_call, "on", False) or record.levelno >= logging.CRITICAL
 
 
-logging.getLogger("clickhouse_connect.driver.transform").addFilter(_QuietSerializerErrors())
+for _name in ("clickhouse_connect.driver.transform", "clickhouse_connect.driver._backend.http_sync",
+              "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_QuietDriverLogs())
 
 # Errors raised while building a batch on the client, or codes ClickHouse uses for
 # rows it cannot take: retrying the same batch cannot help.
@@ -106,12 +109,15 @@ class Store:
         self.reset()
 
     def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        _in_store_call.on = True
         try:
             return fn(*args, **kwargs)
         except BaseException as e:
             if not is_bad_data(e):  # a rejected row does not break the connection
                 self.reset()
             raise
+        finally:
+            _in_store_call.on = False
 
     def ping(self) -> bool:
         try:
@@ -177,13 +183,9 @@ class Store:
             # failure is seen and the retry (same token) deduplicates shard by shard.
             settings["distributed_foreground_insert"] = 1
         # Column types given, so the client does not DESCRIBE the table before every insert.
-        _inserting.on = True
-        try:
-            self._guard(lambda: self.client.insert(
-                table, rows, column_names=cols, column_type_names=types, settings=settings
-            ))
-        finally:
-            _inserting.on = False
+        self._guard(lambda: self.client.insert(
+            table, rows, column_names=cols, column_type_names=types, settings=settings
+        ))
 
     def insert_isolating(self, kind: int, rows: Sequence[Sequence[object]], token: str) -> list[tuple[int, str]]:
         """Insert a batch that was rejected as bad data, in halves, recursively.
