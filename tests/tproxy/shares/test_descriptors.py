@@ -30,7 +30,7 @@ def read_event(p: subprocess.Popen[str], event: str, timeout: float = 120.0) -> 
         if not line:
             err = p.stderr.read() if p.stderr else ""
             raise AssertionError(f"child exited before {event!r}: rc={p.wait()} stderr={err[-3000:]}")
-        msg = json.loads(line)
+        msg: dict[str, Any] = json.loads(line)
         if msg["event"] == event:
             return msg
     raise AssertionError(f"no {event!r} within {timeout}s")

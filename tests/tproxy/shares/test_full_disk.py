@@ -72,7 +72,7 @@ def leftovers(spool: Path) -> list[str]:
 def test_spool_append_on_a_full_disk_keeps_whole_frames(small_fs: Path) -> None:
     sp = Spool(small_fs / "spool", segment_bytes=1 << 16, fsync=True)
     sp.open()
-    rows = [(k, "x" * 200) for k in range(20)]
+    rows: list[tuple[object, ...]] = [(k, "x" * 200) for k in range(20)]
     n_ok = 0
     filler = None
     for k in range(400):
