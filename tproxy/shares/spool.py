@@ -24,11 +24,11 @@ Frame (little endian)::
 
 A frame is written with one ``write`` (and ``fsync`` when configured), so a
 killed process leaves either whole frames or a torn last frame. At open, a
-torn tail of the newest segment is cut off with a warning (that batch never
-reached the disk completely, and so was never reported as spooled). Any
-other damage (bad magic, bad CRC, a torn frame in an older segment) moves the
-segment to ``quarantine/`` with an error log line; replay goes on with the
-next segment. Frames before the damage that were already replayed are
+torn tail (a last frame running past the end of the file) is cut off with a
+warning (that batch never reached the disk completely, and so was never
+reported as spooled). Proven damage (bad magic, a bad frame header, a CRC
+mismatch) moves the segment to ``quarantine/`` with an error log line;
+replay goes on with the next segment. Frames before the damage that were already replayed are
 recorded in the ``.ack`` file, frames after it stay in the quarantined file.
 
 Replay reads frames in order. After each frame is in ClickHouse its end
@@ -174,17 +174,16 @@ class Spool:
                 quarantined.append(self._quarantine(n, str(e)))
                 continue
             if good_end < size:
-                if newest:
-                    log.warning(
-                        "spool segment %s: cutting a torn last frame (%d bytes) left by an interrupted write",
-                        self._seg_path(n).name, size - good_end,
-                    )
-                    os.truncate(self._seg_path(n), good_end)
-                    truncated += size - good_end
-                else:
-                    # Keep the whole frames before the damage pending; quarantine the file.
-                    quarantined.append(self._quarantine(n, f"torn or damaged frame at offset {good_end}"))
-                    continue
+                # A last frame that runs past the end of the file is an interrupted write
+                # (a kill, or a full disk whose cut-back failed), not damage: the frames
+                # before it passed their CRC and stay pending; the torn bytes were never
+                # reported as spooled. Any segment, not only the newest.
+                log.warning(
+                    "spool segment %s: cutting a torn last frame (%d bytes) left by an interrupted write%s",
+                    self._seg_path(n).name, size - good_end, "" if newest else " (older segment)",
+                )
+                os.truncate(self._seg_path(n), good_end)
+                truncated += size - good_end
             if not refs:
                 self._delete_segment(n)
                 continue
@@ -336,7 +335,7 @@ class Spool:
     def _cut_back(self) -> None:
         """A frame write failed half-way (ENOSPC): drop its bytes so the segment ends on a
         whole frame. If even that fails, stop appending to this segment: its torn tail is
-        then cut at the next open (newest segment) or its frames replayed up to the tear."""
+        then cut at the next open, and its frames up to the tear are replayed."""
         assert self._fd is not None
         try:
             os.ftruncate(self._fd, self._active_size)
