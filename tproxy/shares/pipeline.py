@@ -263,8 +263,8 @@ class ShareLog:
         i, w, j, e, h, v = r.instance_id, r.worker_name, r.sv1_job_id, r.extranonce, r.share_hash, r.verdict
         try:
             plain = i.isascii() and w.isascii() and j.isascii() and e.isascii() and h.isascii() and v.isascii()
-        except AttributeError:  # not a str: left as is, the database isolates and quarantines that row
-            plain = True
+        except AttributeError:  # not a str (a bug upstream): left as is, the database isolates that row
+            plain = False
         if not plain:
             i, w, j, e, h, v = (storable_text(x) if isinstance(x, str) else x for x in (i, w, j, e, h, v))
         self._add(

@@ -62,6 +62,11 @@ async def main(url: str, spool: str, n1: int, n2: int, reserve: int) -> None:
             break
     await submit(log, n1 + 1, n2)
     await asyncio.sleep(1.5)  # replay attempts, rotations, journal opens: all out of descriptors
+    # A loaded machine may need longer to spool everything; stop waiting as soon as the
+    # share log reports a file error (the no-reserve case, where it cannot finish).
+    deadline = time.monotonic() + 30
+    while log.stats().queued and not log.stats().fs_errors and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     emit("exhausted", log, hogged=len(hog))
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     for fd in hog:
