@@ -21,11 +21,21 @@ import resource
 import sys
 import time
 
-from tproxy.shares.loadgen import make_share
 from tproxy.shares.pipeline import ShareLog
+from tproxy.shares.record import ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
 
 INSTANCE = "fd-test"
+
+
+def make_share(seq: int, received_at_ms: int) -> ShareRecord:
+    return ShareRecord(
+        received_at_ms=received_at_ms, instance_id=INSTANCE, share_seq=seq, worker_name=f"rig{seq % 5}",
+        client_id=seq % 5 + 1, channel_id=1, sequence_number=seq, sv1_job_id=f"{seq % 97:x}", job_id=seq % 1000,
+        nonce=seq, ntime=received_at_ms // 1000, version=0x20000000, extranonce=f"{seq:08x}",
+        share_hash=f"{seq:064x}", target_difficulty=1024.0, share_difficulty=2048.0, verdict="accepted",
+        forwarded=True,
+    )
 
 
 def emit(event: str, log: ShareLog, **extra: object) -> None:
@@ -35,7 +45,7 @@ def emit(event: str, log: ShareLog, **extra: object) -> None:
 async def submit(log: ShareLog, first: int, n: int) -> None:
     t0 = int(time.time() * 1000)
     for seq in range(first, first + n):
-        log.submit(make_share(seq, instance_id=INSTANCE, received_at_ms=t0 - 60_000 + seq))
+        log.submit(make_share(seq, t0 - 60_000 + seq))
         if seq % 50 == 0:
             await asyncio.sleep(0.01)
 
