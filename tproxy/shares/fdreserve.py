@@ -66,7 +66,7 @@ class FdReserve:
         with self._lock:
             if len(self._fds) < self.size and self._fds:
                 try:
-                    os.dup2(self._fds[0], fd)  # the slot now holds /dev/null: still ours
+                    os.dup2(self._fds[0], fd, inheritable=False)  # the slot now holds /dev/null: still ours
                 except OSError:
                     pass
                 else:
