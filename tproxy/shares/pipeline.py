@@ -27,9 +27,19 @@ Flow::
   and retried from there with exponential backoff. While the spool holds
   anything, new batches go to the spool too, so the replay order is the
   order the batches were sealed in.
-* A batch the database rejects as bad data (type/size errors) twice is moved
-  to ``spool_dir/quarantine`` with an error log line, so one bad batch
-  cannot stop the log.
+* Text: every string field passes ``tproxy.shares.text.storable_text`` in
+  ``submit()`` (valid Unicode stored as received, lone surrogates become
+  U+FFFD), so a row always encodes. Behind that, a batch the database
+  rejects as bad data is split in halves until only the rows it rejects one
+  by one are left; those go to ``spool_dir/quarantine`` (counted in
+  ``quarantined_rows``) and every other row is written.
+* Files: the share log keeps a few descriptors in reserve
+  (``tproxy.shares.fdreserve``) and treats a file it cannot open, read or
+  write (EMFILE, ENFILE, ENOSPC, EACCES...) as retry-later, never as
+  corruption. A spool or journal that failed is probed again every
+  ``spool_retry_s`` and re-enabled by the first write that succeeds; while
+  the spool cannot be written, batches wait in memory and go straight to
+  the database, which is probed at the same pace when it is down.
 * ``close()`` writes what it can within ``close_timeout_s`` and spools the
   rest, including a batch whose insert is still in flight (its token makes a
   late landing harmless).
@@ -62,6 +72,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import marshal
 import os
@@ -74,18 +85,22 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from tproxy.shares.fdreserve import FdReserve
+from tproxy.shares.ratelog import RateLimitedLog
 from tproxy.shares.record import PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
 from tproxy.shares.spool import KIND_SHARES, KIND_VERDICTS, FrameRef, Spool, SpoolCorrupt
 from tproxy.shares.store import Store, is_bad_data
+from tproxy.shares.text import storable_text
 
 log = logging.getLogger("tproxy.shares")
 
 T = TypeVar("T")
 _KIND_LETTER = ("s", "v")
 DOWN_LOG_INTERVAL_S = 60.0
+ERROR_LOG_INTERVAL_S = 60.0  # identical file-system errors: first one, then a count this often
 _JREC = struct.Struct("<II")  # journal record: body length, CRC-32 of the body; body = marshal
 
 
@@ -94,7 +109,13 @@ class ShareLogStats:
     """A snapshot of the share log's counters. Totals only grow for the life of the process.
 
     Record counters (``queued``, ``written``, ``spooled``, ``replayed``,
-    ``spool_pending``) count share records; pool verdicts have their own.
+    ``spool_pending``, ``received``, ``recovered``, ``quarantined_rows``)
+    count share records; pool verdicts have their own.
+
+    Invariant (docs/SHARE_LOG.md), whenever the event loop is between two steps
+    of the share log and no spool write is under way::
+
+        received + recovered == queued + written + spool_pending + quarantined_rows + dropped
     """
 
     queued: int  # share records in memory (building, sealed, in flight)
@@ -112,6 +133,12 @@ class ShareLogStats:
     verdicts_pending: int  # pool verdicts in memory or in the spool
     quarantined: int  # spool segments / batches moved to quarantine
     schema_version: int  # 0 until migrations ran
+    received: int = 0  # share records submit() got (including any after close())
+    recovered: int = 0  # share records found in the spool (and journal) at start
+    quarantined_rows: int = 0  # share records moved to quarantine (rejected rows, damaged segments)
+    fs_errors: int = 0  # spool/journal file operations that failed and will be retried
+    spool_ok: bool = True  # the last spool write (or probe) succeeded
+    journal_on: bool = False  # the open-batch journal is writing
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +162,19 @@ class WorkerStats:
     last_share_at: float | None
 
 
+class _SpoolSnap(NamedTuple):
+    """The spool's figures, taken on the spool thread right after an operation."""
+
+    seq: int
+    frames: int
+    rows: tuple[int, int]
+    bytes: int
+    head_ms: int | None
+    quarantined: int
+    quarantined_rows: tuple[int, int]
+    ack_failures: int
+
+
 @dataclass(slots=True)
 class _Batch:
     kind: int
@@ -155,6 +195,8 @@ class ShareLog:
         self.run_id = ((time.time_ns() // 1_000_000) << 16) | secrets.randbits(16)
         self._store = Store(settings, instance_id)
         self._spool = Spool(settings.spool_dir, segment_bytes=settings.spool_segment_bytes, fsync=settings.spool_fsync)
+        self._reserve: FdReserve | None = None  # opened by start(), handed to the spool
+        self._rlog = RateLimitedLog(log, ERROR_LOG_INTERVAL_S)
         self._batch_size = settings.batch_size
         self._queue_size = settings.queue_size
         self._building: list[list[tuple[object, ...]]] = [[], []]
@@ -171,13 +213,19 @@ class ShareLog:
         self._retried = 0
         self._failed_batches = 0
         self._dropped = 0
+        self._received = [0, 0]
+        self._recovered = [0, 0]
+        self._fs_errors = 0
         self._failed_tokens: set[str] = set()
-        self._bad_data_tries: dict[str, int] = {}
+        self._spool_open = False  # the spool was scanned (start(), retried until it works)
+        self._spool_ok = True  # the last spool write or probe succeeded
         self._spool_frames = 0
         self._spool_rows = [0, 0]
         self._spool_bytes = 0
         self._spool_head_ms: int | None = None
         self._quarantined = 0
+        self._quarantined_rows = [0, 0]
+        self._ack_failures = 0
         self._snap_taken = 0  # written on the spool thread only
         self._snap_applied = 0
         self._db_up = False
@@ -194,7 +242,10 @@ class ShareLog:
         self._closing = False
         self._closed = False
         self._journal_dir = Path(settings.spool_dir) / "journal"
-        self._journal_on = False  # set by start() when enabled and the directory exists
+        self._journal_ready = False  # enabled, directory made, old journals recovered
+        self._journal_on = False  # writing now (off for spool_retry_s after a failure)
+        self._journal_retry_at = 0.0
+        self._journal_failing = False  # the last journal write failed and none succeeded since
         self._jfd: list[int | None] = [None, None]
         self._jpath: list[str | None] = [None, None]
         self._jbuf: list[list[bytes]] = [[], []]  # encoded records waiting for this tick's write()
@@ -204,26 +255,40 @@ class ShareLog:
     # ------------------------------------------------------------------ hot path
 
     def submit(self, record: ShareRecord) -> None:
-        """Queue one share row. O(1), never blocks, never raises on database trouble."""
+        """Queue one share row. O(1), never blocks, never raises on database trouble.
+
+        String fields are stored as ``storable_text`` makes them; the ASCII check
+        in front of it is the same rule's fast path (ASCII is stored as is)."""
         r = record
+        i, w, j, e, h, v = r.instance_id, r.worker_name, r.sv1_job_id, r.extranonce, r.share_hash, r.verdict
+        try:
+            plain = i.isascii() and w.isascii() and j.isascii() and e.isascii() and h.isascii() and v.isascii()
+        except AttributeError:  # not a str (a bug upstream): left as is, the database isolates that row
+            plain = False
+        if not plain:
+            i, w, j, e, h, v = (storable_text(x) if isinstance(x, str) else x for x in (i, w, j, e, h, v))
         self._add(
             KIND_SHARES,
             (
-                r.received_at_ms, r.instance_id, self.run_id, r.share_seq, r.worker_name, r.client_id,
-                r.channel_id, r.sequence_number, r.sv1_job_id, r.job_id, r.nonce, r.ntime, r.version,
-                r.extranonce, r.share_hash, r.target_difficulty, r.share_difficulty, r.verdict, r.forwarded,
+                r.received_at_ms, i, self.run_id, r.share_seq, w, r.client_id,
+                r.channel_id, r.sequence_number, j, r.job_id, r.nonce, r.ntime, r.version,
+                e, h, r.target_difficulty, r.share_difficulty, v, r.forwarded,
             ),
         )
 
     def submit_pool_verdict(self, record: PoolVerdictRecord) -> None:
         """Queue the pool's verdict for one forwarded share (same properties as ``submit``)."""
         r = record
+        i, v = r.instance_id, r.pool_verdict
+        if not (isinstance(i, str) and isinstance(v, str) and i.isascii() and v.isascii()):
+            i, v = (storable_text(x) if isinstance(x, str) else x for x in (i, v))
         self._add(
             KIND_VERDICTS,
-            (r.received_at_ms, r.instance_id, self.run_id, r.channel_id, r.sequence_number, r.share_seq, r.pool_verdict),
+            (r.received_at_ms, i, self.run_id, r.channel_id, r.sequence_number, r.share_seq, v),
         )
 
     def _add(self, kind: int, row: tuple[object, ...]) -> None:
+        self._received[kind] += 1
         if self._closed:
             self._dropped += 1
             if self._dropped == 1:
@@ -257,8 +322,7 @@ class ShareLog:
             self._journal_flush_kind(kind)
         fd, self._jfd[kind], self._jpath[kind] = self._jfd[kind], None, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            self._journal_close(fd)
         self._ready.append(_Batch(kind, token, rows, self._building_first_ms[kind], journal))
         self._wake_writer.set()
         self._wake_spooler.set()
@@ -272,7 +336,8 @@ class ShareLog:
         # The batch being opened will be sealed as number batch_no + 1: its token is known now.
         path = self._journal_name(kind, self._batch_no[kind] + 1)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            assert self._reserve is not None
+            fd = self._reserve.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
         except OSError as e:
             self._journal_failed(e)
             return
@@ -282,7 +347,7 @@ class ShareLog:
     def _journal_write(self, kind: int, row: tuple[object, ...]) -> None:
         # Buffered for the rest of this event-loop tick: one write() per tick and kind, not per
         # record (each write releases the GIL, and a busy database thread then holds the loop up).
-        body = marshal.dumps(row, 4)
+        body = marshal.dumps(row, 4)  # type: ignore[arg-type]  # rows hold plain values only
         self._jbuf[kind].append(_JREC.pack(len(body), zlib.crc32(body)) + body)
         if not self._jflush_scheduled and self._loop is not None:
             self._jflush_scheduled = True
@@ -301,20 +366,44 @@ class ShareLog:
         if fd is None:
             return
         try:
-            os.write(fd, data)  # no fsync: survives a kill, not a power loss
+            # No fsync: survives a kill, not a power loss. A short write means a full disk.
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
         except OSError as e:
             self._journal_failed(e)
+            return
+        if self._journal_failing:
+            self._journal_failing = False
+            log.info("share log: open-batch journal in %s is writing again", self._journal_dir)
+
+    def _journal_close(self, fd: int) -> None:
+        try:
+            if self._reserve is not None:
+                self._reserve.close(fd)
+            else:
+                os.close(fd)
+        except OSError:
+            pass
 
     def _journal_failed(self, e: OSError) -> None:
-        log.error("share log: open-batch journal in %s failed (%s); turned off until restart: a killed process "
-                  "can now lose the records of the open batch", self._journal_dir, e)
+        self._fs_errors += 1
+        self._rlog.log(logging.ERROR, "share log: open-batch journal in %s failed (%s); off, retried every %gs: "
+                       "a killed process can meanwhile lose the records of the open batch",
+                       self._journal_dir, e, self.settings.spool_retry_s, key=f"journal:{e.errno}")
         self._journal_on = False
+        self._journal_failing = True
+        self._journal_retry_at = time.monotonic() + self.settings.spool_retry_s
         for k in (0, 1):
             self._jbuf[k].clear()
             fd, self._jfd[k] = self._jfd[k], None
             if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                self._journal_close(fd)
+
+    def _journal_probe(self) -> None:
+        """Ticker: turn a failed journal back on once its retry time has come; the next
+        batch's open and write are the probe (a failure turns it off again)."""
+        if self._journal_ready and not self._journal_on and time.monotonic() >= self._journal_retry_at:
+            self._journal_on = True
 
     @staticmethod
     def _journal_done(batch: _Batch) -> None:
@@ -328,7 +417,7 @@ class ShareLog:
         under their batches' tokens, then delete them. Returns (batches, records)."""
         batches = records = 0
         for path in sorted(self._journal_dir.glob("*.jnl")):
-            data = path.read_bytes()
+            data = self._spool.read_file(path)
             off, rows = 0, []
             while off + _JREC.size <= len(data):
                 n, crc = _JREC.unpack_from(data, off)
@@ -361,26 +450,12 @@ class ShareLog:
         self._started = True
         self._db_exec = ThreadPoolExecutor(1, thread_name_prefix="sharelog-db")
         self._spool_exec = ThreadPoolExecutor(1, thread_name_prefix="sharelog-spool")
-        report = await self._in_spool(self._spool.open)
-        if self.settings.journal_open_batches:
-            try:
-                await self._in_spool(self._journal_dir.mkdir, 0o700, True, True)
-                jb, jr = await self._in_spool(self._recover_journals)
-            except OSError as e:
-                log.error("share log: open-batch journal unavailable in %s: %s", self._journal_dir, e)
-            else:
-                self._loop = asyncio.get_running_loop()
-                self._journal_on = True
-                if jb:
-                    log.warning("share log: recovered %d records of %d batches a killed run had not made "
-                                "durable (open-batch journal); they are spooled for replay", jr, jb)
-        if report.frames or report.truncated_bytes or report.quarantined:
-            log.info(
-                "share log: spool %s holds %d batches (%d records) to replay%s%s",
-                self.settings.spool_dir, report.frames, report.rows,
-                f", cut a torn tail of {report.truncated_bytes} bytes" if report.truncated_bytes else "",
-                f", quarantined {len(report.quarantined)} segment(s)" if report.quarantined else "",
-            )
+        # Descriptors held back from the start, so the share log can open its files
+        # even when the rest of the process has used up RLIMIT_NOFILE.
+        self._reserve = FdReserve(self.settings.fd_reserve)
+        self._spool.reserve = self._reserve
+        self._loop = asyncio.get_running_loop()
+        await self._open_spool()
         await self._migrate()
         log.info(
             "share log: %s database %s, run_id %x, batch %d / %.3gs, queue %d, spool %s",
@@ -392,6 +467,46 @@ class ShareLog:
             asyncio.create_task(self._spooler(), name="sharelog-spooler"),
             asyncio.create_task(self._ticker(), name="sharelog-ticker"),
         ]
+
+    async def _open_spool(self) -> bool:
+        """Scan the spool and turn journals a killed run left into spool frames.
+
+        False when a file cannot be opened now (EMFILE, EACCES...): nothing is
+        quarantined for that, and the spooler calls this again every
+        ``spool_retry_s``; until then batches stay in memory or go to the database."""
+        try:
+            report = await self._in_spool(self._spool.open)
+            jb = jr = 0
+            if self.settings.journal_open_batches:
+                await self._in_spool(self._journal_dir.mkdir, 0o700, True, True)
+                jb, jr = await self._in_spool(self._recover_journals)
+        except OSError as e:
+            self._fs_error("cannot open the spool (retrying)", e)
+            self._spool_ok = False
+            return False
+        self._spool_open = self._spool_ok = True
+        self._recovered = list(self._spool_rows)
+        if self.settings.journal_open_batches:
+            self._journal_ready = self._journal_on = True
+        if jb:
+            log.warning("share log: recovered %d records of %d batches a killed run had not made "
+                        "durable (open-batch journal); they are spooled for replay", jr, jb)
+        if report.frames or report.truncated_bytes or report.quarantined:
+            log.info(
+                "share log: spool %s holds %d batches (%d records) to replay%s%s",
+                self.settings.spool_dir, report.frames, report.rows,
+                f", cut a torn tail of {report.truncated_bytes} bytes" if report.truncated_bytes else "",
+                f", quarantined {len(report.quarantined)} segment(s)" if report.quarantined else "",
+            )
+        self._wake_both()
+        return True
+
+    def _fs_error(self, what: str, e: BaseException) -> None:
+        """A spool/journal file operation failed: counted, logged rate-limited, retried later."""
+        self._fs_errors += 1
+        # Keyed by the kind of failure, not the file name: one line per error kind per interval.
+        self._rlog.log(logging.ERROR, "share log: %s in %s: %s", what, self.settings.spool_dir, e,
+                       key=f"{what}:{getattr(e, 'errno', None) or type(e).__name__}")
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Seal the open batches and wait until nothing is in memory or in the spool.
@@ -458,6 +573,8 @@ class ShareLog:
             await asyncio.wait_for(asyncio.shield(db_close), 2.0)
         self._db_exec.shutdown(wait=False, cancel_futures=True)
         self._spool_exec.shutdown(wait=True)
+        if self._reserve is not None:
+            self._reserve.close_all()
         st = self.stats()
         log.info(
             "share log closed: written %d, spooled %d (%d pending replay), verdicts written %d, dropped %d",
@@ -490,6 +607,12 @@ class ShareLog:
             verdicts_pending=self._mem[KIND_VERDICTS] + self._spool_rows[KIND_VERDICTS],
             quarantined=self._quarantined,
             schema_version=self._schema_version,
+            received=self._received[KIND_SHARES],
+            recovered=self._recovered[KIND_SHARES],
+            quarantined_rows=self._quarantined_rows[KIND_SHARES],
+            fs_errors=self._fs_errors + self._ack_failures,
+            spool_ok=self._spool_ok,
+            journal_on=self._journal_on and not self._journal_failing,
         )
 
     async def worker_hashrate(self, window_minutes: int) -> list[WorkerStats]:
@@ -530,20 +653,23 @@ class ShareLog:
 
     # ------------------------------------------------------------------ threads
 
-    def _spool_snapshot(self) -> tuple[int, int, int, int, int, int | None, int]:
+    def _spool_snapshot(self) -> _SpoolSnap:
         # Runs on the spool thread right after an operation; the sequence number lets the
         # loop ignore a snapshot that arrives after a newer one.
         s = self._spool
         self._snap_taken += 1
-        return (self._snap_taken, s.pending_frames, s.pending_by_kind[0], s.pending_by_kind[1], s.pending_bytes,
-                s.head_first_ms, len(s.quarantined))
+        return _SpoolSnap(self._snap_taken, s.pending_frames, (s.pending_by_kind[0], s.pending_by_kind[1]),
+                          s.pending_bytes, s.head_first_ms, len(s.quarantined),
+                          (s.quarantined_rows[0], s.quarantined_rows[1]), s.ack_failures)
 
-    def _apply_snapshot(self, snap: tuple[int, int, int, int, int, int | None, int]) -> None:
-        if snap[0] <= self._snap_applied:
+    def _apply_snapshot(self, snap: _SpoolSnap) -> None:
+        if snap.seq <= self._snap_applied:
             return
-        self._snap_applied = snap[0]
-        (_, self._spool_frames, self._spool_rows[0], self._spool_rows[1], self._spool_bytes,
-         self._spool_head_ms, self._quarantined) = snap
+        self._snap_applied = snap.seq
+        self._spool_frames, self._spool_bytes, self._spool_head_ms = snap.frames, snap.bytes, snap.head_ms
+        self._spool_rows = list(snap.rows)
+        self._quarantined, self._quarantined_rows = snap.quarantined, list(snap.quarantined_rows)
+        self._ack_failures = snap.ack_failures
         self._wake_both()
 
     def _wake_both(self) -> None:
@@ -649,15 +775,33 @@ class ShareLog:
             self._failed_batches += 1
             self._failed_tokens.add(token)
             if is_bad_data(e):
-                # The database is fine; this batch is not. It goes to the spool and,
-                # after a second rejection, to quarantine.
-                log.error("share log: batch %s rejected as bad data: %s", token, self._scrub(e))
+                # The database is fine; some rows of this batch are not (the caller isolates them).
+                self._rlog.log(logging.ERROR, "share log: batch %s rejected as bad data (%s); isolating the "
+                               "rejected rows", token, self._scrub(e), key=f"bad-data:{type(e).__name__}")
             else:
                 self._note_down(e, "insert")
             return e
         self._failed_tokens.discard(token)
         self._note_up()
         return None
+
+    async def _write_rows(self, kind: int, rows: Any, token: str) -> tuple[bool, list[tuple[int, str]]]:
+        """Insert one batch. Returns (done, rejected rows as (index, error)): done is False
+        when nothing is settled (database unreachable) and the whole batch must be retried;
+        when True every row not in ``rejected`` is in ClickHouse."""
+        exc = await self._insert(kind, rows, token)
+        if exc is None:
+            return True, []
+        if not is_bad_data(exc):
+            return False, []
+        try:
+            rejected = await self._in_db(self._store.insert_isolating, kind, rows, token)
+        except Exception as e:
+            self._note_down(e, "insert")
+            return False, []
+        self._failed_tokens.discard(token)
+        self._note_up()
+        return True, rejected
 
     # ------------------------------------------------------------------ tasks
 
@@ -683,28 +827,55 @@ class ShareLog:
     async def _writer_step(self) -> None:
         while True:
             if self._schema_version == 0 and not await self._migrate():
-                await self._sleep_backoff()
+                await self._probe_pause()
+                continue
+            # Batches in memory go straight to the database when the spool is empty, and
+            # also when the spool cannot be written: then they have no other way out, and
+            # the database is probed with them while it is down.
+            direct = self._ready and (self._spool_frames == 0 or not self._spool_ok)
+            if direct and (self._db_up or not self._spool_ok):
+                if not self._db_up:
+                    await self._probe_pause()
+                    if not self._ready:
+                        continue
+                await self._write_direct(self._ready.popleft())
                 continue
             if self._spool_frames > 0:
                 if not await self._replay_one():
-                    await self._sleep_backoff()
-                continue
-            if self._ready and self._db_up:
-                batch = self._ready.popleft()
-                self._transit[id(batch)] = (batch, None)
-                exc = await self._insert(batch.kind, batch.rows, batch.token)
-                if exc is None:
-                    self._transit.pop(id(batch), None)
-                    n = len(batch.rows)
-                    self._written[batch.kind] += n
-                    self._mem[batch.kind] -= n
-                    self._journal_done(batch)
-                else:
-                    self._transit.pop(id(batch), None)
-                    await self._spool_batch(batch)
+                    await self._probe_pause()
                 continue
             self._wake_writer.clear()
             await self._wake_writer.wait()
+
+    async def _probe_pause(self) -> None:
+        # While the spool cannot take batches, memory is their only place: probe the
+        # database at least every spool_retry_s instead of the full backoff.
+        if not self._spool_ok:
+            self._backoff_s = min(self._backoff_s, self.settings.spool_retry_s)
+        await self._sleep_backoff()
+
+    async def _write_direct(self, batch: _Batch) -> None:
+        self._transit[id(batch)] = (batch, None)
+        done, rejected = await self._write_rows(batch.kind, batch.rows, batch.token)
+        if done and rejected:
+            bad = [batch.rows[i] for i, _ in rejected]
+            try:
+                await self._in_spool(self._spool.quarantine_rows, batch.kind, batch.token, batch.first_ms,
+                                     bad, rejected[0][1])
+            except Exception as e:
+                # Retried as a whole later: the parts that landed carry fixed tokens.
+                self._fs_error("cannot write rejected rows to quarantine (retrying)", e)
+                done = False
+        self._transit.pop(id(batch), None)
+        if done:
+            n = len(batch.rows)
+            self._written[batch.kind] += n - len(rejected)
+            self._mem[batch.kind] -= n
+            self._journal_done(batch)
+        elif self._spool_ok and self._spool_open:
+            await self._spool_batch(batch)
+        else:
+            self._ready.appendleft(batch)
 
     async def _replay_one(self) -> bool:
         """Insert the spool's oldest batch; True when the writer may go on at once."""
@@ -712,24 +883,31 @@ class ShareLog:
             ref, rows = await self._in_spool(self._read_head)
         except SpoolCorrupt:
             return True  # that segment is quarantined; go on with the next
+        except OSError as e:
+            self._fs_error("cannot read the spool (retrying; nothing quarantined)", e)
+            return False
         if ref is None:
             return True
-        exc = await self._insert(ref.kind, rows, ref.token)
-        if exc is None:
-            await self._in_spool(self._spool.ack, ref)
-            self._written[ref.kind] += ref.nrows
-            self._replayed[ref.kind] += ref.nrows
-            self._bad_data_tries.pop(ref.token, None)
-            return True
-        if is_bad_data(exc):
-            tries = self._bad_data_tries.get(ref.token, 0) + 1
-            self._bad_data_tries[ref.token] = tries
-            if tries >= 2:
-                await self._in_spool(self._spool.quarantine_frame, ref, self._scrub(exc))
-                self._bad_data_tries.pop(ref.token, None)
-                self._failed_tokens.discard(ref.token)
-                return True
-        return False
+        done, rejected = await self._write_rows(ref.kind, rows, ref.token)
+        if not done:
+            return False
+        try:
+            await self._in_spool(self._settle_frame, ref, rows, rejected)
+        except OSError as e:
+            self._fs_error("cannot write rejected rows to quarantine (retrying)", e)
+            return False
+        good = ref.nrows - len(rejected)
+        self._written[ref.kind] += good
+        self._replayed[ref.kind] += good
+        return True
+
+    def _settle_frame(self, ref: FrameRef, rows: tuple[tuple[object, ...], ...], rejected: list[tuple[int, str]]) -> None:
+        # Spool thread: quarantine the rejected rows and ack the frame in one step, so the
+        # counters never see the rows both pending and quarantined.
+        if rejected:
+            self._spool.quarantine_rows(ref.kind, ref.token, ref.first_ms, [rows[i] for i, _ in rejected],
+                                        rejected[0][1])
+        self._spool.ack(ref)
 
     def _read_head(self) -> tuple[FrameRef | None, tuple[tuple[object, ...], ...]]:
         ref = self._spool.head()
@@ -749,12 +927,35 @@ class ShareLog:
 
     async def _spooler_step(self) -> None:
         while True:
+            if not self._spool_open:
+                if not await self._open_spool():
+                    await asyncio.sleep(self.settings.spool_retry_s)
+                continue
             if self._ready and self._should_spool():
                 batch = self._ready.popleft()
                 await self._spool_batch(batch)
                 continue
             self._wake_spooler.clear()
-            await self._wake_spooler.wait()
+            if self._spool_ok:
+                await self._wake_spooler.wait()
+                continue
+            # The spool failed and nothing needs it right now: probe it on a timer, so it
+            # is known to work again before the next outage needs it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_spooler.wait(), self.settings.spool_retry_s)
+            if not self._spool_ok and not (self._ready and self._should_spool()):
+                try:
+                    await self._in_spool(self._spool.probe)
+                except Exception as e:
+                    self._fs_error("spool still not writable", e)
+                else:
+                    self._spool_recovered()
+
+    def _spool_recovered(self) -> None:
+        if not self._spool_ok:
+            self._spool_ok = True
+            log.info("share log: spool %s is writable again", self.settings.spool_dir)
+            self._wake_both()
 
     async def _spool_batch(self, batch: _Batch, *, retry_on_error: bool = True) -> bool:
         fut = self._spool_call(self._spool.append, batch.kind, batch.token, batch.first_ms, batch.rows)
@@ -764,14 +965,17 @@ class ShareLog:
         except asyncio.CancelledError:
             raise  # close() finishes this one
         except Exception as e:
-            self._transit.pop(id(batch), None)
-            log.error("share log: cannot write to the spool %s: %s; keeping the batch in memory",
-                      self.settings.spool_dir, e)
+            if self._transit.pop(id(batch), None) is None:
+                return False  # close() took it over
+            self._spool_ok = False
+            self._wake_writer.set()  # the writer now sends batches straight to the database
+            self._fs_error("cannot write to the spool; keeping the batch in memory", e)
             if retry_on_error:
                 self._ready.appendleft(batch)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.settings.spool_retry_s)
             return False
         self._after_spooled(batch, snap)
+        self._spool_recovered()
         return True
 
     def _after_spooled(self, batch: _Batch, snap: Any) -> None:
@@ -793,3 +997,7 @@ class ShareLog:
             for kind in (KIND_SHARES, KIND_VERDICTS):
                 if self._building[kind] and now_ms - self._building_first_ms[kind] >= max_age_ms:
                     self._seal(kind)
+            self._journal_probe()
+            self._rlog.tick()
+            if self._reserve is not None and self._reserve.held < self._reserve.size:
+                self._reserve.refill()

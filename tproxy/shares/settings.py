@@ -74,6 +74,13 @@ class ClickHouseSettings(BaseModel):
     """Also append every record to a per-batch file in ``spool_dir/journal`` (plain write, no
     fsync) until its batch is in ClickHouse or the spool, so a killed process loses nothing."""
 
+    spool_retry_s: float = Field(default=1.0, gt=0)
+    """After a spool or journal write failed (disk full, out of descriptors...), how often it is
+    retried; the first write that succeeds turns it back on (no restart)."""
+    fd_reserve: int = Field(default=8, ge=0, le=64)
+    """Descriptors held open (on /dev/null) from start(), handed back one at a time when the
+    process runs out, so the share log can still open its spool and journal files."""
+
     retry_backoff_base_s: float = Field(default=0.2, gt=0)
     retry_backoff_max_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=3.0, gt=0)

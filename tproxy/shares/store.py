@@ -5,8 +5,14 @@ share log's single database thread (chdb's embedded engine is in-process and
 its calls block; one writer thread keeps its use sequential). The same code
 serves ``chdb://PATH`` and ``http(s)://`` URLs: only ``_connect`` differs.
 
-After any error the client is dropped and rebuilt on the next call, so a
-restarted server or a broken HTTP connection does not stick.
+After any error other than bad data the client is dropped and rebuilt on
+the next call, so a restarted server or a broken HTTP connection does not
+stick.
+
+``insert_isolating`` is the defence behind ``storable_text``: a batch the
+database rejects as bad data is split in halves, recursively, so every row
+it accepts is written and only the rows it rejects one by one are returned
+to the caller (for quarantine).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import math
 import os
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +34,23 @@ from tproxy.shares.settings import ClickHouseSettings
 from tproxy.shares.spool import KIND_SHARES
 
 log = logging.getLogger("tproxy.shares.store")
+
+_in_store_call = threading.local()
+
+
+class _QuietDriverLogs(logging.Filter):
+    """clickhouse-connect logs a full traceback for every row block it cannot serialize and
+    a warning for every failed HTTP attempt. During the share log's own calls the share log
+    reports those errors itself, rate-limited, so a bisected batch or a database that is
+    down for a day does not write a traceback per attempt (issue 11: 110 MB of log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(_in_store_call, "on", False) or record.levelno >= logging.CRITICAL
+
+
+for _name in ("clickhouse_connect.driver.transform", "clickhouse_connect.driver._backend.http_sync",
+              "urllib3.connectionpool"):
+    logging.getLogger(_name).addFilter(_QuietDriverLogs())
 
 # Errors raised while building a batch on the client, or codes ClickHouse uses for
 # rows it cannot take: retrying the same batch cannot help.
@@ -85,11 +109,15 @@ class Store:
         self.reset()
 
     def _guard(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        _in_store_call.on = True
         try:
             return fn(*args, **kwargs)
-        except BaseException:
-            self.reset()
+        except BaseException as e:
+            if not is_bad_data(e):  # a rejected row does not break the connection
+                self.reset()
             raise
+        finally:
+            _in_store_call.on = False
 
     def ping(self) -> bool:
         try:
@@ -158,6 +186,35 @@ class Store:
         self._guard(lambda: self.client.insert(
             table, rows, column_names=cols, column_type_names=types, settings=settings
         ))
+
+    def insert_isolating(self, kind: int, rows: Sequence[Sequence[object]], token: str) -> list[tuple[int, str]]:
+        """Insert a batch that was rejected as bad data, in halves, recursively.
+
+        Returns ``(index, error text)`` of each row rejected on its own; every
+        other row is written. Each part carries the token ``{token}/{lo}-{hi}``:
+        the split of a given batch is always the same, so a retry after a
+        connection error (raised, not caught here) lands each part once."""
+        rejected: list[tuple[int, str]] = []
+
+        def part(lo: int, hi: int) -> None:
+            try:
+                self.insert(kind, rows[lo:hi], f"{token}/{lo}-{hi}")
+            except Exception as e:
+                if not is_bad_data(e):
+                    raise
+                if hi - lo == 1:
+                    rejected.append((lo, f"{type(e).__name__}: {e}"[:300]))
+                    return
+                mid = (lo + hi) // 2
+                part(lo, mid)
+                part(mid, hi)
+
+        if len(rows) == 1:
+            part(0, 1)
+        else:
+            part(0, len(rows) // 2)
+            part(len(rows) // 2, len(rows))
+        return rejected
 
     # ------------------------------------------------------------------ reads
 

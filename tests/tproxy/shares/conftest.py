@@ -73,3 +73,21 @@ async def opened() -> Any:
     yield _open
     for log in logs:
         await log.close()
+
+
+def assert_counters_consistent(st: Any) -> None:
+    """The counter invariant of docs/SHARE_LOG.md: every share record that entered the share
+    log (submitted, or found in the spool at start) is in exactly one place."""
+    assert st.received + st.recovered == st.queued + st.written + st.spool_pending + st.quarantined_rows + st.dropped, st
+
+
+async def wait_until(pred: Any, timeout_s: float = 30.0, what: str = "") -> None:
+    """Poll ``pred()`` on the running loop until it is true (a liveness bound, not a timing check)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not pred():
+        if loop.time() >= deadline:
+            raise AssertionError(f"timed out waiting for {what or pred}")
+        await asyncio.sleep(0.02)

@@ -134,3 +134,63 @@ def test_quarantine_single_frame(tmp_path: Path) -> None:
     dst = sp.quarantine_frame(ref, "test")
     assert Path(dst).exists()
     assert drain(sp) == ["t:1", "t:2"]
+
+
+def test_torn_tail_of_an_older_segment_is_cut_not_quarantined(tmp_path: Path) -> None:
+    """An interrupted write in a segment that is no longer the newest (a full disk whose
+    cut-back failed) is not corruption: its whole frames are replayed, nothing is quarantined."""
+    from tproxy.shares.spool import encode_frame
+
+    sp = Spool(tmp_path, segment_bytes=1 << 16, fsync=False)
+    sp.open()
+    for k in range(600):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k, 10))
+    sp.close()
+    segs = sorted(tmp_path.glob("*.seg"))
+    assert len(segs) >= 3
+    frame = encode_frame(KIND_SHARES, "t:torn", 0, rows(9999, 10))
+    with open(segs[0], "ab") as f:
+        f.write(frame[: len(frame) // 3])
+    sp2 = Spool(tmp_path, segment_bytes=1 << 16, fsync=False)
+    rep = sp2.open()
+    assert rep.quarantined == () and rep.truncated_bytes == len(frame) // 3
+    assert drain(sp2) == [f"t:{k}" for k in range(600)]
+
+
+def test_unreadable_segment_is_retry_later_not_quarantined(tmp_path: Path) -> None:
+    """An OSError while reading a frame (here EISDIR, standing in for EMFILE/EACCES, which
+    root cannot provoke with permissions) leaves the spool as it was."""
+    from tproxy.shares.spool import SpoolUnavailable
+
+    sp = Spool(tmp_path, fsync=False)
+    sp.open()
+    for k in range(3):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k))
+    sp.close()
+    sp2 = Spool(tmp_path, fsync=False)
+    sp2.open()
+    seg = next(tmp_path.glob("*.seg"))
+    moved = tmp_path / "aside"
+    seg.rename(moved)
+    seg.mkdir()  # open() works, read() fails with EISDIR
+    ref = sp2.head()
+    assert ref is not None
+    with pytest.raises(SpoolUnavailable):
+        sp2.read(ref)
+    assert sp2.pending_frames == 3 and not (tmp_path / "quarantine").exists()
+    seg.rmdir()
+    moved.rename(seg)
+    assert drain(sp2) == ["t:0", "t:1", "t:2"]
+
+
+def test_stale_ack_tmp_removed_at_open(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, fsync=False)
+    sp.open()
+    for k in range(3):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k))
+    sp.close()
+    stale = tmp_path / "000000000001.ack.tmp"
+    stale.write_bytes(b"")  # what a write that died on a full disk left behind
+    sp2 = Spool(tmp_path, fsync=False)
+    assert sp2.open().frames == 3
+    assert not stale.exists()
