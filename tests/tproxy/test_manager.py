@@ -255,3 +255,12 @@ def test_keepalive_job_rolls_ntime_when_the_pool_is_quiet() -> None:
     assert rig.share(sock, ka_job, bytes(4))["result"] is True
     (sent,) = rig.pool.of_type(SubmitSharesExtended)
     assert sent.ntime == job.ntime + 31 and sent.job_id == job.job_id
+
+
+def test_user_identity_is_cut_to_255_utf8_bytes_at_a_character_boundary() -> None:
+    from tproxy.upstream.manager import str0_255
+
+    cut = str0_255("é" * 200)  # 400 bytes
+    assert len(cut.encode()) == 254 and cut == "é" * 127
+    assert str0_255("a\ud800b") == "a\ufffdb"
+    assert str0_255("x" * 300) == "x" * 255

@@ -76,7 +76,7 @@ class ShareRecord:
             received_at_ms=share.received_at_ms,
             instance_id=instance_id,
             share_seq=share_seq,
-            worker_name=share.worker_name[:255],
+            worker_name=share.worker_name,
             client_id=share.client_id,
             channel_id=channel_id,
             sequence_number=sequence_number,

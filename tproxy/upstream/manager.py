@@ -63,6 +63,7 @@ from tproxy.events import (
     UpstreamUp,
     Verdict,
 )
+from tproxy.shares.text import storable_text
 from tproxy.upstream.channel import ChannelState
 
 log = logging.getLogger("tproxy.upstream.manager")
@@ -72,6 +73,12 @@ UPDATE_CHANNEL_MIN_INTERVAL_S = 10.0
 UPDATE_CHANNEL_THRESHOLD = 0.1
 KEEPALIVE_MAX_NTIME_ROLL = 7200
 CHANNEL_OPEN_TIMEOUT_S = 10.0
+
+
+def str0_255(text: str) -> str:
+    """``text`` cut to the 255 UTF-8 bytes of an SV2 STR0_255 at a character boundary
+    (a worker name is bounded only by the SV1 line limit; lone surrogates become U+FFFD)."""
+    return storable_text(text).encode()[:255].decode("utf-8", "ignore")
 
 
 class PoolSender(Protocol):
@@ -341,7 +348,7 @@ class ChannelManager:
             up.send(
                 OpenExtendedMiningChannel(
                     request_id=rid,
-                    user_identity=identity[:255],
+                    user_identity=str0_255(identity),
                     nominal_hash_rate=nominal,
                     max_target=max_target,
                     min_extranonce_size=self.extranonce1_size + self.extranonce2_size,
