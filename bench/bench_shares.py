@@ -213,8 +213,8 @@ async def proxy_case(url: str, spool_dir: str, n: int, seconds: float, paced_rat
 @contextlib.contextmanager
 def http_database(path: Path):  # type: ignore[no-untyped-def]
     """A ClickHouse HTTP endpoint in its own process: the tests' chdb-backed front
-    (tests/tproxy/shares/chdb_http_front.py), so the engine's CPU is not the proxy's."""
-    code = ("import sys, threading; from tests.tproxy.shares.chdb_http_front import ChdbHttpFront; "
+    (devnet/chdb_front.py), so the engine's CPU is not the proxy's."""
+    code = ("import sys, threading; from devnet.chdb_front import ChdbHttpFront; "
             "f = ChdbHttpFront(sys.argv[1]); f.start(); print(f.url, flush=True); threading.Event().wait()")
     p = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.deploy.support import REPO, image_env
+from tests.helpers.deploy import REPO, image_env
 from tproxy.config import MonitoringSettings
 
 Compose = dict[str, Any]

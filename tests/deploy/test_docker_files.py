@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.support import REPO, Instruction, dockerfile, image_env
+from tests.helpers.deploy import REPO, Instruction, dockerfile, image_env
 from tproxy.config import DownstreamSettings, MonitoringSettings
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
-from tests.deploy.support import EXPOSED_METRICS, RENAMED, REPO, metric_names, run_promtool
+from tests.helpers.deploy import EXPOSED_METRICS, RENAMED, REPO, metric_names, run_promtool
 
 GRAFANA = REPO / "config-examples" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "tproxy.json"

@@ -29,7 +29,7 @@ import pytest
 
 from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
-from tests.deploy.support import REPO, image_env
+from tests.helpers.deploy import REPO, image_env
 from tproxy.config import DownstreamSettings, MonitoringSettings, Settings, UpstreamSettings
 from tproxy.runtime import Proxy
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from tests.deploy.support import (
+from tests.helpers.deploy import (
     EXPOSED_METRICS,
     PROMETHEUS_BUILTINS,
     RENAMED,

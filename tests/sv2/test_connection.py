@@ -31,7 +31,7 @@ from sv2.messages import (
 )
 from sv2.noise import HEADER_CT_SIZE, NoiseInitiator, NoiseResponder, NoiseTransport
 from tests.conftest import load_vector
-from tests.sv2.conftest import connected_pair
+from tests.helpers.sv2_pair import connected_pair
 
 AUTH_SECRET, AUTH_XONLY = generate_keypair()
 

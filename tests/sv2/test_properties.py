@@ -18,7 +18,7 @@ from sv2.connection import State
 from sv2.errors import ProtocolError
 from sv2.framing import HEADER_SIZE, FrameHeader, encode_frame
 from sv2.noise import HEADER_CT_SIZE, NoiseTransport
-from tests.sv2.conftest import connected_pair
+from tests.helpers.sv2_pair import connected_pair
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

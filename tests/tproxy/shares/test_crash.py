@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
+from devnet.chdb_front import ChdbHttpFront
 
 REPO = Path(__file__).resolve().parents[3]
 N = 8000

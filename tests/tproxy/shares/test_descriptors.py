@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
+from devnet.chdb_front import ChdbHttpFront
 
 REPO = Path(__file__).resolve().parents[3]
 N1, N2 = 1500, 1500

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
-from tests.tproxy.shares.conftest import INSTANCE, fast_settings, shares
+from devnet.chdb_front import ChdbHttpFront
+from tests.helpers.share_log import INSTANCE, fast_settings, shares
 from tproxy.shares.pipeline import ShareLog
 
 N = 6000

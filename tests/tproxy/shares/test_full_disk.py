@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
-from tests.tproxy.shares.conftest import (
+from devnet.chdb_front import ChdbHttpFront
+from tests.helpers.share_log import (
     INSTANCE,
     assert_counters_consistent,
     fast_settings,

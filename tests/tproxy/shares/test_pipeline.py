@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.tproxy.shares.conftest import INSTANCE, fast_settings, shares
+from tests.helpers.share_log import INSTANCE, fast_settings, shares
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings

@@ -24,10 +24,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from devnet.chdb_front import ChdbHttpFront
 from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
 from tests.helpers.sv1_client import Sv1TestClient
-from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
 from tproxy.shares.spool import KIND_SHARES, Spool
 
 REPO = Path(__file__).resolve().parents[3]
@@ -347,7 +347,7 @@ async def test_journal_recovery_keeps_the_batch_token(tmp_path: Path) -> None:
     would have been sealed with, and deletes the journal."""
     import socket
 
-    from tests.tproxy.shares.conftest import fast_settings, shares
+    from tests.helpers.share_log import fast_settings, shares
     from tproxy.shares.pipeline import ShareLog
 
     with socket.socket() as sk:

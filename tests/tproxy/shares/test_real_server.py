@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.tproxy.shares.conftest import INSTANCE, fast_settings, shares
+from tests.helpers.share_log import INSTANCE, fast_settings, shares
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.spool import KIND_SHARES
 from tproxy.shares.store import Store

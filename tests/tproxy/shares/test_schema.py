@@ -10,7 +10,7 @@ from pathlib import Path
 import chdb
 import pytest
 
-from tests.tproxy.shares.conftest import INSTANCE, fast_settings, shares
+from tests.helpers.share_log import INSTANCE, fast_settings, shares
 from tproxy.shares.schema import Schema
 from tproxy.shares.settings import ClickHouseSettings
 from tproxy.shares.spool import KIND_SHARES

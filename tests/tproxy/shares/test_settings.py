@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tests.tproxy.shares.conftest import fast_settings
+from tests.helpers.share_log import fast_settings
 from tproxy.config import load_settings
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.settings import ClickHouseSettings, redact_url
@@ -71,7 +71,7 @@ async def test_password_never_logged(tmp_path: Path, caplog: pytest.LogCaptureFi
     s = fast_settings("http://default:TopSecret-9f3@127.0.0.1:9/db", tmp_path / "spool")
     log = ShareLog(s, "pw-test")
     await log.start()
-    from tests.tproxy.shares.conftest import shares
+    from tests.helpers.share_log import shares
 
     for r in shares(10):
         log.submit(r)

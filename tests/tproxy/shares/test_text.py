@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.tproxy.shares.conftest import INSTANCE, assert_counters_consistent, fast_settings, shares
+from tests.helpers.share_log import INSTANCE, assert_counters_consistent, fast_settings, shares
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import ShareRecord
 from tproxy.shares.spool import read_quarantine_file

@@ -1,4 +1,4 @@
-"""Helpers shared by the sv2 tests: an in-memory connected pair of Sv2Connections."""
+"""Two Sv2Connections with the Noise handshake done in memory (for the sv2 tests)."""
 
 from __future__ import annotations
 

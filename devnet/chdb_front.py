@@ -80,7 +80,7 @@ class ChdbHttpFront:
 
     def __init__(self, chdb_path: str, port: int = 0) -> None:
         self.chdb_path = chdb_path
-        self._conn = chdb.connect(chdb_path)
+        self._conn = chdb.connect(chdb_path)  # type: ignore[no-untyped-call]
         self._engine_lock = threading.Lock()
         self._stall = threading.Event()  # set = stalling
         self._stall_execute = False
