@@ -17,7 +17,7 @@ import pytest
 
 from devnet.miner import DIALECTS, MinerJob, SyntheticMiner, run_miners, target_from_difficulty
 from sv2 import work
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 BLOCKS = load_vector("bitcoin_blocks")
 GENESIS = BLOCKS["genesis_coinbase"]["synthetic_job_split"]

@@ -50,7 +50,7 @@ from sv2.messages import (
     UpdateChannelError,
 )
 from sv2.noise import NoiseInitiator
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 from tproxy.errors import ConfigError
 
 M = TypeVar("M")

@@ -17,7 +17,7 @@ from sv2.messages import (
     OpenExtendedMiningChannelSuccess,
     SetNewPrevHash,
 )
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 from tproxy.events import Job
 from tproxy.sv1 import protocol as p
 

@@ -10,7 +10,7 @@ import pytest
 
 from sv2 import codec as c
 from sv2.errors import EncodeError, ProtocolError
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 PRIMS = load_vector("binary_primitives_derived")
 

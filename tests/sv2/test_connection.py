@@ -30,8 +30,8 @@ from sv2.messages import (
     decode_message,
 )
 from sv2.noise import HEADER_CT_SIZE, NoiseInitiator, NoiseResponder, NoiseTransport
-from tests.conftest import load_vector
 from tests.helpers.sv2_pair import connected_pair
+from tests.helpers.vectors import load_vector
 
 AUTH_SECRET, AUTH_XONLY = generate_keypair()
 

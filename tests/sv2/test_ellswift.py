@@ -11,7 +11,7 @@ from coincurve import PublicKey
 from sv2 import ellswift
 from sv2.errors import NoiseError, ProtocolError
 from sv2.keys import generate_keypair, xonly_from_secret
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 H = bytes.fromhex
 BIP324 = load_vector("bip324_ellswift_ecdh")

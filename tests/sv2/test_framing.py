@@ -21,7 +21,7 @@ from sv2.framing import (
     FrameHeader,
     encode_frame,
 )
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 FRAMES = load_vector("frames")
 

@@ -9,7 +9,7 @@ from coincurve import PublicKeyXOnly
 
 from sv2 import keys
 from sv2.errors import KeyFormatError
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 H = bytes.fromhex
 V = load_vector("keys_base58")

@@ -10,7 +10,7 @@ import pytest
 from sv2 import messages as m
 from sv2.errors import EncodeError, ProtocolError
 from sv2.framing import HEADER_SIZE, FrameHeader, encode_frame
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 COMMON = load_vector("common_messages")["vectors"]
 MINING = load_vector("mining_messages_derived")["messages"]

@@ -50,7 +50,7 @@ from sv2.noise import (
     hkdf2,
     nonce_bytes,
 )
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 H = bytes.fromhex
 PRIM = load_vector("noise_primitives")

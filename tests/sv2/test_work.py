@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from sv2 import work
 from sv2.errors import ProtocolError
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 
 SRI = load_vector("share_validation_sri")
 BIP141 = load_vector("bip141_strip")

@@ -12,7 +12,7 @@ from sv2.messages import (
     SetNewPrevHash,
     SetTarget,
 )
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 from tproxy.upstream.channel import ChannelLayoutError, ChannelState
 
 EASY = work.target_from_difficulty(1e-6)

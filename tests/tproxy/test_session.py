@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from sv2 import work
-from tests.conftest import load_vector
 from tests.helpers.jobs import (
     find_nonce,
     future_job,
@@ -22,6 +21,7 @@ from tests.helpers.jobs import (
     share_hash,
     submit,
 )
+from tests.helpers.vectors import load_vector
 from tproxy.events import Job, MinerReady, Share
 from tproxy.sv1 import protocol as p
 from tproxy.sv1.session import MAX_JOBS_PER_MINER, TARGET_GRACE_S, MinerSession

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sv2 import work
-from tests.conftest import load_vector
+from tests.helpers.vectors import load_vector
 from tproxy.sv1 import protocol as p
 
 V = load_vector("sv1_messages")
