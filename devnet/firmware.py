@@ -122,6 +122,7 @@ class FirmwareClient:
         self.notifies = 0
         self.violations: list[str] = []
         self.hashes = 0
+        self.paused = False  # set by pause(): stop hashing, stay connected (to collect replies)
         self.ready = asyncio.Event()  # authorized
         self._conn: _Conn | None = None
         self._next_id = 1
@@ -174,6 +175,10 @@ class FirmwareClient:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+
+    def pause(self) -> None:
+        """Stop hashing (shares already found are still sent) but keep the connection."""
+        self.paused = True
 
     async def __aenter__(self) -> FirmwareClient:
         self.start()
@@ -369,7 +374,7 @@ class FirmwareClient:
     async def _mine(self) -> None:
         while True:
             w = self.work
-            if w is None or not self.mining_allowed():
+            if w is None or self.paused or not self.mining_allowed():
                 self._work_changed.clear()
                 await self._work_changed.wait()
                 continue

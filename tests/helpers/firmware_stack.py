@@ -18,7 +18,13 @@ from devnet.firmware import FirmwareClient
 from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
 from tests.helpers.waiting import until
-from tproxy.config import Settings, UpstreamSettings
+from tproxy.config import (
+    DifficultySettings,
+    DownstreamSettings,
+    ProxySettings,
+    Settings,
+    UpstreamSettings,
+)
 from tproxy.runtime import Proxy
 
 AUTH_SECRET, AUTH_XONLY = generate_keypair()
@@ -66,9 +72,9 @@ def _settings(pool_port: int, difficulty: dict[str, Any]) -> Settings:
             address="127.0.0.1", port=pool_port, authority_pubkey=encode_public_key(AUTH_XONLY),
             user_identity="farm",
         )],
-        downstream={"address": "127.0.0.1", "port": 0},
-        difficulty={"min_difficulty": 1e-9, "honour_suggest_difficulty": False, **difficulty},
-        proxy={"instance_id": "firmware", "job_keepalive_interval_s": 0},
+        downstream=DownstreamSettings(address="127.0.0.1", port=0),
+        difficulty=DifficultySettings(**{"min_difficulty": 1e-9, "honour_suggest_difficulty": False, **difficulty}),
+        proxy=ProxySettings(instance_id="firmware", job_keepalive_interval_s=0),
     )
 
 

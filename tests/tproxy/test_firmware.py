@@ -47,8 +47,8 @@ async def mine_through_block_and_job(st: FirmwareStack, c: FirmwareClient) -> No
     for announce in (st.pool.announce_new_job, st.pool.announce_new_block):
         notifies, accepted = c.notifies, c.accepted
         await announce()
-        await until(lambda: c.notifies > notifies)
-        await until(lambda: c.accepted >= accepted + SHARES)
+        await until(lambda n=notifies: c.notifies > n)  # type: ignore[misc]
+        await until(lambda n=accepted: c.accepted >= n + SHARES)  # type: ignore[misc]
 
 
 PROFILES = [
@@ -69,6 +69,79 @@ async def test_profile_mines_through_new_jobs_and_blocks(cls: type[FirmwareClien
         async with c:
             await until(c.ready.is_set)
             await mine_through_block_and_job(st, c)
-        await st.settled(c)
+            c.pause()
+            await st.settled(c)
         assert_clean_run(st, c)
         assert c.difficulties[0] == DIFF
+
+
+# ---------------------------------------------------------------------------- retargets
+
+FAST, SLOW = 40_000.0, 2_500.0  # hashes per second: vardiff sees 16x more or fewer shares
+RETARGETS = 5
+STALE_LIMIT = 40  # shares at an outdated difficulty after a retarget: the miner never got it
+
+
+async def new_difficulty_reaches_the_work(c: FirmwareClient) -> None:
+    """The firmware hashes at the latest difficulty the proxy sent (as that firmware applies it)."""
+    mark = len(c.submitted)
+
+    def applied() -> bool:
+        return c.work is not None and c.work.difficulty == c.difficulties[-1]
+
+    def stale() -> int:
+        return sum(1 for s in c.submitted[mark:] if s.difficulty != c.difficulties[-1])
+
+    await until(lambda: applied() or stale() >= STALE_LIMIT)
+    assert applied(), (
+        f"still hashing at {c.work.difficulty if c.work else None} after {stale()} shares; "
+        f"the proxy sent {c.difficulties[-1]}"
+    )
+
+
+async def force_retargets(c: FirmwareClient) -> None:
+    """Alternate the client's hashrate until the proxy retargeted RETARGETS times, up and down;
+    after each retarget the new difficulty must reach the miner's work."""
+    up = True
+    while True:
+        ups, downs = c.retargets()
+        if ups + downs >= RETARGETS and ups >= 2 and downs >= 2:
+            return
+        c.hashrate = FAST if up else SLOW
+        if up:
+            await until(lambda u=ups: c.retargets()[0] > u)  # type: ignore[misc]
+        else:
+            await until(lambda d=downs: c.retargets()[1] > d)  # type: ignore[misc]
+        await new_difficulty_reaches_the_work(c)
+        # mine a little at the new difficulty before turning around
+        await until(lambda n=len(c.submitted): len(c.submitted) >= n + 3)  # type: ignore[misc]
+        up = not up
+
+
+async def retarget_run(cls: type[FirmwareClient]) -> None:
+    async with firmware_stack(
+        start_difficulty=3e-7, min_difficulty=1e-7, vardiff=True, retarget_interval_s=1.0, shares_per_minute=600,
+    ) as st:
+        c = st.client(cls, hashrate=FAST, nonces_per_work=2048)
+        async with c:
+            await until(c.ready.is_set)
+            await force_retargets(c)
+            c.pause()
+            await st.settled(c)
+        ups, downs = c.retargets()
+        assert ups + downs >= RETARGETS and ups >= 2 and downs >= 2, c.difficulties
+        assert_clean_run(st, c)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10.1: retarget re-sends the same job id; fixed in the hub")
+async def test_cpuminer_keeps_its_old_work_across_retargets_up_and_down() -> None:
+    # cpuminer ignores a notify whose job id it knows: the new difficulty must come with a new id,
+    # and its shares on the old job stay good at the old job's difficulty.
+    await retarget_run(CpuMiner)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10.1: retarget re-sends the same job id; fixed in the hub")
+async def test_bfgminer_restarting_on_every_notify_submits_no_duplicates_across_retargets() -> None:
+    # bfgminer restarts from extranonce2 0, nonce 0 on every notify: a retarget notify that
+    # leaves the work unchanged makes it submit the same headers again.
+    await retarget_run(BfgMiner)
