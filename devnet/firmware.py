@@ -122,6 +122,7 @@ class FirmwareClient:
         self.notifies = 0
         self.violations: list[str] = []
         self.hashes = 0
+        self.dropped = 0  # shares found on a job a clean notify dropped before they were sent
         self.paused = False  # set by pause(): stop hashing, stay connected (to collect replies)
         self.ready = asyncio.Event()  # authorized
         self._conn: _Conn | None = None
@@ -303,6 +304,8 @@ class FirmwareClient:
         if not self.extranonce1:
             self.violations.append("mining.notify before the subscribe reply")
             return
+        if self.difficulty is None:  # FIRMWARE.md section 4 rule 5 (BOS would not even start)
+            self.violations.append("mining.notify before any mining.set_difficulty")
         job = MinerJob.from_notify(
             params, difficulty=self.difficulty or 1.0,
             extranonce1=self.extranonce1, extranonce2_size=self.extranonce2_size,
@@ -399,6 +402,11 @@ class FirmwareClient:
 
     async def submit(self, w: Work, nonce: int, h: bytes) -> None:
         assert self._conn is not None
+        if w.job.job_id not in self.jobs:
+            # A clean notify dropped the job while its shares waited to be written: cpuminer
+            # and bfgminer do not send those (Avalon would; no profile here does).
+            self.dropped += 1
+            return
         v = self.version_param(w)
         params: list[Any] = [self.worker, w.job.job_id, w.extranonce2.hex(), f"{w.job.ntime:08x}", self.nonce_param(nonce)]
         if v is not None:
