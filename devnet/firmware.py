@@ -16,7 +16,9 @@ shares (by SV1 error code and message) and duplicates, i.e. the same header
 while running (a throttle, like sleeping between hashes) to make a proxy's
 vardiff retarget up and down. ``violations`` lists what would break the real
 device (a notify before the subscribe reply for a Bitaxe, a difficulty below
-1 for Braiins OS, ...); such events are recorded, not raised.
+1 for Braiins OS, ...); such events are recorded, not raised. A client makes
+one connection and does not reconnect; ``pause()`` stops hashing but keeps the
+connection so that the replies to the last submits still arrive.
 
 Profiles (FIRMWARE.md P-numbers): P0 ``CpuMiner``, P2 ``BraiinsOs``, P5
 ``Whatsminer``, P7 ``EspMiner``, P8 ``NerdMiner``, P9 ``CpuMinerOpt``,
@@ -98,7 +100,6 @@ class FirmwareClient:
 
     profile: ClassVar[str] = "base"
     user_agent: ClassVar[str] = ""
-    difficulty_applies: ClassVar[str] = "next_notify"  # or "immediately" (BOS)
     submit_id: ClassVar[int | None] = None  # fixed id of every submit (cpuminer: 4)
 
     def __init__(
@@ -587,7 +588,6 @@ class BraiinsOs(FirmwareClient):
 
     profile = "braiins-os"
     user_agent = "Braiins OS 2019-06-05"
-    difficulty_applies = "immediately"
 
     def __init__(self, *args: Any, cpu_difficulty: bool = False, **kw: Any) -> None:
         # cpu_difficulty: keep fractional difficulties instead of truncating them (a test at

@@ -50,9 +50,6 @@ class FirmwareStack:
         """Forwarded shares the pool has answered (SubmitShares.Success counts + errors)."""
         return sum(ch.shares_acknowledged + ch.shares_rejected for ch in self._channels())
 
-    def acknowledged_work_sum(self) -> int:
-        return sum(ch.acknowledged_work_sum for ch in self._channels())
-
     async def settled(self, *clients: FirmwareClient) -> None:
         """Wait until every submit has its reply and every forwarded share its pool verdict."""
         def done() -> bool:
