@@ -61,6 +61,11 @@ class Submitted:
     accepted: bool | None = None  # None: no reply yet
     error: tuple[int, str] | None = None
 
+    @property
+    def key(self) -> tuple[str, str, int, int, int | None]:
+        """(sv1 job id, extranonce2, ntime, nonce, version) as submitted."""
+        return (self.job_id, self.extranonce2, self.ntime, self.nonce, self.version)
+
 
 @dataclass(slots=True)
 class Work:
@@ -551,7 +556,8 @@ class EspMiner(FirmwareClient):
 class Whatsminer(FirmwareClient):
     """P5, Whatsminer (btminer): suggest_difficulty as the first line, configure, subscribe with
     a session id, authorize; masked 6th param; a re-notify continues the extranonce2 counter,
-    a clean one (or a new prevhash) resets it to 0."""
+    a clean one (or a new prevhash) resets it to 0. A new difficulty applies from the next
+    notify (ckolivas cgminer's queue of one value per notify is not modelled)."""
 
     profile = "whatsminer"
     user_agent = "whatsminer/v1.0"

@@ -6,6 +6,18 @@ invalid ones (the clients submit only shares that meet the difficulty their
 firmware believes in, so: none), no work submitted twice, the pool accepted
 exactly what the proxy forwarded, and every forwarded share got the pool's
 verdict (the dev pool's ack timer acknowledges the last partial batch).
+
+Two kinds of runs: each profile at a fixed difficulty across a new job and a
+new block (passes today), and each profile across at least 5 vardiff
+retargets up and down, forced by switching the client's hashrate between
+FAST and SLOW with a 1 s retarget interval. Today the proxy re-sends the
+same sv1_job_id (same work) with the new target on a retarget: firmware that
+ignore a known id (cpuminer, ESP-Miner) never see the new difficulty, and
+firmware that restart on every notify from a fixed point (bfgminer,
+NerdMiner, Braiins OS) submit the same headers again. Those runs are marked
+``xfail(strict=True)`` (issue 10.1) and flip to passing when the retarget
+comes with a new job id and changed work (e.g. ntime + 1), which was checked
+against a local experimental patch of the bridge (not committed).
 """
 
 from __future__ import annotations
@@ -47,7 +59,8 @@ def assert_clean_run(st: FirmwareStack, c: FirmwareClient) -> None:
     raced = [s for s in c.submitted if s.error is not None and s.error[0] == STALE and s.job_id not in c.jobs]
     invalid = [s for s in c.submitted if s.accepted is False and s not in raced]
     assert invalid == [], Counter(s.error for s in invalid)
-    assert c.duplicates() == []
+    assert c.duplicates() == []  # same header = same work, whatever the job id
+    assert len({s.key for s in c.submitted}) == len(c.submitted)
     assert c.accepted == len(c.submitted) - len(raced) > 0
     assert st.forwarded() == c.accepted  # the pool's difficulty is far below: every accepted share goes up
     assert st.pool.total_accepted == st.forwarded() and st.pool.total_rejected == 0
