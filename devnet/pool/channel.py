@@ -4,13 +4,25 @@ Owns, per channel: the extranonce layout, the current target, the queued
 future jobs, the active job and the past jobs of the current chain tip (each
 with the target snapshotted when it became active, like SRI), the stale job
 ids, the hashes already seen on this chain tip, the pending acknowledgement
-batch and the channel's counters.
+batch, the carried fractional work of past acknowledgements and the
+channel's counters.
 
 ``PoolChannel.submit`` validates a share in exactly the order of the SRI pool
 (reference section 6): stale-share, invalid-job-id, bad-extranonce-size,
 invalid-share (unparseable coinbase, ntime before the tip), version bits,
 network target (block found), job target with duplicate detection,
 difficulty-too-low.
+
+``SubmitShares.Success.new_shares_sum`` (a U64) is the sum of the job-target
+difficulties of the shares it acknowledges. SRI truncates each batch's float
+sum, so a channel below difficulty 1 always reads 0. The dev pool instead
+sums in fixed point (``WORK_FRACTION_BITS`` fractional bits) and sends the
+integer part, carrying the fraction into the channel's next Success: over any
+run of Successes the values sent add up to the floor of the channel's total
+accepted difficulty, whatever the difficulty. Each share's difficulty is
+rounded *up* to a multiple of 2^-64: a target made from a decimal difficulty
+d is ``floor(DIFF1 / d)``, so ``DIFF1 / target`` is a hair above d and ten
+shares of 0.3 count exactly 3 (rounding down would make them 2.999...).
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from devnet.pool.template import (
+    DIFF1_TARGET,
     Job,
     build_header,
     difficulty_from_target,
@@ -32,6 +45,8 @@ VERSION_ROLLING_MASK = 0x1FFFFFE0
 MAX_FUTURE_JOBS = 16
 MAX_PAST_JOBS = 64
 MAX_STALE_JOB_IDS = 1024
+WORK_FRACTION_BITS = 64  # fixed-point resolution of the acknowledged work sum
+U64_MAX = (1 << 64) - 1
 
 # SubmitShares.Error codes (SRI mining/src/lib.rs)
 STALE_SHARE = "stale-share"
@@ -128,7 +143,10 @@ class PoolChannel:
         self.tip: ChainTip | None = None
         self.seen: dict[bytes, None] = {}
         self.pending_count = 0
-        self.pending_sum = 0.0
+        self.pending_last_sequence_number = 0
+        # Accepted difficulty not yet sent in a Success, in units of 2^-WORK_FRACTION_BITS:
+        # the pending batch plus the fraction carried from earlier Successes.
+        self.pending_work = 0
         self.counters = ChannelCounters(channel_id, user_identity)
 
     @property
@@ -239,24 +257,34 @@ class PoolChannel:
         self.seen[h] = None
         while len(self.seen) > self.max_seen_shares:
             del self.seen[next(iter(self.seen))]
-        difficulty = difficulty_from_target(aj.target)
-        c.accepted += 1
-        c.accepted_difficulty += difficulty
-        if block:
-            c.blocks_found += 1
-        self.pending_count += 1
-        self.pending_sum += difficulty
-        ack = None
-        if block or self.pending_count >= self.share_batch_size:
-            ack = self.take_ack(sequence_number)
+        ack = self.credit(sequence_number, aj.target, block_found=block)
         return ShareResult(None, block_found=block, hash=h, ack=ack)
 
-    def take_ack(self, sequence_number: int) -> tuple[int, int, int] | None:
-        """Drain the pending batch: (last_sequence_number, count, truncated difficulty sum)."""
+    def credit(self, sequence_number: int, target: int, *, block_found: bool = False) -> tuple[int, int, int] | None:
+        """Count one accepted share of job target ``target``; return the Success due now, if any."""
+        c = self.counters
+        c.accepted += 1
+        c.accepted_difficulty += difficulty_from_target(target)
+        if block_found:
+            c.blocks_found += 1
+        self.pending_count += 1
+        self.pending_last_sequence_number = sequence_number
+        self.pending_work += -(-(DIFF1_TARGET << WORK_FRACTION_BITS) // max(target, 1))  # ceil
+        if block_found or self.pending_count >= self.share_batch_size:
+            return self.take_ack()
+        return None
+
+    def take_ack(self) -> tuple[int, int, int] | None:
+        """Drain the pending batch: (last accepted sequence number, count, work sum).
+
+        The work sum is the integer part of the pending work; the fraction
+        stays in ``pending_work`` for the next Success (see the module docstring).
+        """
         if self.pending_count == 0:
             return None
-        ack = (sequence_number, self.pending_count, min(int(self.pending_sum), (1 << 64) - 1))
+        whole = min(self.pending_work >> WORK_FRACTION_BITS, U64_MAX)
+        ack = (self.pending_last_sequence_number, self.pending_count, whole)
+        self.pending_work -= whole << WORK_FRACTION_BITS
         self.pending_count = 0
-        self.pending_sum = 0.0
         self.counters.acks_sent += 1
         return ack

@@ -15,7 +15,10 @@ a Success (4-byte unique prefix, 16 rollable bytes by default) then a future
 NewExtendedMiningJob and SetNewPrevHash addressed to the new channel id;
 later blocks and jobs are addressed to the group channel id; accepted
 shares are acknowledged every ``share_batch_size`` (and at once on a found
-block); each rejected share gets its own SubmitShares.Error.
+block) and, like real pools, at most ``ack_interval_s`` after the first
+unacknowledged one arrived (a per-channel timer), so a slow miner's last
+shares are verdicted too; each rejected share gets its own SubmitShares.Error.
+``new_shares_sum`` carries fractions between Successes (``devnet.pool.channel``).
 
 A malformed frame or a protocol violation closes that one connection.
 """
@@ -128,6 +131,12 @@ class _PoolConnection:
         self.channels: dict[int, PoolChannel] = {}
         self.groups: dict[int, int] = {}  # full extranonce size -> group id (extended channels)
         self.standard_group_id: int | None = None
+        self.ack_timers: dict[int, asyncio.TimerHandle] = {}  # channel id -> pending acknowledgement
+
+    def cancel_ack_timer(self, channel_id: int) -> None:
+        handle = self.ack_timers.pop(channel_id, None)
+        if handle is not None:
+            handle.cancel()
 
     def send(self, msg: AnyMessage) -> None:
         if self.closed:
@@ -474,6 +483,8 @@ class DevPool:
 
     def _forget(self, conn: _PoolConnection) -> None:
         self._conns.pop(conn.id, None)
+        for cid in list(conn.ack_timers):
+            conn.cancel_ack_timer(cid)
         for cid in conn.channels:
             self.channels.pop(cid, None)
         conn.channels.clear()
@@ -504,6 +515,7 @@ class DevPool:
             self._on_update_channel(conn, msg)
         elif isinstance(msg, CloseChannel):
             ch = conn.channels.pop(msg.channel_id, None)
+            conn.cancel_ack_timer(msg.channel_id)
             if ch is not None:
                 self.channels.pop(ch.channel_id, None)
                 log.info("connection %d: channel %d closed by client (%r)", conn.id, ch.channel_id, msg.reason_code)
@@ -677,16 +689,34 @@ class DevPool:
             log.debug("channel %d: share %d rejected: %s", channel_id, seq, result.error)
             conn.send(SubmitSharesError(channel_id=channel_id, sequence_number=seq, error_code=result.error))
         if result.ack is not None:
-            last, count, total = result.ack
-            conn.send(SubmitSharesSuccess(
-                channel_id=channel_id, last_sequence_number=last,
-                new_submits_accepted_count=count, new_shares_sum=total,
-            ))
+            conn.cancel_ack_timer(channel_id)
+            self._send_ack(conn, channel_id, result.ack)
+        elif ch.pending_count and channel_id not in conn.ack_timers and self.settings.ack_interval_s > 0:
+            conn.ack_timers[channel_id] = asyncio.get_running_loop().call_later(
+                self.settings.ack_interval_s, self._ack_due, conn, ch
+            )
         if result.block_found:
             assert result.hash is not None
             log.warning("channel %d found a block: %s", channel_id, result.hash[::-1].hex())
             if self.settings.new_block_on_found:
                 asyncio.get_running_loop().call_soon(self._new_block)
+
+    def _ack_due(self, conn: _PoolConnection, ch: PoolChannel) -> None:
+        """The ack timer fired: acknowledge whatever the channel still has pending."""
+        conn.ack_timers.pop(ch.channel_id, None)
+        if conn.closed or conn.channels.get(ch.channel_id) is not ch:
+            return
+        ack = ch.take_ack()
+        if ack is not None:
+            self._send_ack(conn, ch.channel_id, ack)
+
+    @staticmethod
+    def _send_ack(conn: _PoolConnection, channel_id: int, ack: tuple[int, int, int]) -> None:
+        last, count, total = ack
+        conn.send(SubmitSharesSuccess(
+            channel_id=channel_id, last_sequence_number=last,
+            new_submits_accepted_count=count, new_shares_sum=total,
+        ))
 
 
 async def run_pool(settings: PoolSettings) -> None:

@@ -1,7 +1,7 @@
 """Dev pool configuration: the ``PoolSettings`` model and its TOML/env loader.
 
 Owns every knob of the dev pool (listener, authority key, certificate
-lifetime, share acknowledgement batching, extranonce layout, target policy,
+lifetime, share acknowledgement batching and timer, extranonce layout, target policy,
 block/job timers, coinbase contents, resource bounds) and
 ``load_pool_settings``, which reads a flat TOML file and lets every key be
 overridden from the environment as ``TPROXY_POOL__<KEY>``. Errors are
@@ -68,6 +68,11 @@ class PoolSettings(BaseModel):
 
     # -- channels and shares ---------------------------------------------------
     share_batch_size: int = Field(default=10, ge=1, le=100_000)
+    ack_interval_s: float = Field(
+        default=1.0, ge=0, le=3600,
+        description="accepted shares wait at most this long for their SubmitShares.Success "
+        "(batch or not, like real pools); 0 = batches only (SRI)",
+    )
     extranonce_prefix_size: int = Field(default=4, ge=1, le=16)
     extranonce_size: int = Field(
         default=16, ge=1, le=MAX_ROLLABLE_EXTRANONCE, description="rollable bytes granted (at least)"
