@@ -248,10 +248,11 @@ def test_keepalive_job_rolls_ntime_when_the_pool_is_quiet() -> None:
     rig.manager.tick()
     first, keepalive = sock.notifies()
     assert keepalive[0] != first[0] and keepalive[8] is False
-    assert int(keepalive[7], 16) == job.ntime + 31 and keepalive[1:7] == first[1:7]
+    # one second past the 31 s elapsed: past any ntime firmware rolled to on the first copy
+    assert int(keepalive[7], 16) == job.ntime + 32 and keepalive[1:7] == first[1:7]
     # a share for the keepalive copy hashes with the rolled ntime and is forwarded under the same upstream job
     ka_job = rig.manager.channels[cid].latest
     assert ka_job is not None and ka_job.job_id == job.job_id
     assert rig.share(sock, ka_job, bytes(4))["result"] is True
     (sent,) = rig.pool.of_type(SubmitSharesExtended)
-    assert sent.ntime == job.ntime + 31 and sent.job_id == job.job_id
+    assert sent.ntime == job.ntime + 32 and sent.job_id == job.job_id
