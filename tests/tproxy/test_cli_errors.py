@@ -27,7 +27,7 @@ import pytest
 
 from devnet.pool import DevPool, PoolSettings
 from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
-from tests.tproxy.sv1_client import Sv1TestClient
+from tests.helpers.sv1_client import Sv1TestClient
 from tproxy.cli import build_parser
 from tproxy.config import Settings, UpstreamSettings, load_settings, masked_dict
 from tproxy.runtime import Proxy
