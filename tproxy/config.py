@@ -80,6 +80,9 @@ class DownstreamSettings(BaseModel):
     version_rolling_mask: str = Field(default="1fffe000", pattern=r"^[0-9a-fA-F]{8}$")
     max_pending_submits: int = Field(default=256, ge=1)
     """Per-connection bound on lines read but not yet answered (flood guard)."""
+    max_past_jobs: int = Field(default=32, ge=1, le=4096)
+    """Jobs per miner a share may still name (new jobs, keepalive and retarget copies);
+    a share for an older one is stale (SRI's max_past_jobs)."""
 
     @model_validator(mode="after")
     def _capacity(self) -> DownstreamSettings:
@@ -137,6 +140,9 @@ class ProxySettings(BaseModel):
     nominal_hashrate_per_miner: float = Field(default=0.0, ge=0)
     """Hashrate announced for a miner before it has been measured (H/s)."""
     max_frame_bytes: int = Field(default=1 << 20, ge=1024, le=(1 << 24) - 1)
+    verdict_timeout_s: float = Field(default=60.0, gt=0)
+    """A forwarded share the pool has not answered within this long is counted as timed
+    out (verdict "timeout" in the share log) and no longer awaited."""
 
 
 class MonitoringSettings(BaseModel):

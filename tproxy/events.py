@@ -27,6 +27,28 @@ from typing import NamedTuple, Protocol
 
 VERDICT_ACCEPTED = "accepted"
 """The verdict of a share that met its target (local) or that the pool accepted."""
+VERDICT_TIMEOUT = "timeout"
+"""The pool verdict of a forwarded share the pool never answered: none came within
+``proxy.verdict_timeout_s``, or its channel closed first (no answer can come any more)."""
+VERDICT_NTIME_OUT_OF_RANGE = "ntime-out-of-range"
+"""The local verdict of a share whose ntime is before its job's or more than 2 h ahead of now."""
+
+MAX_NTIME_AHEAD_S = 7200
+"""Bitcoin's rule: a block's time may be at most two hours past the (network-adjusted) clock."""
+
+
+def rolled_ntime(ntime: int, sent_at: float, now: float) -> int | None:
+    """The ntime for a re-issued copy of work first sent at ``sent_at`` with ``ntime``.
+
+    Firmware that rolls ntime itself follows the clock (bfgminer: job ntime plus
+    the seconds since the notify, up to +60), so by ``now`` it may have hashed
+    every ntime up to ``ntime + elapsed``. One second past that is new content
+    even for firmware that restarts its extranonce2 counter on every notify.
+    Never backwards, never more than ``MAX_NTIME_AHEAD_S`` past ``now``
+    (None then: wait for the pool's next job instead).
+    """
+    rolled = ntime + max(int(now - sent_at), 0) + 1
+    return rolled if rolled <= now + MAX_NTIME_AHEAD_S else None
 
 
 @dataclass(frozen=True, slots=True)

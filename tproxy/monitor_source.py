@@ -4,12 +4,19 @@ Copies numbers out of a ``tproxy.view.ProxyView`` (SV1 miners, upstream
 channels, upstream status, the clock) and the share log into the immutable
 records of ``monitoring.source``. Cheap and synchronous (except
 ``worker_stats``, which reads the share log's per-minute aggregate).
+
+A channel's counters are its lifetime totals (``LiveChannel.lifetime``: they
+survive reconnects to the pool, so exported counters never reset). Figures
+``monitoring.source.UpstreamChannelState`` may not have yet (``CHANNEL_EXTRAS``:
+verdicts awaited and timed out, the per-connection counters) are filled in only
+when the record declares them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from monitoring.source import (
     ShareLogState,
@@ -21,7 +28,29 @@ from monitoring.source import (
 
 if TYPE_CHECKING:
     from tproxy.shares.pipeline import ShareLog
+    from tproxy.upstream.manager import LiveChannel
     from tproxy.view import ProxyView
+
+CHANNEL_EXTRAS = (
+    "verdicts_pending",  # forwarded shares awaiting the pool's verdict now
+    "verdicts_timed_out",  # lifetime: forwarded shares the pool never answered
+    "connection_shares_submitted",  # since this channel opened (this pool connection)
+    "connection_shares_acknowledged",
+    "connection_shares_rejected",
+)
+_CHANNEL_FIELDS = frozenset(f.name for f in dataclasses.fields(UpstreamChannelState))
+
+
+def channel_extras(ch: LiveChannel, lifetime_timed_out: int) -> dict[str, int]:
+    """The ``CHANNEL_EXTRAS`` of one channel."""
+    stats = ch.stats
+    return {
+        "verdicts_pending": ch.verdicts_pending,
+        "verdicts_timed_out": lifetime_timed_out,
+        "connection_shares_submitted": stats.shares_submitted,
+        "connection_shares_acknowledged": stats.shares_acknowledged,
+        "connection_shares_rejected": stats.shares_rejected,
+    }
 
 
 class ProxyMonitoringSource:
@@ -43,7 +72,10 @@ class ProxyMonitoringSource:
     def channels(self) -> Sequence[UpstreamChannelState]:
         out = []
         for ch in list(self.view.channels()):
-            st, stats = ch.state, ch.stats
+            st, stats = ch.state, ch.lifetime()
+            extras: dict[str, Any] = {
+                k: v for k, v in channel_extras(ch, stats.verdicts_timed_out).items() if k in _CHANNEL_FIELDS
+            }
             out.append(
                 UpstreamChannelState(
                     channel_id=st.channel_id,
@@ -62,6 +94,7 @@ class ProxyMonitoringSource:
                     validated_work_sum=stats.validated_work_sum,
                     best_diff=stats.best_diff,
                     blocks_found=stats.blocks_found,
+                    **extras,
                 )
             )
         return out

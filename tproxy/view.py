@@ -26,7 +26,8 @@ class ProxyView(Protocol):
         """Every connected SV1 miner: its session (identity, difficulty, counters) and channel_id."""
 
     def channels(self) -> Iterable[LiveChannel]:
-        """Every open upstream channel: its state (target, extranonce layout) and counters."""
+        """Every open upstream channel: its state (target, extranonce layout), counters
+        (``stats`` since it opened, ``lifetime()`` across reconnects) and ``verdicts_pending``."""
 
     def upstream_status(self) -> UpstreamStatus:
         """Whether a pool is connected, which, and since when (or down since when)."""

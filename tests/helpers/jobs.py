@@ -83,7 +83,7 @@ def find_nonce(
     raise AssertionError("no nonce found")
 
 
-def request(req_id: int, method: str, params: list[Any]) -> p.Request:
+def request(req_id: int | str, method: str, params: list[Any]) -> p.Request:
     """A parsed SV1 request, through the real codec."""
     msg = p.parse_line(json.dumps({"id": req_id, "method": method, "params": params}).encode())
     assert isinstance(msg, p.Request)

@@ -31,7 +31,7 @@ from tproxy.shares.record import PoolVerdictRecord, ShareRecord
 from tproxy.sv1.hub import Hub, Miner
 from tproxy.upstream.manager import ChannelManager
 
-T0 = 1_700_000_000.0
+T0 = 1_745_600_000.0  # just after the SRI vector job's ntime: its shares pass the 2 h ntime rule
 
 
 class Clock:

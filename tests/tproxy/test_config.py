@@ -42,6 +42,7 @@ def test_example_config_loads_as_is() -> None:
     assert s.upstreams[0].port == 34254
     assert s.downstream.extranonce2_size == 4
     assert s.monitoring.address == "127.0.0.1"
+    assert s.downstream.max_past_jobs == 32 and s.proxy.verdict_timeout_s == 60
 
 
 def test_defaults_are_safe(tmp_path: Path) -> None:
@@ -49,6 +50,8 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
     assert s.monitoring.enabled is False and s.monitoring.address == "127.0.0.1"
     assert s.clickhouse.url.startswith("chdb://")
     assert s.downstream.max_connections <= 256**s.downstream.extranonce1_size
+    assert s.downstream.max_past_jobs == 32  # as many jobs per miner as before the key existed
+    assert s.proxy.verdict_timeout_s == 60.0
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,6 +80,8 @@ def test_upstreams_from_environment_alone(monkeypatch: pytest.MonkeyPatch) -> No
         ("[downstream]\nversion_rolling_mask = \"xyz\"\n", "downstream.version_rolling_mask"),
         ("[difficulty]\nmin_difficulty = -1\n", "difficulty.min_difficulty"),
         ("[proxy]\nno_such_key = 1\n", "proxy.no_such_key"),
+        ("[downstream]\nmax_past_jobs = 0\n", "downstream.max_past_jobs"),
+        ("[proxy]\nverdict_timeout_s = 0\n", "proxy.verdict_timeout_s"),
         ("[downstream]\nmax_connections = 70000\nextranonce1_size = 2\n", "downstream"),
     ],
 )

@@ -67,6 +67,14 @@ async def test_invalid_shares_get_their_error_and_are_not_forwarded(aggregated: 
         await expect(await c.request("mining.submit", ["farm.w1", job.job_id, "00", f"{ntime:08x}", f"{nonce:08x}"]), 20)
         # version bits outside the negotiated mask (0x1fffe000)
         await expect(await c.submit("farm.w1", job, en2, ntime, nonce, version_bits=0x00000001), 20)
+        # ntime the pool would refuse: before the job's, or more than 2 hours ahead
+        for bad in (0, 0xFFFFFFFF, job.ntime - 1):
+            r = await c.request("mining.submit", ["farm.w1", job.job_id, en2.hex(), f"{bad:08x}", f"{nonce:08x}"])
+            await expect(r, 20)
+            assert "ntime" in r["error"][1], r
+        # bfgminer's transaction probe: "none to give", not a list (it would check a list against the merkle path)
+        r = await c.request("mining.get_transactions", [job.job_id], req_id=f"txlist{job.job_id}")
+        assert r["error"][0] == 20 and not isinstance(r["result"], list), r
         # malformed params
         r = await c.request("mining.submit", ["farm.w1", job.job_id, "zz", "nothex", 5.5])
         assert r["result"] is None and r["error"] is not None
@@ -287,7 +295,8 @@ async def test_garbage_first_line_is_answered_fast_and_closed() -> None:
 async def test_unknown_methods_are_answered_and_keep_the_miner() -> None:
     async with running() as st:
         c = await st.client()
-        for method in ("mining.get_transactions", "mining.multi_version", "mining.capabilities"):
+        # (mining.get_transactions is answered on purpose: test_invalid_shares_get_their_error_and_are_not_forwarded)
+        for method in ("mining.multi_version", "mining.capabilities"):
             r = await c.request(method, [])
             assert r["error"] is not None and r["error"][0] == -32601
         r = await c.request("mining.suggest_difficulty", [0.001])

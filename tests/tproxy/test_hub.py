@@ -87,7 +87,11 @@ def test_vardiff_tick_sends_set_difficulty_before_the_resent_notify() -> None:
     assert sock.methods(mark) == ["mining.set_difficulty", "mining.notify"]
     sent = sock.messages(mark)
     assert sent[0]["params"] == [sock.miner.session.difficulty]
-    assert sent[1]["params"][0] == "1" and sent[1]["params"][8] is False  # the same job, not clean
+    first = sock.notifies()[0]
+    # the same work under a NEW sv1_job_id, ntime rolled, not clean; the old id keeps its difficulty
+    assert sent[1]["params"][0] != first[0] and sent[1]["params"][8] is False
+    assert int(sent[1]["params"][7], 16) > job.ntime and sent[1]["params"][1:7] == first[1:7]
+    assert sock.miner.session.jobs[first[0]].target == work.target_from_difficulty(start)
 
 
 def test_outage_longer_than_the_limit_disconnects_every_miner_once() -> None:

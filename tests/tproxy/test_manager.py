@@ -23,7 +23,7 @@ from sv2.messages import (
     UpdateChannel,
 )
 from tests.helpers.jobs import open_success
-from tests.helpers.rig import PoolWriterDouble, Rig
+from tests.helpers.rig import MinerSocketDouble, PoolWriterDouble, Rig
 from tproxy.errors import UpstreamError
 
 
@@ -248,13 +248,14 @@ def test_keepalive_job_rolls_ntime_when_the_pool_is_quiet() -> None:
     rig.manager.tick()
     first, keepalive = sock.notifies()
     assert keepalive[0] != first[0] and keepalive[8] is False
-    assert int(keepalive[7], 16) == job.ntime + 31 and keepalive[1:7] == first[1:7]
+    # one second past the 31 s elapsed: past any ntime firmware rolled to on the first copy
+    assert int(keepalive[7], 16) == job.ntime + 32 and keepalive[1:7] == first[1:7]
     # a share for the keepalive copy hashes with the rolled ntime and is forwarded under the same upstream job
     ka_job = rig.manager.channels[cid].latest
     assert ka_job is not None and ka_job.job_id == job.job_id
     assert rig.share(sock, ka_job, bytes(4))["result"] is True
     (sent,) = rig.pool.of_type(SubmitSharesExtended)
-    assert sent.ntime == job.ntime + 31 and sent.job_id == job.job_id
+    assert sent.ntime == job.ntime + 32 and sent.job_id == job.job_id
 
 
 def test_user_identity_is_cut_to_255_utf8_bytes_at_a_character_boundary() -> None:
@@ -264,3 +265,113 @@ def test_user_identity_is_cut_to_255_utf8_bytes_at_a_character_boundary() -> Non
     assert len(cut.encode()) == 254 and cut == "é" * 127
     assert str0_255("a\ud800b") == "a\ufffdb"
     assert str0_255("x" * 300) == "x" * 255
+
+
+def test_verdicts_the_pool_never_gives_are_aged_out_counted_and_logged_once_per_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig(verdict_timeout_s=60.0)
+    sock = rig.ready_miner()
+    rig.pool_up()
+    (cid,) = rig.answer_opens()
+    job = rig.new_block(cid, 1)
+    for k in range(3):
+        rig.share(sock, job, k.to_bytes(4, "big"))
+    rig.clock.t += 30.0
+    rig.share(sock, job, b"\x00\x00\x00\x09")
+    ch = rig.manager.channels[cid]
+    assert ch.verdicts_pending == 4
+    rig.clock.t += 29.0
+    rig.manager.tick()
+    assert ch.verdicts_pending == 4 and rig.log.verdicts == []  # 59 s: still awaited
+    rig.clock.t += 1.0
+    with caplog.at_level("WARNING", logger="tproxy.upstream.manager"):
+        rig.manager.tick()
+    assert ch.verdicts_pending == 1 and ch.stats.verdicts_timed_out == 3
+    assert [r.message for r in caplog.records if "timed out" in r.message] == [
+        f"channel {cid}: 3 forwarded share(s) timed out awaiting the pool's verdict: no verdict within 60 s"]
+    seqs = {r.sequence_number: r.share_seq for r in rig.log.shares}
+    assert [(v.sequence_number, v.share_seq, v.pool_verdict) for v in rig.log.verdicts] == [
+        (n, seqs[n], "timeout") for n in range(3)]
+    assert sock.miner is not None
+    c = sock.miner.session.counters
+    assert (c.pool_timed_out, c.pool_rejected, c.pool_accepted) == (3, 0, 0)
+    # a late Success for them finds nothing to attribute; the fourth is still answered normally
+    rig.manager.on_upstream_message(rig.pool, SubmitSharesSuccess(cid, 3, 4, 4))
+    assert [v.pool_verdict for v in rig.log.verdicts] == ["timeout"] * 3 + ["accepted"]
+    assert ch.verdicts_pending == 0
+
+
+def test_verdicts_pending_when_the_channel_is_lost_are_timed_out_at_once() -> None:
+    rig = Rig()
+    sock = rig.ready_miner()
+    rig.pool_up()
+    (cid,) = rig.answer_opens()
+    job = rig.new_block(cid, 1)
+    rig.share(sock, job, bytes(4))
+    rig.manager.on_upstream_lost(rig.pool, "closed by the pool")
+    assert [v.pool_verdict for v in rig.log.verdicts] == ["timeout"]
+    assert rig.manager.totals().verdicts_timed_out == 1
+
+
+def _forward_and_answer(rig: Rig, sock: MinerSocketDouble, cid: int, job_id: int, n: int, first_en2: int) -> None:
+    """``n`` shares forwarded on a new block; the pool accepts all but the last, which it rejects."""
+    job = rig.new_block(cid, job_id)
+    for k in range(n):
+        assert rig.share(sock, job, (first_en2 + k).to_bytes(4, "big"))["result"] is True
+    seqs = sorted(r.sequence_number for r in rig.log.shares if r.channel_id == cid and r.forwarded)
+    rig.manager.on_upstream_message(rig.pool, SubmitSharesSuccess(cid, seqs[-2], 2, 2))
+    rig.manager.on_upstream_message(rig.pool, SubmitSharesError(cid, seqs[-1], "stale-share"))
+
+
+def test_lifetime_totals_survive_upstream_loss_and_return_and_per_connection_figures_restart() -> None:
+    rig = Rig()
+    sock = rig.ready_miner()
+    rig.pool_up()
+    (cid,) = rig.answer_opens()
+    _forward_and_answer(rig, sock, cid, 1, 3, 0)
+    first = rig.manager.channels[cid].stats
+    assert (first.shares_submitted, first.shares_acknowledged, first.shares_rejected) == (3, 2, 1)
+    rig.manager.on_upstream_lost(rig.pool, "closed by the pool")
+    assert rig.manager.totals().shares_submitted == 3  # no channel open: the totals stay
+    rig.pool_up(PoolWriterDouble(name="backup:3334"))
+    (cid2,) = rig.answer_opens(first_channel_id=40)
+    _forward_and_answer(rig, sock, cid2, 5, 3, 100)
+    ch = rig.manager.channels[cid2]
+    assert (ch.stats.shares_submitted, ch.stats.shares_acknowledged, ch.stats.shares_rejected) == (3, 2, 1)
+    life = ch.lifetime()
+    assert life.user_identity == ch.stats.user_identity == "farm"
+    assert (life.shares_submitted, life.shares_acknowledged, life.shares_rejected) == (6, 4, 2)
+    assert life.shares_rejected_by_reason == {"stale-share": 2}
+    assert life.acknowledged_work_sum == 4 and life.validated_work_sum == pytest.approx(2 * first.validated_work_sum)
+    assert life.best_diff >= first.best_diff
+    total = rig.manager.totals()
+    assert (total.shares_submitted, total.shares_acknowledged, total.shares_rejected) == (6, 4, 2)
+
+
+def test_channel_hashrate_drops_to_zero_as_soon_as_the_last_miner_leaves() -> None:
+    rig = Rig()
+    socks = [rig.ready_miner(f"farm.w{i}") for i in range(2)]
+    rig.pool_up()
+    (cid,) = rig.answer_opens()
+    job = rig.new_block(cid, 1)
+    for k in range(6):
+        rig.clock.t += 1.0
+        rig.share(socks[k % 2], job, k.to_bytes(4, "big"))
+    rig.clock.t += 20.0
+    rig.manager.tick()
+    ch = rig.manager.channels[cid]
+    assert ch.stats.nominal_hashrate > 0 and len(rig.pool.of_type(UpdateChannel)) == 1
+    for s in socks[:1]:
+        assert s.miner is not None
+        rig.hub.close(s.miner)
+    assert ch.stats.nominal_hashrate > 0  # one miner left
+    rig.clock.t += 1.0  # well inside the UpdateChannel rate limit
+    assert socks[1].miner is not None
+    rig.hub.close(socks[1].miner)
+    assert ch.stats.nominal_hashrate == 0.0  # at once, not at the next UpdateChannel
+    assert len(rig.pool.of_type(UpdateChannel)) == 1  # the rate limit holds...
+    rig.clock.t += 10.0
+    rig.manager.tick()
+    upd = rig.pool.of_type(UpdateChannel)[-1]  # ...and the pool hears it when it allows
+    assert len(rig.pool.of_type(UpdateChannel)) == 2 and upd.nominal_hash_rate == 0.0

@@ -6,6 +6,7 @@ against jobs built by ChannelState from the SRI vector's job.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,22 +25,23 @@ from tests.helpers.jobs import (
 from tests.helpers.vectors import load_vector
 from tproxy.events import Job, MinerReady, Share
 from tproxy.sv1 import protocol as p
-from tproxy.sv1.session import MAX_JOBS_PER_MINER, TARGET_GRACE_S, MinerSession
+from tproxy.sv1.session import MAX_JOBS_PER_MINER, MinerSession
 from tproxy.sv1.vardiff import Vardiff
 from tproxy.upstream.channel import ChannelState
 
-T0 = 1_700_000_000.0
+T0 = 1_745_600_000.0  # just after the SRI vector job's ntime: its shares pass the 2 h ntime rule
 DIFF = 1e-6
 EN1 = b"\x00\x07"
 MASK = 0x1FFFE000
 
 
 def new_session(*, start_difficulty: float = DIFF, extranonce1: bytes = EN1, extranonce2_size: int = 4,
-                honour_suggest: bool = True) -> MinerSession:
+                honour_suggest: bool = True, max_past_jobs: int = MAX_JOBS_PER_MINER) -> MinerSession:
     vd = Vardiff(shares_per_minute=6.0, start_difficulty=start_difficulty, min_difficulty=1e-9,
                  max_difficulty=1e6, retarget_interval_s=1.0, now=T0)
     return MinerSession(client_id=5, peer="10.0.0.9:4028", extranonce1=extranonce1, extranonce2_size=extranonce2_size,
-                        server_version_mask=MASK, vardiff=vd, honour_suggest_difficulty=honour_suggest, now=T0)
+                        server_version_mask=MASK, vardiff=vd, honour_suggest_difficulty=honour_suggest,
+                        max_past_jobs=max_past_jobs, now=T0)
 
 
 def channel(*, extranonce1_size: int = 2, extranonce2_size: int = 4, **kw: Any) -> ChannelState:
@@ -106,7 +108,7 @@ def test_extranonce_subscribe_and_unknown_methods_and_ping() -> None:
     assert reply(s.handle(request(1, "mining.extranonce.subscribe", []), T0))["result"] is True
     assert s.wants_set_extranonce
     assert reply(s.handle(request(2, "mining.ping", []), T0))["result"] == "pong"
-    assert reply(s.handle(request(3, "mining.get_transactions", []), T0))["error"][0] == p.METHOD_NOT_FOUND
+    assert reply(s.handle(request(3, "mining.capabilities", []), T0))["error"][0] == p.METHOD_NOT_FOUND
     assert reply(s.handle(request(4, "mining.configure", [5]), T0))["error"][0] == p.INVALID_PARAMS
 
 
@@ -228,10 +230,22 @@ def test_jobs_evicted_past_the_per_miner_bound_are_stale() -> None:
     ch = channel()
     first = clean_job(ch)
     give_job(s, first, "0")
-    for i in range(1, MAX_JOBS_PER_MINER + 1):  # keepalive-like copies under new SV1 ids
-        s.send_job(str(i), first, b"x\n", clean=False, now=T0)
+    for i in range(1, MAX_JOBS_PER_MINER + 1):  # keepalive-like copies (ntime rolled) under new SV1 ids
+        assert s.send_job(str(i), replace(first, ntime=first.ntime + i), b"x\n", clean=False, now=T0) == b"x\n"
     assert "0" not in s.jobs and len(s.jobs) == MAX_JOBS_PER_MINER
     assert s.is_retired("0")
+
+
+def test_max_past_jobs_bounds_the_jobs_a_share_may_name() -> None:
+    s = new_session(max_past_jobs=3)
+    ready(s)
+    first = clean_job(channel())
+    give_job(s, first, "0")
+    for i in range(1, 4):
+        s.send_job(str(i), replace(first, ntime=first.ntime + i), b"x\n", clean=False, now=T0)
+    assert list(s.jobs) == ["1", "2", "3"] and s.is_retired("0")
+    _, ev = s.handle(submit(1, "farm.w1", "0", bytes(4), first.ntime, 0), T0)
+    assert isinstance(ev, Share) and ev.verdict == "stale-share"
 
 
 @pytest.mark.parametrize(
@@ -280,36 +294,167 @@ def test_version_rolled_share_is_accepted_within_the_mask_and_refused_when_the_p
     assert isinstance(ev, Share) and ev.verdict == "invalid-version-bits"
 
 
-def test_vardiff_retarget_raises_a_fast_miner_and_old_target_shares_get_a_grace_period() -> None:
+def _raise_by_vardiff(s: MinerSession, job: Job, sv1_job_id: str = "1") -> float:
+    """Flood shares far above 6 a minute on ``sv1_job_id`` until vardiff retargets up; returns the time."""
+    now = T0
+    for k in range(40):
+        now += 0.05
+        en2 = (1000 + k).to_bytes(4, "big")
+        _, ev = s.handle(submit(k, "farm.w1", sv1_job_id, en2, job.ntime, find_nonce(job, EN1, en2, s.target)), now)
+        assert isinstance(ev, Share) and ev.accepted
+    now += 1.0
+    assert s.maybe_retarget(now, floor=1e-9)
+    return now
+
+
+def _old_only(job: Job, en2: bytes, old_target: int, new_target: int, ntime: int | None = None) -> int:
+    """A nonce whose share meets ``old_target`` but not ``new_target``."""
+    if ntime is not None:
+        job = replace(job, ntime=ntime)
+    nonce = find_nonce(job, EN1, en2, old_target)
+    while work.hash_meets_target(share_hash(job, EN1, en2, nonce), new_target):
+        nonce = find_nonce(job, EN1, en2, old_target, start=nonce + 1)
+    return nonce
+
+
+def test_after_a_retarget_up_shares_on_the_old_job_id_are_judged_at_the_old_difficulty_forever() -> None:
+    """cpuminer keeps hashing the job it has after set_difficulty + notify (FIRMWARE.md row 9):
+    its shares at the old difficulty are good shares, however late, while the job is held."""
     s = new_session()
     ready(s)
     job = clean_job(channel())
     give_job(s, job)
     old_target = s.target
-    now = T0
-    for k in range(40):  # far more than 6 a minute
-        now += 0.05
-        en2 = k.to_bytes(4, "big")
-        _, ev = s.handle(submit(k, "farm.w1", "1", en2, job.ntime, find_nonce(job, EN1, en2, s.target)), now)
-        assert isinstance(ev, Share) and ev.accepted
-    assert s.maybe_retarget(now + 1.0, floor=1e-9)
-    assert s.difficulty > DIFF
-    sent = give_job(s, job, "2", now=now + 1.0)
+    now = _raise_by_vardiff(s, job)
+    assert s.difficulty > DIFF and s.target < old_target
+    copy = s.retarget_copy(now)
+    assert copy is not None and copy.job_id == job.job_id and copy.ntime > job.ntime and not copy.clean
+    sent = give_job(s, copy, "2", now=now)
     assert [m["method"] for m in sent] == ["mining.set_difficulty", "mining.notify"]
     assert sent[0]["params"] == [s.difficulty]
-    # a share found at the old difficulty, still in flight, is accepted for a grace period only
-    def old_only(en2: bytes) -> int:
-        nonce = find_nonce(job, EN1, en2, old_target)
-        while work.hash_meets_target(share_hash(job, EN1, en2, nonce), s.target):
-            nonce = find_nonce(job, EN1, en2, old_target, start=nonce + 1)
-        return nonce
+    assert s.jobs["1"].target == old_target and s.jobs["2"].target == s.target  # "1" was not overwritten
+    for k, late in enumerate((0.5, 30.0, 600.0)):  # no grace period: the job's own difficulty
+        en2 = k.to_bytes(4, "big")
+        _, ev = s.handle(submit(100 + k, "farm.w1", "1", en2, job.ntime, _old_only(job, en2, old_target, s.target)),
+                         now + late)
+        assert isinstance(ev, Share) and ev.accepted, ev
+        assert ev.target_difficulty == pytest.approx(DIFF, rel=1e-9)
 
-    en2 = (99).to_bytes(4, "big")
-    _, ev = s.handle(submit(100, "farm.w1", "2", en2, job.ntime, old_only(en2)), now + 1.5)
-    assert isinstance(ev, Share) and ev.accepted
-    en2 = (98).to_bytes(4, "big")
-    _, ev = s.handle(submit(101, "farm.w1", "2", en2, job.ntime, old_only(en2)), now + 1.0 + TARGET_GRACE_S + 1)
+
+def test_after_a_retarget_shares_on_the_new_job_id_are_judged_at_the_new_difficulty() -> None:
+    s = new_session()
+    ready(s)
+    job = clean_job(channel())
+    give_job(s, job)
+    old_target = s.target
+    now = _raise_by_vardiff(s, job)
+    copy = s.retarget_copy(now)
+    assert copy is not None
+    give_job(s, copy, "2", now=now)
+    en2 = (7).to_bytes(4, "big")
+    _, ev = s.handle(submit(1, "farm.w1", "2", en2, copy.ntime, _old_only(copy, en2, old_target, s.target)), now)
     assert isinstance(ev, Share) and ev.verdict == "difficulty-too-low"
+    nonce = find_nonce(copy, EN1, en2, s.target)
+    _, ev = s.handle(submit(2, "farm.w1", "2", en2, copy.ntime, nonce), now)
+    assert isinstance(ev, Share) and ev.accepted and ev.job is copy
+    assert ev.target_difficulty == pytest.approx(s.difficulty, rel=1e-9)
+
+
+def test_duplicates_are_caught_across_copies_of_one_upstream_job() -> None:
+    """Same upstream job + same extranonce2/ntime/nonce/version is one share, whichever sv1_job_id names it."""
+    s = new_session()
+    ready(s)
+    job = clean_job(channel())
+    give_job(s, job)
+    now = _raise_by_vardiff(s, job)
+    copy = s.retarget_copy(now)
+    assert copy is not None
+    give_job(s, copy, "2", now=now)
+    en2 = (9).to_bytes(4, "big")
+    nonce = find_nonce(copy, EN1, en2, s.target)
+    _, ev = s.handle(submit(1, "farm.w1", "2", en2, copy.ntime, nonce), now)
+    assert isinstance(ev, Share) and ev.accepted
+    line, ev = s.handle(submit(2, "farm.w1", "1", en2, copy.ntime, nonce), now)  # the old id, same header
+    assert reply((line, ev))["error"][0] == p.DUPLICATE
+    assert isinstance(ev, Share) and ev.verdict == "duplicate-share"
+
+
+def test_retarget_copies_roll_ntime_past_the_elapsed_time_and_never_repeat() -> None:
+    s = new_session()
+    ready(s)
+    job = clean_job(channel())
+    give_job(s, job, "1", now=T0)
+    seen = {job.ntime}
+    now = T0
+    for i, wait in enumerate((0.0, 0.2, 5.0, 61.0)):
+        now += wait
+        copy = s.retarget_copy(now)
+        assert copy is not None
+        held = s.jobs[s.latest[0]] if s.latest else None
+        assert held is not None
+        # one second past anything the firmware may have rolled to since it got its copy
+        assert copy.ntime == held.job.ntime + int(now - held.sent_at) + 1
+        assert copy.ntime not in seen
+        seen.add(copy.ntime)
+        give_job(s, copy, f"c{i}", now=now)
+
+
+def test_retarget_copy_is_refused_past_two_hours_ahead_and_an_older_copy_is_not_sent() -> None:
+    s = new_session()
+    ready(s)
+    job = clean_job(channel())
+    far = replace(job, ntime=int(T0) + 7200)  # a job already at the limit cannot roll
+    give_job(s, job, "1")
+    assert give_job(s, far, "2") != []
+    assert s.retarget_copy(T0) is None
+    # a non-clean copy of the same upstream job that is not newer than the miner's is not sent
+    assert s.send_job("3", replace(job, ntime=job.ntime + 5), b"x\n", clean=False, now=T0) == b""
+    assert "3" not in s.jobs and s.latest is not None and s.latest[0] == "2"
+
+
+@pytest.mark.parametrize(
+    ("ntime", "accepted"),
+    [
+        (0, False),
+        (0xFFFFFFFF, False),
+        ("job-1", False),
+        ("now+7201", False),
+        ("job", True),
+        ("now+7000", True),
+    ],
+)
+def test_ntime_before_the_job_or_over_two_hours_ahead_is_refused_locally(ntime: int | str, accepted: bool) -> None:
+    s = new_session()
+    ready(s)
+    job = clean_job(channel())
+    give_job(s, job)
+    now = T0
+    value = {"job-1": job.ntime - 1, "now+7201": int(now) + 7201, "job": job.ntime,
+             "now+7000": int(now) + 7000}.get(ntime, ntime) if isinstance(ntime, str) else ntime
+    assert isinstance(value, int)
+    hashed = replace(job, ntime=value)
+    nonce = find_nonce(hashed, EN1, bytes(4), s.target)  # a share that would meet the target
+    line, ev = s.handle(submit(1, "farm.w1", "1", bytes(4), value, nonce), now)
+    assert isinstance(ev, Share)
+    if accepted:
+        assert ev.accepted and ev.ntime == value
+        return
+    msg = reply((line, ev))
+    assert msg["error"][0] == p.OTHER and "ntime" in msg["error"][1]
+    assert ev.verdict == "ntime-out-of-range" and ev.share_hash == b""
+    assert s.counters.rejected_by_reason == {"ntime-out-of-range": 1} and s.counters.accepted == 0
+
+
+def test_get_transactions_says_the_pool_shares_none_in_a_form_bfgminer_accepts() -> None:
+    """bfgminer asks after each notify (id "txlist<job id>"): a non-list answer means "no
+    transaction list" to it (marks the pool opaque, keeps mining); an empty list would be
+    checked against the merkle branch and warned about on every job."""
+    s = new_session()
+    ready(s)
+    give_job(s, clean_job(channel()))
+    msg = reply(s.handle(request("txlist1", "mining.get_transactions", ["1"]), T0))
+    assert msg["id"] == "txlist1" and not isinstance(msg["result"], list)
+    assert msg["error"][0] == p.OTHER and "merkle path" in msg["error"][1]
 
 
 def test_retarget_never_goes_below_the_floor() -> None:

@@ -260,11 +260,13 @@ async def test_duplicate_detection_spans_keepalive_copies_of_a_job() -> None:
         c = await Sv1TestClient.connect(st.proxy.sv1_port)
         await c.handshake("farm.w1")
         first = await c.wait_job()
-        en2, ntime, nonce = c.find_share(first)
-        assert (await c.submit("farm.w1", first, en2, ntime, nonce))["result"] is True
         ka = await c.wait_job(after=len(c.jobs), timeout=5)
-        # the same header submitted under the keepalive's SV1 id is the same share upstream
-        r = await c.submit("farm.w1", ka, en2, ntime, nonce)
+        assert ka.ntime > first.ntime
+        en2, ntime, nonce = c.find_share(ka)
+        assert (await c.submit("farm.w1", ka, en2, ntime, nonce))["result"] is True
+        # the same header submitted under the first copy's SV1 id is the same share upstream
+        # (not the other way round: a share under a copy may not have an ntime before the copy's)
+        r = await c.submit("farm.w1", first, en2, ntime, nonce)
         assert r["error"][0] == 22
         await _until(lambda: st.pool.total_accepted == 1)
         assert st.pool.total_rejected == 0

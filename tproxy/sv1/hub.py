@@ -28,6 +28,7 @@ from typing import Protocol
 from sv2 import work
 from tproxy.config import Settings
 from tproxy.events import (
+    VERDICT_TIMEOUT,
     ChannelAssigned,
     DifficultyFloor,
     Job,
@@ -158,6 +159,7 @@ class Hub:
                 now=now,
             ),
             honour_suggest_difficulty=d.honour_suggest_difficulty,
+            max_past_jobs=self.settings.downstream.max_past_jobs,
             now=now,
         )
         miner = Miner(session, write, close)
@@ -275,7 +277,7 @@ class Hub:
     def _on_verdict(self, v: Verdict) -> None:
         m = self.miners.get(v.client_id)
         if m is not None:
-            m.session.on_verdict(v.accepted)
+            m.session.on_verdict(v.accepted, timed_out=v.verdict == VERDICT_TIMEOUT)
         if self.share_sink is not None:
             self.share_sink.submit_pool_verdict(
                 PoolVerdictRecord(
@@ -290,7 +292,7 @@ class Hub:
 
     # ------------------------------------------------------------------ jobs
 
-    def _render(self, sv1_job_id: str, job: Job) -> tuple[bytes, bytes]:
+    def _render(self, sv1_job_id: str, job: Job, *, plain_only: bool = False) -> tuple[bytes, bytes]:
         args = (
             sv1_job_id,
             work.sv1_prevhash_from_sv2(job.prev_hash),
@@ -301,7 +303,8 @@ class Hub:
             job.nbits,
             job.ntime,
         )
-        return p.notify(*args, clean_jobs=False), p.notify(*args, clean_jobs=True)
+        plain = p.notify(*args, clean_jobs=False)
+        return plain, (b"" if plain_only else p.notify(*args, clean_jobs=True))
 
     def _publish(self, job: Job) -> None:
         sv1_job_id = format(next(self._sv1_job_ids), "x")
@@ -310,7 +313,9 @@ class Hub:
         line = clean if job.clean else plain
         now = self._now()
         for m in self._members(job.channel_id):
-            m.write(m.session.send_job(sv1_job_id, job, line, clean=job.clean, now=now))
+            data = m.session.send_job(sv1_job_id, job, line, clean=job.clean, now=now)
+            if data:  # b"": the miner already holds this content (see MinerSession.send_job)
+                m.write(data)
 
     def _send_latest(self, miner: Miner, channel_id: int) -> None:
         latest = self._latest.get(channel_id)
@@ -331,14 +336,31 @@ class Hub:
                     continue
                 floor = self._floors.get(m.channel_id, min_difficulty) if m.channel_id is not None else min_difficulty
                 if s.maybe_retarget(now, floor):
-                    sv1_job_id, job = s.latest
-                    latest = self._latest.get(job.channel_id)
-                    if latest is not None and latest[0] == sv1_job_id:
-                        m.write(s.send_job(sv1_job_id, job, latest[2], clean=False, now=now))
+                    self._reissue(m, now)
         outage = self.outage_since
         if outage is not None and self.miners and now - outage >= self.settings.proxy.outage_reconnect_after_s:
             self._disconnect_all("upstream outage outlasted outage_reconnect_after_s")
             self.outage_since = now
+
+    def _reissue(self, miner: Miner, now: float) -> None:
+        """After a retarget: set_difficulty, then the miner's current work under a NEW sv1_job_id
+        with a later ntime (never the same id with another target: the old id keeps the
+        difficulty it was sent with, for the shares the miner still finds on it). Only when
+        the miner is on its channel's current upstream job; otherwise, or when ntime cannot
+        roll, the new difficulty waits for the pool's next job. One miner's copy, rendered for it."""
+        s = miner.session
+        held = s.latest
+        current = self._latest.get(held[1].channel_id) if held is not None else None
+        if held is None or current is None or current[1].job_id != held[1].job_id:
+            return
+        copy = s.retarget_copy(now)
+        if copy is None:
+            return
+        sv1_job_id = format(next(self._sv1_job_ids), "x")
+        plain, _ = self._render(sv1_job_id, copy, plain_only=True)
+        data = s.send_job(sv1_job_id, copy, plain, clean=False, now=now)
+        if data:
+            miner.write(data)
 
     def _disconnect_all(self, reason: str) -> None:
         log.warning("disconnecting %d miners: %s", len(self.miners), reason)

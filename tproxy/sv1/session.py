@@ -12,22 +12,36 @@ It keeps the miner's state (subscription, authorized workers, version mask,
 difficulty, the jobs it was sent and the ids of the jobs retired since), its
 own share counters, and validates every submitted share once, against the
 target the miner had when the share's job was sent.
+
+Difficulty follows SV1: a new difficulty applies to jobs sent after it. Each
+``SentJob`` keeps the target in force when it was notified, so a miner that
+keeps hashing an older job (cpuminer does) is judged at that job's difficulty,
+and a retarget never changes a job the miner already has: it is re-issued
+under a new sv1_job_id with a later ntime (``retarget_copy``), so firmware that
+restarts its work on every notify (bfgminer, NerdMiner, Braiins OS) never
+hashes the same content twice.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sv2 import work
-from tproxy.events import VERDICT_ACCEPTED, Job, MinerReady, Share
+from tproxy.events import (
+    MAX_NTIME_AHEAD_S,
+    VERDICT_ACCEPTED,
+    VERDICT_NTIME_OUT_OF_RANGE,
+    Job,
+    MinerReady,
+    Share,
+    rolled_ntime,
+)
 from tproxy.sv1 import protocol as p
 from tproxy.sv1.vardiff import Vardiff
 
-MAX_JOBS_PER_MINER = 32
-MAX_RETIRED_JOB_IDS = 4 * MAX_JOBS_PER_MINER  # a few chain tips' worth: stale shares come soon after
+MAX_JOBS_PER_MINER = 32  # default of downstream.max_past_jobs
 MAX_SEEN_SHARES = 65_536
-TARGET_GRACE_S = 10.0
 SUBSCRIPTION_ID = "ae6812eb4cd7735a302a8a9dd95cf71f"
 
 SessionEvent = Share | MinerReady
@@ -38,7 +52,8 @@ Reply = tuple[bytes, SessionEvent | None]
 @dataclass(slots=True)
 class SentJob:
     job: Job
-    target: int  # the miner's target when this job was notified
+    target: int  # the miner's target when this job was notified: its shares are judged against it
+    sent_at: float  # when it was notified (a re-issued copy rolls ntime past what firmware rolled since)
 
 
 @dataclass(slots=True)
@@ -48,6 +63,7 @@ class ShareCounters:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     pool_accepted: int = 0
     pool_rejected: int = 0
+    pool_timed_out: int = 0  # forwarded, never answered by the pool
     last_share_at: float = 0.0
 
 
@@ -64,6 +80,7 @@ class MinerSession:
         server_version_mask: int,
         vardiff: Vardiff,
         honour_suggest_difficulty: bool = True,
+        max_past_jobs: int = MAX_JOBS_PER_MINER,
         now: float,
     ) -> None:
         self.client_id = client_id
@@ -84,14 +101,15 @@ class MinerSession:
         self.wants_set_extranonce = False
         self.difficulty = vardiff.difficulty
         self.target = work.target_from_difficulty(self.difficulty)
-        self._prev_target = self.target
-        self._target_changed_at = 0.0
         self._difficulty_sent: float | None = None
+        # the jobs a late share may still name (SRI's max_past_jobs); older ones are stale
+        self.max_past_jobs = max_past_jobs
+        self._max_retired = 4 * max_past_jobs  # a few chain tips' worth: stale shares come soon after
         self.jobs: OrderedDict[str, SentJob] = OrderedDict()
         self.latest: tuple[str, Job] | None = None
         # ids of jobs this miner was sent that are no longer valid: a share for one is stale
         self._retired: OrderedDict[str, None] = OrderedDict()
-        # keyed by the upstream job: keepalive copies give one upstream job several SV1 ids
+        # keyed by the upstream job: keepalive and retarget copies give one upstream job several SV1 ids
         self._seen: OrderedDict[tuple[int, int, bytes, int, int, int], None] = OrderedDict()
         self.counters = ShareCounters()
 
@@ -126,8 +144,9 @@ class MinerSession:
                 return self._suggest_difficulty(req, now), None
             if method == "mining.ping":
                 return p.result(req.id, "pong"), None
-            # mining.get_transactions, mining.multi_version, mining.capabilities...:
-            # answer "method not found" and keep the miner.
+            if method == "mining.get_transactions":
+                return self._get_transactions(req), None
+            # mining.multi_version, mining.capabilities...: answer "method not found" and keep the miner.
             return p.error(req.id, p.METHOD_NOT_FOUND, f"unknown method {method[:64]}"), None
         except p.Sv1ProtocolError as e:  # Sv1BadRequest: REPLY_ERROR (tproxy.errors)
             return p.error(req.id, e.code, str(e)), None
@@ -170,6 +189,15 @@ class MinerSession:
         line = p.result(req.id, True)
         return line, (MinerReady(self.client_id, name) if first and self.subscribed else None)
 
+    @staticmethod
+    def _get_transactions(req: p.Request) -> bytes:
+        # The SV2 pool sends the coinbase and the merkle path, never the block's
+        # transactions, so there is no list to give. bfgminer (the one firmware that
+        # asks, after each notify with a merkle branch) reads any non-list result as
+        # "this pool does not share transactions" and mines on; an empty list would
+        # instead be checked against the merkle branch and warned about on every job.
+        return p.error(req.id, p.OTHER, "transactions not available: the pool sends only the merkle path")
+
     def _suggest_difficulty(self, req: p.Request, now: float) -> bytes:
         d = p.parse_suggest_difficulty(req.params)
         if self.honour_suggest_difficulty and not self.counters.accepted:
@@ -181,9 +209,8 @@ class MinerSession:
     # -- difficulty and jobs -------------------------------------------------------
 
     def set_difficulty(self, difficulty: float, now: float) -> None:
-        """Change the miner's difficulty; it is sent right before the next notify."""
-        self._prev_target = self.target
-        self._target_changed_at = now
+        """Change the miner's difficulty; it is sent right before the next notify and applies
+        to the jobs notified from then on (jobs the miner already has keep their target)."""
         self.difficulty = difficulty
         self.target = work.target_from_difficulty(difficulty)
         self.vardiff.difficulty = difficulty
@@ -196,7 +223,18 @@ class MinerSession:
     def send_job(self, sv1_job_id: str, job: Job, notify_line: bytes, *, clean: bool, now: float) -> bytes:
         """Record a job as sent; returns the bytes to write: the notify, preceded by
         set_version_mask / set_difficulty when those changed (the common case is
-        ``notify_line`` itself, shared by every miner)."""
+        ``notify_line`` itself, shared by every miner).
+
+        Returns b"" (nothing sent, nothing recorded) for a non-clean copy of the
+        upstream job the miner is on whose ntime is not past the miner's copy: after
+        a retarget re-issue the miner may already hold that content, and firmware
+        that restarts on every notify would hash it again.
+        """
+        latest = self.latest
+        if not clean and latest is not None:
+            held = latest[1]
+            if held.job_id == job.job_id and held.channel_id == job.channel_id and job.ntime <= held.ntime:
+                return b""
         prefix = b""
         if self.version_mask is not None:
             # A pool may forbid version rolling for a job; tell the miner before the
@@ -215,12 +253,33 @@ class MinerSession:
         if self.latest is None and not self.counters.accepted:
             # Time without work is not the miner's silence: start vardiff's clock now.
             self.vardiff.reset(now)
-        jobs[sv1_job_id] = SentJob(job, self.target)
+        jobs[sv1_job_id] = SentJob(job, self.target, now)
         jobs.move_to_end(sv1_job_id)
-        while len(jobs) > MAX_JOBS_PER_MINER:
+        while len(jobs) > self.max_past_jobs:
             self._retire(jobs.popitem(last=False)[0])
         self.latest = (sv1_job_id, job)
         return prefix + notify_line if prefix else notify_line
+
+    def retarget_copy(self, now: float) -> Job | None:
+        """After a retarget: the miner's current work with ntime rolled forward, to notify
+        under a new sv1_job_id (clean_jobs false) right behind the new set_difficulty.
+
+        None when there is nothing to re-issue or the roll would pass now + 2 h; the new
+        difficulty then goes out with the pool's next job. The copy is new content (a
+        later ntime than any copy of that upstream job this miner was sent, and past
+        what its firmware may have rolled to since); the job it replaces keeps its own
+        sv1_job_id and target, so shares still in flight for it are judged as before.
+        """
+        latest = self.latest
+        if latest is None:
+            return None
+        sent = self.jobs.get(latest[0])
+        if sent is None:
+            return None
+        ntime = rolled_ntime(sent.job.ntime, sent.sent_at, now)
+        if ntime is None:
+            return None
+        return replace(sent.job, ntime=ntime, clean=False)
 
     def forget_jobs(self) -> None:
         """Every job this miner holds is stale now (upstream lost, channel closed or reset)."""
@@ -236,14 +295,15 @@ class MinerSession:
     def _retire(self, sv1_job_id: str) -> None:
         retired = self._retired
         retired[sv1_job_id] = None
-        if len(retired) > MAX_RETIRED_JOB_IDS:
+        if len(retired) > self._max_retired:
             retired.popitem(last=False)
 
     def is_retired(self, sv1_job_id: str) -> bool:
         return sv1_job_id in self._retired
 
     def maybe_retarget(self, now: float, floor: float) -> bool:
-        """Run vardiff (never below ``floor``); True if the difficulty changed (the caller re-sends the job)."""
+        """Run vardiff (never below ``floor``); True if the difficulty changed (the caller re-issues
+        the miner's work with ``retarget_copy``, or lets the next job carry the new difficulty)."""
         new = self.vardiff.maybe_retarget(now)
         if new is None:
             return False
@@ -258,10 +318,12 @@ class MinerSession:
         """Estimated hashrate as of ``now`` (never before the last share vardiff saw)."""
         return self.vardiff.estimated_hashrate(max(now, self.vardiff.last_now))
 
-    def on_verdict(self, accepted: bool) -> None:
-        """The pool's answer for one of this miner's forwarded shares."""
+    def on_verdict(self, accepted: bool, *, timed_out: bool = False) -> None:
+        """The pool's answer for one of this miner's forwarded shares (or its absence: ``timed_out``)."""
         if accepted:
             self.counters.pool_accepted += 1
+        elif timed_out:
+            self.counters.pool_timed_out += 1
         else:
             self.counters.pool_rejected += 1
 
@@ -315,10 +377,13 @@ class MinerSession:
             masked = (job.version & ~mask) | (bits & mask)
             xored = job.version ^ bits
             candidates = (masked,) if masked == xored else (masked, xored)
-        target = sent.target
-        if now - self._target_changed_at < TARGET_GRACE_S and self._prev_target > target:
-            target = self._prev_target
         ntime, nonce = sub.ntime, sub.nonce
+        if ntime < job.ntime or ntime > now + MAX_NTIME_AHEAD_S:
+            # The pool would reject it (Bitcoin's time rules): say why here, never forward it.
+            return self._refuse(req, received_ms, sub, p.OTHER, VERDICT_NTIME_OUT_OF_RANGE,
+                                f"ntime {ntime:08x} out of range: before the job's {job.ntime:08x} "
+                                "or more than 2 hours ahead", job)
+        target = sent.target
         coinbase = job.coinb1 + self.extranonce1 + en2 + job.coinb2
         root = work.merkle_root(work.sha256d(coinbase), job.merkle_path)
         version = candidates[0]

@@ -4,9 +4,18 @@ Owns the upstream channels (one aggregated channel shared by every miner, or
 one per miner), routing of pool messages by channel or group id, forwarding
 accepted shares as SubmitSharesExtended with per-channel sequence numbers,
 attributing the pool's SubmitShares.Success/Error to the share they answer
-(``Verdict`` events), UpdateChannel as the miners' hashrate moves, keepalive
-jobs (ntime rolled) while the pool is quiet, the difficulty floor a channel's
-target sets (``DifficultyFloor``), and the pool's CloseChannel.
+(``Verdict`` events) and ageing out the ones the pool never answers
+(``proxy.verdict_timeout_s``, verdict "timeout"), UpdateChannel as the miners'
+hashrate moves, keepalive jobs (ntime rolled) while the pool is quiet, the
+difficulty floor a channel's target sets (``DifficultyFloor``), and the pool's
+CloseChannel.
+
+Counters live per channel (``ChannelStats``: since that channel opened, i.e.
+per connection) and survive it: a closed channel's counters are folded into
+its user_identity's totals, which the next channel opened for that identity
+carries (``LiveChannel.lifetime``), and into ``closed_totals`` for the
+proxy-wide sum (``totals``). So a reconnect to the pool resets nothing that
+monitoring exports as a counter.
 
 It is driven by the supervisor (``on_upstream_up`` / ``on_upstream_message`` /
 ``on_upstream_lost``), by the SV1 hub (``forward``, ``on_miner``, through
@@ -50,6 +59,7 @@ from tproxy.config import Settings
 from tproxy.errors import UpstreamError
 from tproxy.events import (
     VERDICT_ACCEPTED,
+    VERDICT_TIMEOUT,
     ChannelAssigned,
     DifficultyFloor,
     DownstreamSide,
@@ -62,6 +72,7 @@ from tproxy.events import (
     UpstreamDown,
     UpstreamUp,
     Verdict,
+    rolled_ntime,
 )
 from tproxy.shares.text import storable_text
 from tproxy.upstream.channel import ChannelState
@@ -71,8 +82,8 @@ log = logging.getLogger("tproxy.upstream.manager")
 MAX_PENDING_VERDICTS = 100_000
 UPDATE_CHANNEL_MIN_INTERVAL_S = 10.0
 UPDATE_CHANNEL_THRESHOLD = 0.1
-KEEPALIVE_MAX_NTIME_ROLL = 7200
 CHANNEL_OPEN_TIMEOUT_S = 10.0
+MAX_IDENTITY_TOTALS = 10_000  # totals of identities with no open channel kept for a successor
 
 
 def str0_255(text: str) -> str:
@@ -104,11 +115,12 @@ class PendingShare:
     client_id: int
     worker_name: str
     share_seq: int
+    sent_ms: int  # when the share was received from the miner (unix ms): the verdict timeout counts from it
 
 
 @dataclass(slots=True)
 class ChannelStats:
-    """Counters of one upstream channel, for monitoring."""
+    """Counters of one upstream channel (or a lifetime sum of several), for monitoring."""
 
     user_identity: str
     nominal_hashrate: float = 0.0
@@ -120,6 +132,21 @@ class ChannelStats:
     validated_work_sum: float = 0.0
     best_diff: float = 0.0
     blocks_found: int = 0
+    verdicts_timed_out: int = 0  # forwarded shares the pool never answered
+
+    def add(self, other: ChannelStats) -> None:
+        """Add ``other``'s counters into these (the hashrate is a level, not a count: kept)."""
+        self.shares_submitted += other.shares_submitted
+        self.shares_acknowledged += other.shares_acknowledged
+        self.shares_rejected += other.shares_rejected
+        by_reason = self.shares_rejected_by_reason
+        for code, n in other.shares_rejected_by_reason.items():
+            by_reason[code] = by_reason.get(code, 0) + n
+        self.acknowledged_work_sum += other.acknowledged_work_sum
+        self.validated_work_sum += other.validated_work_sum
+        self.best_diff = max(self.best_diff, other.best_diff)
+        self.blocks_found += other.blocks_found
+        self.verdicts_timed_out += other.verdicts_timed_out
 
 
 @dataclass(slots=True)
@@ -130,11 +157,26 @@ class LiveChannel:
     up: PoolSender
     stats: ChannelStats
     owner: int | None = None  # client_id in non-aggregated mode
+    carried: ChannelStats | None = None  # totals of this identity's earlier channels (closed)
     pending: OrderedDict[int, PendingShare] = field(default_factory=OrderedDict)
     latest: Job | None = None  # the last job issued (keepalive copies are made from it)
     last_job_at: float = 0.0
     last_update_sent: float = 0.0
     last_nominal_sent: float = 0.0
+
+    @property
+    def verdicts_pending(self) -> int:
+        """Forwarded shares still awaiting the pool's verdict."""
+        return len(self.pending)
+
+    def lifetime(self) -> ChannelStats:
+        """This channel's counters plus those of the earlier channels of its user_identity."""
+        if self.carried is None:
+            return self.stats
+        total = ChannelStats(self.stats.user_identity, self.stats.nominal_hashrate)
+        total.add(self.carried)
+        total.add(self.stats)
+        return total
 
 
 @dataclass(slots=True)
@@ -172,6 +214,10 @@ class ChannelManager:
         self._next_request_id = 1
         self._shared_open: asyncio.Future[None] | None = None
         self.shares_forwarded = 0
+        # counters of closed channels: per user_identity until a new channel of that identity
+        # carries them on, and all together for the proxy-wide totals
+        self._identity_totals: OrderedDict[str, ChannelStats] = OrderedDict()
+        self.closed_totals = ChannelStats("")
 
     # ------------------------------------------------------------------ supervisor side
 
@@ -271,12 +317,23 @@ class ChannelManager:
         elif isinstance(event, MinerGone):
             self._ready.pop(event.client_id, None)
             self._opening.discard(event.client_id)
+            if self.aggregated and not self._ready:
+                self._no_miners_left()
             channel_id = self._owned.get(event.client_id)
             ch = self.channels.get(channel_id) if channel_id is not None else None
             if ch is not None:
                 with contextlib.suppress(UpstreamError):
                     ch.up.send(CloseChannel(channel_id=ch.state.channel_id, reason_code="miner-disconnected"))
                 self._drop_channel(ch)
+
+    def _no_miners_left(self) -> None:
+        """The last miner left the aggregated channel: its hashrate is 0 now, not at the next UpdateChannel.
+        The pool hears it as soon as the UpdateChannel rate limit allows (at once, or on a later tick)."""
+        now = self._now()
+        for ch in list(self.channels.values()):
+            if ch.owner is None:
+                ch.stats.nominal_hashrate = 0.0
+                self._maybe_update_channel(ch, now)
 
     def forward(self, share: Share, share_seq: int) -> tuple[int, int] | None:
         """Send an accepted share upstream if it meets its job's upstream target."""
@@ -304,7 +361,7 @@ class ChannelManager:
         except UpstreamError:
             return None
         pending = ch.pending
-        pending[seq] = PendingShare(share.client_id, share.worker_name, share_seq)
+        pending[seq] = PendingShare(share.client_id, share.worker_name, share_seq, share.received_at_ms)
         if len(pending) > MAX_PENDING_VERDICTS:
             pending.popitem(last=False)
         stats = ch.stats
@@ -381,7 +438,8 @@ class ChannelManager:
         except UpstreamError as e:
             self._open_failed(req.owner, e)
             return
-        ch = LiveChannel(state, up, ChannelStats(req.identity, req.nominal), owner=req.owner)
+        ch = LiveChannel(state, up, ChannelStats(req.identity, req.nominal), owner=req.owner,
+                         carried=self._identity_totals.pop(req.identity, None))
         ch.last_nominal_sent = req.nominal
         ch.last_update_sent = self._now()
         self.channels[state.channel_id] = ch
@@ -424,7 +482,35 @@ class ChannelManager:
                 if not lst:
                     self._route.pop(key, None)
         ch.latest = None
+        if ch.pending:  # no answer can come for them any more
+            self._time_out(ch, len(ch.pending), "its channel closed first")
+        self._keep_totals(ch)
         self.downstream.on_upstream_event(JobsRetired(cid, channel_closed=True))
+
+    def _keep_totals(self, ch: LiveChannel) -> None:
+        """Fold a closing channel's counters into its identity's totals (for its successor) and the proxy's."""
+        self.closed_totals.add(ch.stats)
+        totals = self._identity_totals
+        identity = ch.stats.user_identity
+        kept = ChannelStats(identity)
+        kept.add(ch.stats)
+        if ch.carried is not None:
+            kept.add(ch.carried)
+        earlier = totals.pop(identity, None)
+        if earlier is not None:  # two channels of one identity (non-aggregated, same worker name)
+            kept.add(earlier)
+        totals[identity] = kept
+        while len(totals) > MAX_IDENTITY_TOTALS:
+            totals.popitem(last=False)
+
+    def totals(self) -> ChannelStats:
+        """Proxy-wide counters since start: every channel ever opened, open or closed."""
+        total = ChannelStats("")
+        total.add(self.closed_totals)
+        for ch in self.channels.values():
+            total.add(ch.stats)
+            total.nominal_hashrate += ch.stats.nominal_hashrate
+        return total
 
     # ------------------------------------------------------------------ jobs
 
@@ -485,14 +571,41 @@ class ChannelManager:
             Verdict(now_ms, pend.client_id, pend.worker_name, ch.state.channel_id, seq, pend.share_seq, verdict)
         )
 
+    def _age_out(self, ch: LiveChannel, now: float) -> None:
+        """Stop awaiting verdicts older than ``proxy.verdict_timeout_s`` (pending is in send order)."""
+        pending = ch.pending
+        if not pending:
+            return
+        cutoff_ms = int((now - self.settings.proxy.verdict_timeout_s) * 1000)
+        n = 0
+        for pend in pending.values():
+            if pend.sent_ms > cutoff_ms:
+                break
+            n += 1
+        if n:
+            self._time_out(ch, n, f"no verdict within {self.settings.proxy.verdict_timeout_s:g} s")
+
+    def _time_out(self, ch: LiveChannel, n: int, why: str) -> None:
+        """The ``n`` oldest pending shares of ``ch`` get verdict "timeout": counted, one log line for all."""
+        pending = ch.pending
+        now_ms = int(self._now() * 1000)
+        for _ in range(n):
+            seq, pend = pending.popitem(last=False)
+            self._verdict(ch, seq, pend, VERDICT_TIMEOUT, now_ms)
+        ch.stats.verdicts_timed_out += n
+        log.warning("channel %d: %d forwarded share(s) timed out awaiting the pool's verdict: %s",
+                    ch.state.channel_id, n, why)
+
     # ------------------------------------------------------------------ periodic work
 
     def tick(self) -> None:
-        """UpdateChannel when the miners' hashrate moved; keepalive jobs when the pool is quiet."""
+        """UpdateChannel when the miners' hashrate moved; keepalive jobs when the pool is quiet;
+        verdicts the pool never gave are aged out."""
         now = self._now()
         for ch in list(self.channels.values()):
             self._maybe_update_channel(ch, now)
             self._maybe_keepalive(ch, now)
+            self._age_out(ch, now)
 
     def _maybe_update_channel(self, ch: LiveChannel, now: float) -> None:
         if now - ch.last_update_sent < UPDATE_CHANNEL_MIN_INTERVAL_S:
@@ -524,5 +637,8 @@ class ChannelManager:
         job = ch.latest
         if job is None:
             return
-        roll = min(int(now - ch.last_job_at), KEEPALIVE_MAX_NTIME_ROLL)
-        self._issue(ch, replace(job, ntime=job.ntime + roll, clean=False))
+        # Past any ntime firmware rolled to on the previous copy; None near now + 2 h.
+        ntime = rolled_ntime(job.ntime, ch.last_job_at, now)
+        if ntime is None:
+            return
+        self._issue(ch, replace(job, ntime=ntime, clean=False))
