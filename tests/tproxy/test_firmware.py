@@ -10,14 +10,12 @@ verdict (the dev pool's ack timer acknowledges the last partial batch).
 Two kinds of runs: each profile at a fixed difficulty across a new job and a
 new block (passes today), and each profile across at least 5 vardiff
 retargets up and down, forced by switching the client's hashrate between
-FAST and SLOW with a 1 s retarget interval. Today the proxy re-sends the
+FAST and SLOW with a 1 s retarget interval. The proxy used to re-send the
 same sv1_job_id (same work) with the new target on a retarget: firmware that
-ignore a known id (cpuminer, ESP-Miner) never see the new difficulty, and
+ignore a known id (cpuminer, ESP-Miner) never saw the new difficulty, and
 firmware that restart on every notify from a fixed point (bfgminer,
-NerdMiner, Braiins OS) submit the same headers again. Those runs are marked
-``xfail(strict=True)`` (issue 10.1) and flip to passing when the retarget
-comes with a new job id and changed work (e.g. ntime + 1), which was checked
-against a local experimental patch of the bridge (not committed).
+NerdMiner, Braiins OS) submitted the same headers again (issue 10.1). A
+retarget now re-issues the work under a new job id with a rolled ntime.
 """
 
 from __future__ import annotations
@@ -177,30 +175,25 @@ async def retarget_run(cls: type[FirmwareClient], **kw: object) -> None:
         assert_clean_run(st, c)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10.1: retarget re-sends the same job id; fixed in the hub")
 async def test_cpuminer_keeps_its_old_work_across_retargets_up_and_down() -> None:
     # cpuminer ignores a notify whose job id it knows: the new difficulty must come with a new id,
     # and its shares on the old job stay good at the old job's difficulty.
     await retarget_run(CpuMiner)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10.1: retarget re-sends the same job id; fixed in the hub")
 async def test_bfgminer_restarting_on_every_notify_submits_no_duplicates_across_retargets() -> None:
     # bfgminer restarts from extranonce2 0, nonce 0 on every notify: a retarget notify that
     # leaves the work unchanged makes it submit the same headers again.
     await retarget_run(BfgMiner)
 
 
-ISSUE_10_1 = pytest.mark.xfail(strict=True, reason="issue 10.1: retarget re-sends the same job id; fixed in the hub")
-
-
 @pytest.mark.parametrize(("cls", "kw"), [
-    # ignores a known job id unless clean_jobs: never sees the new difficulty today
-    pytest.param(EspMiner, {}, id="esp-miner", marks=ISSUE_10_1),
-    # restart every notify at a fixed extranonce2: today's same-content re-notify means duplicates
-    pytest.param(NerdMiner, {}, id="nerdminer", marks=ISSUE_10_1),
-    pytest.param(BraiinsOs, {"cpu_difficulty": True}, id="braiins-os", marks=ISSUE_10_1),
-    # a re-notify continues the extranonce2 counter / restarts without repeating: fine today
+    # ignores a known job id unless clean_jobs: sees the new difficulty only with a new id
+    pytest.param(EspMiner, {}, id="esp-miner"),
+    # restart every notify at a fixed extranonce2: a re-notify must carry changed work
+    pytest.param(NerdMiner, {}, id="nerdminer"),
+    pytest.param(BraiinsOs, {"cpu_difficulty": True}, id="braiins-os"),
+    # a re-notify continues the extranonce2 counter / restarts without repeating
     pytest.param(Whatsminer, {}, id="whatsminer"),
     pytest.param(CpuMinerOpt, {}, id="cpuminer-opt"),
 ])
