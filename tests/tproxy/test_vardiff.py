@@ -388,20 +388,23 @@ def test_estimate_does_not_overshoot_after_a_retarget(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_estimate_of_a_slow_miner_is_sane_once_measured(seed: int) -> None:
-    """After the silence cuts, once the window holds a dozen shares, within 2.5x."""
+@pytest.mark.parametrize("off", [100.0, 1.0])
+def test_estimate_is_sane_once_measured(seed: int, off: float) -> None:
+    """Through silence cuts and the raises after them (100x slow; on target, where a
+    silent first interval is cut too), once the window holds 24 shares the estimate
+    stays within 2x of the true rate."""
     h = 1e12
     ratios: list[float] = []
 
     def record(sim: Sim) -> None:
         n, _ = sim.v._window(sim.t)
-        if n >= 12:
+        if n >= 24:
             ratios.append(sim.v.estimated_hashrate(sim.t) / h)
 
-    sim = Sim(make(ideal(h) * 100), h, seed)
+    sim = Sim(make(ideal(h) * off), h, seed)
     sim.run_until(1800.0, record)
     assert ratios
-    assert min(ratios) >= 0.4 and max(ratios) <= 2.5
+    assert min(ratios) >= 0.5 and max(ratios) <= 2.0
 
 
 def test_no_spike_from_the_first_shares_after_a_change() -> None:

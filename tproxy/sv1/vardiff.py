@@ -282,19 +282,17 @@ class Vardiff:
     def estimated_hashrate(self, now: float) -> float:
         """Hashes per second over the window: ``N * 2^32 / X`` (see the module docstring).
 
-        0.0 without shares (the caller then uses its nominal figure). The
-        exposure counts as at least one share interval at the current
-        difficulty, and with fewer than ``MIN_SHARES_FOR_ESTIMATE`` shares as
-        at least ``N`` of them: a lucky first share does not read as a huge
-        hashrate.
+        0.0 without shares (the caller then uses its nominal figure). With
+        fewer than ``MIN_SHARES_FOR_ESTIMATE`` shares the exposure counts as
+        at least one share interval at the current difficulty per share: a
+        lucky first share does not read as a huge hashrate.
         """
         n, exposure = self._window(now)
         if n <= 0:
             return 0.0
-        floor = self.share_interval_s / self._difficulty
         if n < MIN_SHARES_FOR_ESTIMATE:
-            floor *= n
-        return n * HASHES_PER_DIFF1 / max(exposure, floor)
+            exposure = max(exposure, n * self.share_interval_s / self._difficulty)
+        return n * HASHES_PER_DIFF1 / exposure
 
     # -- control ---------------------------------------------------------------
 
