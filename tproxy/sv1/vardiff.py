@@ -21,12 +21,15 @@ Algorithm
 * **Silence** (``N == 0`` at a check): the absence of shares bounds the rate:
   ``lam <= SILENCE_C / X`` is where zero shares over ``X`` is unsurprising
   (probability ``e^-SILENCE_C``). The difficulty drops to that level, i.e. by
-  ``e / SILENCE_C`` (100x after one silent 30 s interval at 6 shares/min,
-  about 100x again after the next): once every ``retarget_interval_s`` down
+  ``e / SILENCE_C`` (300x after one silent 30 s interval at 6 shares/min,
+  about 300x again after the next): once every ``retarget_interval_s`` down
   to ``min_difficulty``, like ckpool's decay but sized by the Poisson bound.
-  Undershooting is cheap (a too-low difficulty brings many shares, and the
-  rule below lifts it with a precise estimate); overshooting is expensive
-  (a too-high difficulty brings no information).
+  The bound is deliberately loose: undershooting is cheap (a too-low
+  difficulty brings many shares, and the rule below lifts it with a precise
+  estimate at the next check); overshooting is expensive (a too-high
+  difficulty brings no information). The price: a miner on target that is
+  silent for its first interval (odds ``e^-3`` at the defaults) is cut too,
+  and raised back at the next check.
 * **Retarget** (``N > 0``), every ``retarget_interval_s``, sooner when shares
   flood in: with ``z = 2 (sqrt N - sqrt e)`` (Poisson noise about N(0, 1)),
   change when ``|z|`` exceeds a threshold and the rate is off by more than
