@@ -7,9 +7,10 @@ Algorithm
 ---------
 * **Estimate.** A miner of ``lam`` difficulty-1 shares per second (hashrate
   ``lam * 2^32``) at difficulty ``d`` finds shares as a Poisson process of
-  rate ``lam / d``. Over a sliding window (``window_s``) that spans difficulty
-  changes, the *exposure* is ``X = integral dt / d(t)`` and the share count
-  ``N``; the maximum-likelihood rate is ``lam = N / X``. A share found at a
+  rate ``lam / d``. Over a sliding window (``window_s``, by default 20
+  retarget intervals) that spans difficulty changes, the *exposure* is
+  ``X = integral dt / d(t)`` and the share count ``N``; the
+  maximum-likelihood rate is ``lam = N / X``. A share found at a
   high difficulty weighs no more than one found at a low one (each share is
   one Poisson event), so neither a change nor a lucky share at an old, much
   higher difficulty makes the estimate jump, and nothing restarts at a
@@ -42,14 +43,14 @@ Algorithm
   raise needs only ``Z_PROBE``: the shares that follow are the measurement.
 * **Step size** is a confidence bound of the rate, in standard errors
   (``1/sqrt N`` in log scale) from the point estimate: a raise stops short of
-  it (``SHRINK_FRESH`` to ``SHRINK_SETTLED``), a cut of a settled difficulty
+  it (by ``SHRINK_FRESH``, zero, to ``SHRINK_SETTLED``), a cut of a settled difficulty
   too (a noisy stretch is likelier than a real change), a cut of a fresh one
   goes ``PROBE_SIGMAS`` past it (undershooting is cheap, see above), never
   below the silence bound. No fixed step cap: with many shares the step is
   (almost) the whole way, with few it is cautious. Steps under ``MIN_STEP``
   are skipped.
 * **Cost of the start difficulty.** A start far above a miner costs about
-  one silent interval per factor ``~100`` (at the defaults, 6 shares/min and
+  one silent interval per factor ``~300`` (at the defaults, 6 shares/min and
   30 s); a start far below costs one early check: the first check (a
   ``maybe_retarget`` call) that finds ``FLOOD_MIN_SHARES`` new shares raises
   it, after a second or two of shares at the excess rate.
