@@ -216,6 +216,7 @@ class Vardiff:
         d = self._clamp(float(difficulty))
         if d != self._difficulty:
             self._apply(d, self.last_now)
+            self._probing = False  # the miner's own figure, not our undershoot
         return d
 
     def set_floor_hint(self, minimum: float) -> None:
