@@ -5,37 +5,59 @@ nothing here reads a clock. One ``Vardiff`` per SV1 connection.
 
 Algorithm
 ---------
-Each accepted share is worth its difficulty ``d`` in units of ``2^32`` hashes,
-whatever the difficulty was, so the hashrate over a window is
-``sum(d) * 2^32 / elapsed``. The ideal difficulty for ``shares_per_minute`` is
-``hashrate * (60 / shares_per_minute) / 2^32``. The window restarts at every
-difficulty change: a share found at an old, much higher difficulty says
-little (it is 0 or a large number), and mixing it into the new window would
-skew the estimate.
-
-* **Normal retarget**, at most every ``retarget_interval_s`` (sooner when
-  shares flood in): compare the window's share count ``N`` (in units of the
-  current difficulty) with the count ``E`` expected if the miner were on
-  target. With the square-root transform ``z = 2 (sqrt N - sqrt E)`` the
-  Poisson noise is about N(0, 1) on both sides. A change needs ``|z| > Z``
-  and a rate off by more than ``HYSTERESIS``, and unless ``|z| > 2 Z`` the
-  same verdict on two consecutive checks, so a miner at the right difficulty
-  does not flap. The step goes halfway (``SHRINK``) between the point
-  estimate and the edge of the confidence interval nearest the current
-  difficulty: a barely significant deviation moves a little, an overwhelming
-  one nearly all the way. Steps are bounded to ``MAX_STEP`` either way;
-  steps under ``MIN_STEP`` are skipped.
-* **Zero shares**: silence is evidence too. After the last share (or the last
-  change) a miner at the right difficulty produces a share every
-  ``60 / shares_per_minute`` s; ``ZERO_SHARE_EXPECTED`` expected shares
-  without one (odds e^-12 for a miner on target) divide the difficulty by
-  ``ZERO_SHARE_STEP``. Each further silent stage waits ``ZERO_SHARE_STEP``
-  times less (after a cut the miner should find shares that much faster),
-  down to one cut per ``min(share interval, retarget interval)``. A CPU miner
-  started at 1024 reaches its level (2^19 lower) in under four first waits.
-* Results are clamped to ``[min_difficulty, max_difficulty]``. A miner's
-  ``minimum-difficulty`` (BIP310) raises the floor; ``suggest_difficulty``
-  sets the difficulty within the bounds.
+* **Estimate.** A miner of ``lam`` difficulty-1 shares per second (hashrate
+  ``lam * 2^32``) at difficulty ``d`` finds shares as a Poisson process of
+  rate ``lam / d``. Over a sliding window (``window_s``, by default 20
+  retarget intervals) that spans difficulty changes, the *exposure* is
+  ``X = integral dt / d(t)`` and the share count ``N``; the
+  maximum-likelihood rate is ``lam = N / X``. A share found at a
+  high difficulty weighs no more than one found at a low one (each share is
+  one Poisson event), so neither a change nor a lucky share at an old, much
+  higher difficulty makes the estimate jump, and nothing restarts at a
+  change. A share credited at a difficulty below the current one (an old job
+  in flight after a raise) counts ``d_share / d``: it proves less work.
+* **Evidence at the current difficulty.** ``e = X * d / T`` is the number of
+  shares a miner on target (one per ``T = 60 / shares_per_minute`` s) would
+  have sent over the window's exposure. ``N`` against ``e`` decides.
+* **Silence** (``N == 0`` at a check): the absence of shares bounds the rate:
+  ``lam <= SILENCE_C / X`` is where zero shares over ``X`` is unsurprising
+  (probability ``e^-SILENCE_C``). The difficulty drops to that level, i.e. by
+  ``e / SILENCE_C`` (300x after one silent 30 s interval at 6 shares/min,
+  about 300x again after the next): once every ``retarget_interval_s`` down
+  to ``min_difficulty``, like ckpool's decay but sized by the Poisson bound.
+  The bound is deliberately loose: undershooting is cheap (a too-low
+  difficulty brings many shares, and the rule below lifts it with a precise
+  estimate at the next check); overshooting is expensive (a too-high
+  difficulty brings no information). The price: a miner on target that is
+  silent for its first interval (odds ``e^-3`` at the defaults) is cut too,
+  and raised back at the next check.
+* **Retarget** (``N > 0``), every ``retarget_interval_s``, sooner when shares
+  flood in: with ``z = 2 (sqrt N - sqrt e)`` (Poisson noise about N(0, 1)),
+  change when ``|z|`` exceeds a threshold and the rate is off by more than
+  ``HYSTERESIS``. The threshold rises from ``Z_FRESH`` to ``Z_SETTLED`` with
+  the evidence behind the current difficulty, ``min(N, e)`` up to
+  ``E_SETTLED``: a guess (start, suggestion, silence cut) yields to modest
+  evidence, a difficulty backed by minutes of matching shares only to strong
+  evidence, and a moderate deviation of a settled one must persist over two
+  checks. After a deliberate undershoot (a silence cut or a probing cut) a
+  raise needs only ``Z_PROBE``: the shares that follow are the measurement.
+* **Step size** is a confidence bound of the rate, in standard errors
+  (``1/sqrt N`` in log scale) from the point estimate: a raise stops short of
+  it (by ``SHRINK_FRESH``, zero, to ``SHRINK_SETTLED``), a cut of a settled difficulty
+  too (a noisy stretch is likelier than a real change), a cut of a fresh one
+  goes ``PROBE_SIGMAS`` past it (undershooting is cheap, see above), never
+  below the silence bound. No fixed step cap: with many shares the step is
+  (almost) the whole way, with few it is cautious. Steps under ``MIN_STEP``
+  are skipped.
+* **Cost of the start difficulty.** A start far above a miner costs about
+  one silent interval per factor ``~300`` (at the defaults, 6 shares/min and
+  30 s); a start far below costs one early check: the first check (a
+  ``maybe_retarget`` call) that finds ``FLOOD_MIN_SHARES`` new shares raises
+  it, after a second or two of shares at the excess rate.
+* **Bounds.** Results are clamped to ``[min_difficulty, max_difficulty]``. A
+  miner's ``minimum-difficulty`` (BIP310) raises the floor;
+  ``mining.suggest_difficulty`` sets the difficulty within the bounds, and
+  the rules above continue from there.
 """
 
 from __future__ import annotations
@@ -47,30 +69,40 @@ from sv2.work import HASHES_PER_DIFF1
 
 __all__ = ["Vardiff"]
 
-MAX_STEP = 4.0
-"""Largest factor of one normal retarget, up or down."""
-
 HYSTERESIS = 1.5
-"""A deviation smaller than this factor never causes a change."""
+"""A deviation of the point estimate smaller than this factor never causes a change."""
 
-SHRINK = 0.5
-"""Weight of the conservative (confidence-edge) estimate in a step; the rest is
-the point estimate."""
+Z_FRESH = 2.5
+"""Retarget threshold (standard errors of the square-root-transformed count) for a
+difficulty with no evidence behind it yet."""
+
+Z_PROBE = 1.0
+"""Threshold for a raise after a deliberate undershoot (silence or probing cut)."""
+
+Z_SETTLED = 4.5
+"""Retarget threshold for a settled difficulty (see E_SETTLED)."""
+
+E_SETTLED = 15.0
+"""A difficulty is settled once the window holds this many shares and this many
+were due at it (``min(N, e)``); the threshold ramps up to there."""
+
+SHRINK_FRESH = 0.0
+SHRINK_SETTLED = 2.0
+"""A raise stops this many standard errors short of the point estimate (from
+fresh to settled); so does a cut of a settled difficulty."""
+
+PROBE_SIGMAS = 1.5
+"""A cut of a fresh difficulty goes this many standard errors past the point estimate."""
 
 MIN_STEP = 1.1
 """Smallest factor worth a change (smaller steps are skipped)."""
 
-Z = 4.0
-"""Deviation needed, in standard errors of the square-root-transformed share count."""
-
-ZERO_SHARE_EXPECTED = 12.0
-"""Expected shares without any before a zero-share cut (false-cut odds e^-12)."""
-
-ZERO_SHARE_STEP = 4.0
-"""Factor of one zero-share cut."""
+SILENCE_C = 0.01
+"""Zero shares cut to the rate at which the window's silence had probability
+``e^-SILENCE_C``."""
 
 FLOOD_FACTOR = 4.0
-FLOOD_MIN_SHARES = 16
+FLOOD_MIN_SHARES = 32
 """Retarget early when a check interval brings this many shares (and at least
 FLOOD_FACTOR times the expected number)."""
 
@@ -78,22 +110,22 @@ MAX_WINDOW_SHARES = 1024
 """Bound on the remembered shares (memory stays constant under a flood)."""
 
 MIN_SHARES_FOR_ESTIMATE = 3
+"""Below this many shares the hashrate estimate is capped at the current
+difficulty's nominal rate (one or two lucky shares are no measurement)."""
 
 
 class Vardiff:
     """Difficulty controller for one miner. See the module docstring."""
 
     __slots__ = (
-        "_carry_hashrate",
         "_difficulty",
-        "_last_change",
         "_last_check",
-        "_last_share",
         "_pending",
+        "_probing",
+        "_segments",
         "_shares",
         "_shares_since_check",
         "_window_start",
-        "_zero_factor",
         "last_now",
         "max_difficulty",
         "min_difficulty",
@@ -130,21 +162,20 @@ class Vardiff:
         self.max_difficulty = float(max_difficulty)
         self.retarget_interval_s = float(retarget_interval_s)
         if window_s is None:
-            window_s = max(10.0 * self.retarget_interval_s, 20.0 * self.share_interval_s)
+            window_s = max(20.0 * self.retarget_interval_s, 40.0 * self.share_interval_s)
         if not (math.isfinite(window_s) and window_s > 0):
             raise ValueError("window_s must be finite and > 0")
         self.window_s = float(window_s)
         self._difficulty = self._clamp(float(start_difficulty))
-        self._shares: deque[tuple[float, float]] = deque()
         self.last_now = now
+        self._shares: deque[tuple[float, float]] = deque()  # (time, weight)
+        self._segments: deque[tuple[float, float]] = deque()  # (start, difficulty)
         self._window_start = now
-        self._last_change = now
         self._last_check = now
-        self._last_share = -math.inf
         self._shares_since_check = 0
-        self._zero_factor = 1.0
-        self._carry_hashrate = 0.0
         self._pending = 0
+        self._probing = False
+        self._segments.append((now, self._difficulty))
 
     # -- difficulty ------------------------------------------------------------
 
@@ -157,7 +188,8 @@ class Vardiff:
     def difficulty(self, value: float) -> None:
         """Override the difficulty (e.g. raised to an upstream floor by the caller).
 
-        A different value counts as a change at ``last_now``: the window restarts.
+        A different value counts as a change at ``last_now``; the measurements
+        are kept (they are in exposure units, valid across changes).
         """
         if not (math.isfinite(value) and value > 0):
             raise ValueError("difficulty must be finite and > 0")
@@ -168,11 +200,11 @@ class Vardiff:
         return min(max(d, self.min_difficulty), self.max_difficulty)
 
     def _apply(self, d: float, now: float) -> None:
-        self._carry_hashrate = self.estimated_hashrate(now)
         self._difficulty = d
-        self._shares.clear()
-        self._window_start = now
-        self._last_change = now
+        segments = self._segments
+        if segments and segments[-1][0] >= now:
+            segments.pop()  # a second change at the same instant replaces the first
+        segments.append((now, d))
         self._last_check = now
         self._shares_since_check = 0
         self._pending = 0
@@ -184,6 +216,7 @@ class Vardiff:
         d = self._clamp(float(difficulty))
         if d != self._difficulty:
             self._apply(d, self.last_now)
+            self._probing = False  # the miner's own figure, not our undershoot
         return d
 
     def set_floor_hint(self, minimum: float) -> None:
@@ -199,29 +232,32 @@ class Vardiff:
         """Forget measurements and restart timing (e.g. when the first job is sent)."""
         self.last_now = max(self.last_now, now)
         self._shares.clear()
+        self._segments.clear()
+        self._segments.append((now, self._difficulty))
         self._window_start = now
-        self._last_change = now
         self._last_check = now
-        self._last_share = -math.inf
         self._shares_since_check = 0
-        self._zero_factor = 1.0
-        self._carry_hashrate = 0.0
+        self._pending = 0
+        self._probing = False
 
     # -- measurements --------------------------------------------------------
 
     def record_share(self, now: float, difficulty: float | None = None) -> None:
-        """Count one accepted share, worth ``difficulty`` (default: the current one)."""
+        """Count one accepted share, credited at ``difficulty`` (default: the current one)."""
         if now > self.last_now:
             self.last_now = now
+        d = self._difficulty
+        # A share at a lower difficulty than the current one (an old job after a
+        # raise) proves proportionally less; one at a higher difficulty (an old
+        # job after a cut) is still one Poisson event, not several.
+        weight = 1.0 if difficulty is None else min(1.0, max(difficulty, 0.0) / d)
         shares = self._shares
-        shares.append((now, self._difficulty if difficulty is None else difficulty))
+        shares.append((now, weight))
         if len(shares) > MAX_WINDOW_SHARES:
             t0, _ = shares.popleft()
             if t0 > self._window_start:
                 self._window_start = t0
-        self._last_share = now
         self._shares_since_check += 1
-        self._zero_factor = 1.0
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window_s
@@ -230,32 +266,38 @@ class Vardiff:
             shares = self._shares
             while shares and shares[0][0] < horizon:
                 shares.popleft()
+        segments = self._segments
+        while len(segments) > 1 and segments[1][0] <= self._window_start:
+            segments.popleft()
 
-    def _window(self, now: float) -> tuple[int, float, float]:
-        """(shares, summed difficulty, elapsed seconds) of the current window."""
+    def _window(self, now: float) -> tuple[float, float]:
+        """(weighted share count, exposure in seconds per unit difficulty) of the window."""
         self._trim(now)
-        n = len(self._shares)
-        total = math.fsum(d for _, d in self._shares) if n else 0.0
-        return n, total, now - self._window_start
+        start = self._window_start
+        exposure = 0.0
+        segments = self._segments
+        for i, (t0, d) in enumerate(segments):
+            t1 = segments[i + 1][0] if i + 1 < len(segments) else now
+            t0 = max(t0, start)
+            if t1 > t0:
+                exposure += (t1 - t0) / d
+        count = math.fsum(w for _, w in self._shares)
+        return count, exposure
 
     def estimated_hashrate(self, now: float) -> float:
-        """Hashes per second over the window: ``sum(difficulty) * 2^32 / elapsed``.
+        """Hashes per second over the window: ``N * 2^32 / X`` (see the module docstring).
 
-        Right after a change, while the new window holds fewer than three shares
-        and is younger than a retarget interval, the previous window's estimate
-        is returned. Elapsed time counts as at least one share interval, so a
+        0.0 without shares (the caller then uses its nominal figure). With
+        fewer than ``MIN_SHARES_FOR_ESTIMATE`` shares the exposure counts as
+        at least one share interval at the current difficulty per share: a
         lucky first share does not read as a huge hashrate.
         """
-        n, total, elapsed = self._window(now)
-        if (
-            n < MIN_SHARES_FOR_ESTIMATE
-            and elapsed < self.retarget_interval_s
-            and self._carry_hashrate > 0
-        ):
-            return self._carry_hashrate
-        if n == 0:
+        n, exposure = self._window(now)
+        if n <= 0:
             return 0.0
-        return total * HASHES_PER_DIFF1 / max(elapsed, self.share_interval_s)
+        if n < MIN_SHARES_FOR_ESTIMATE:
+            exposure = max(exposure, n * self.share_interval_s / self._difficulty)
+        return n * HASHES_PER_DIFF1 / exposure
 
     # -- control ---------------------------------------------------------------
 
@@ -268,23 +310,7 @@ class Vardiff:
         if bounded != d:
             self._apply(bounded, now)
             return bounded
-
-        # Zero shares: cut after enough expected-but-missing shares.
-        silence = now - max(self._last_change, self._last_share)
-        wait = max(
-            ZERO_SHARE_EXPECTED * self.share_interval_s / self._zero_factor,
-            min(self.share_interval_s, self.retarget_interval_s),
-        )
-        if silence >= wait:
-            new = self._clamp(d / ZERO_SHARE_STEP)
-            if new == d:
-                return None
-            factor = self._zero_factor * ZERO_SHARE_STEP
-            self._apply(new, now)
-            self._zero_factor = factor
-            return new
-
-        # Normal retarget: due on the interval, or early under a share flood.
+        # Due on the interval, or early under a share flood.
         since_check = now - self._last_check
         on_target = since_check / self.share_interval_s
         flood = self._shares_since_check >= max(FLOOD_MIN_SHARES, FLOOD_FACTOR * on_target)
@@ -292,35 +318,71 @@ class Vardiff:
             return None
         self._last_check = now
         self._shares_since_check = 0
-        n, total, elapsed = self._window(now)
-        if n == 0 or total <= 0:
+        n, exposure = self._window(now)
+        if exposure <= 0:
             return None
-        # Observed shares (in units of the current difficulty) against the
-        # number expected if the miner were on target; the square-root
-        # transform makes Poisson noise roughly N(0, 1) on both sides.
-        observed = total / d
-        expected = max(elapsed, self.share_interval_s) / self.share_interval_s
-        z = 2.0 * (math.sqrt(observed) - math.sqrt(expected))
-        log_ratio = math.log(observed / expected)
-        if abs(z) <= Z or abs(log_ratio) <= math.log(HYSTERESIS):
-            self._pending = 0
+        expected = exposure * d / self.share_interval_s
+        if n <= 0:
+            factor, probing = self._silence_step(expected), True
+        else:
+            factor, probing = self._step(n, expected)
+        if factor is None:
             return None
-        direction = 1 if z > 0 else -1
-        if abs(z) <= 2.0 * Z and self._pending != direction:
-            # A moderate deviation must persist over two checks.
-            self._pending = direction
-            return None
-        # Step halfway between the point estimate and the edge of the
-        # confidence interval nearest the current difficulty: a barely
-        # significant deviation moves a little, an overwhelming one nearly
-        # all the way.
-        root = math.sqrt(observed) - direction * Z / 2.0
-        log_step = SHRINK * math.log(root * root / expected) + (1.0 - SHRINK) * log_ratio
-        if abs(log_step) < math.log(MIN_STEP):
-            return None
-        step = math.exp(max(-math.log(MAX_STEP), min(math.log(MAX_STEP), log_step)))
-        new = self._clamp(d * step)
+        new = self._clamp(d * factor)
         if new == d:
             return None
         self._apply(new, now)
+        self._probing = probing
         return new
+
+    def _silence_step(self, expected: float) -> float | None:
+        """Zero shares where ``expected`` were due on target: cut to the Poisson bound."""
+        factor = SILENCE_C / expected
+        return factor if factor < 1.0 / MIN_STEP else None
+
+    def _threshold(self, n: float, expected: float, direction: int) -> tuple[float, float]:
+        """(z threshold, settledness in [0, 1]) for a move in ``direction``."""
+        # Evidence behind the current difficulty: shares that both were due and came.
+        settled = min(1.0, n / E_SETTLED, expected / E_SETTLED)
+        if direction > 0 and self._probing:
+            # We went low on purpose; the shares that follow are the measurement.
+            return Z_PROBE, 0.0
+        return Z_FRESH + (Z_SETTLED - Z_FRESH) * settled, settled
+
+    def _step(self, n: float, expected: float) -> tuple[float | None, bool]:
+        """(factor or None, whether it is a probe) for ``n`` shares where ``expected`` were due."""
+        # The square-root transform makes Poisson noise about N(0, 1) on both sides.
+        z = 2.0 * (math.sqrt(n) - math.sqrt(expected))
+        direction = 1 if z > 0 else -1
+        threshold, settled = self._threshold(n, expected, direction)
+        if abs(z) <= threshold or abs(math.log(n / expected)) <= math.log(HYSTERESIS):
+            self._pending = 0
+            return None, False
+        if settled >= 1.0 and abs(z) <= 2.0 * threshold and self._pending != direction:
+            # A moderate deviation from a settled difficulty must persist over two checks.
+            self._pending = direction
+            return None, False
+        # Step to a confidence bound of the rate. A raise stops short of the
+        # point estimate (a too-high difficulty starves the measurement); so
+        # does a cut of a settled difficulty (the evidence is a noisy stretch
+        # more often than a real change). A cut of a fresh difficulty goes
+        # past it: a too-low difficulty costs only extra shares, and those
+        # measure the miner quickly.
+        if direction > 0:
+            sigmas = SHRINK_FRESH + (SHRINK_SETTLED - SHRINK_FRESH) * settled
+        else:
+            sigmas = PROBE_SIGMAS - (PROBE_SIGMAS + SHRINK_SETTLED) * settled
+        # Never below the bound zero shares would give.
+        step = max(_poisson_bound(n, sigmas), SILENCE_C) / expected
+        if math.log(step) * direction < math.log(MIN_STEP):
+            return None, False
+        return step, sigmas > 0 and direction < 0
+
+
+def _poisson_bound(n: float, sigmas: float) -> float:
+    """A one-sided confidence bound on a Poisson mean given ``n`` events: the lower bound
+    ``sigmas`` standard normal deviates down, or for negative ``sigmas`` the upper bound
+    that many up (Wilson-Hilferty approximation of the gamma quantile)."""
+    k = n if sigmas >= 0 else n + 1.0
+    root = 1.0 - 1.0 / (9.0 * k) - sigmas / (3.0 * math.sqrt(k))
+    return k * max(root, 0.0) ** 3
