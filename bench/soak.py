@@ -96,7 +96,6 @@ class Tally:
     peak_rss_kb: int = 0
     peak_fds: int = 0
     events: list[Event] = field(default_factory=list)
-    hostile: HostileTally = field(default_factory=HostileTally)
     share_log: dict[str, Any] = field(default_factory=dict)
     proxy_rc: int | None = None
 
@@ -106,6 +105,8 @@ class Phase:
     name: str
     start: float
     end: float = -1.0
+    hostile: HostileTally = field(default_factory=HostileTally)  # what its clients did and saw
+    rss_kb: tuple[int, int] = (0, 0)  # the proxy's VmRSS when the phase started and ended
 
 
 @dataclass
@@ -352,16 +353,19 @@ async def poll_received(s: Soak) -> None:
 # --------------------------------------------------------------------------- watchers
 
 
-def sample_proc(s: Soak) -> None:
+def sample_proc(s: Soak) -> int:
+    """Update the peaks (VmHWM, descriptors) of the proxy process; return its VmRSS in kB."""
     p = s.procs.get("proxy")
     if p is None or p.poll() is not None:
-        return
-    with contextlib.suppress(OSError):
+        return 0
+    try:
         status = Path(f"/proc/{p.pid}/status").read_text()
-        m = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
-        if m:
-            s.tally.peak_rss_kb = max(s.tally.peak_rss_kb, int(m.group(1)))
         s.tally.peak_fds = max(s.tally.peak_fds, len(os.listdir(f"/proc/{p.pid}/fd")))
+    except OSError:
+        return 0
+    kb = {k: int(v) for k, v in re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", status, re.M)}
+    s.tally.peak_rss_kb = max(s.tally.peak_rss_kb, kb.get("VmHWM", 0))
+    return kb.get("VmRSS", 0)
 
 
 async def watch(s: Soak, stop: asyncio.Event) -> None:
@@ -388,9 +392,9 @@ async def watch(s: Soak, stop: asyncio.Event) -> None:
 # --------------------------------------------------------------------------- hostile phases
 
 
-async def phase_bad_text(s: Soak, seconds: float) -> None:
+async def phase_bad_text(s: Soak, seconds: float, t: HostileTally) -> None:
     """Hostile worker names that mine (their rows must be logged), garbage lines, TLS bytes."""
-    t, port = s.tally.hostile, s.sv1_port
+    port = s.sv1_port
     miners = [hostile.bad_name_miner(port, name, range(HOSTILE_NONCE + 10 * k, HOSTILE_NONCE + 10 * k + 5), t)
               for k, name in enumerate(hostile.BAD_NAMES)]
     one_each = [hostile.send_lines(port, [line], t) for line in hostile.GARBAGE_LINES]
@@ -399,10 +403,10 @@ async def phase_bad_text(s: Soak, seconds: float) -> None:
     await bounded(asyncio.gather(*miners, *one_each, all_in_one, *tls), seconds)
 
 
-async def phase_big_numbers(s: Soak, seconds: float) -> None:
+async def phase_big_numbers(s: Soak, seconds: float, t: HostileTally) -> None:
     """Huge, non-finite and wrongly typed numbers; deeply nested params; then a miner that
     suggested an absurd difficulty mines."""
-    t, port = s.tally.hostile, s.sv1_port
+    port = s.sv1_port
     jobs = [hostile.send_lines(port, hostile.big_number_lines(v), t) for v in hostile.BIG_NUMBERS]
     jobs += [hostile.send_lines(port, [hostile.nested_line(d)], t) for d in (100, 3_000, 7_000, 20_000)]
     for k, v in enumerate(("1" + "0" * 400, "1e999", "NaN", "-1", "1e-400")):
@@ -413,9 +417,9 @@ async def phase_big_numbers(s: Soak, seconds: float) -> None:
     await bounded(asyncio.gather(*jobs), seconds)
 
 
-async def phase_floods(s: Soak, seconds: float) -> None:
+async def phase_floods(s: Soak, seconds: float, t: HostileTally) -> None:
     """Many lines in one write on one connection; then connections up to the cap and past it."""
-    t, port = s.tally.hostile, s.sv1_port
+    port = s.sv1_port
     lines = [b'{"id":1,"method":"mining.subscribe","params":["flood/1.0"]}\n',
              b'{"id":2,"method":"mining.authorize","params":["farm.flood","x"]}\n']
     burst = b"".join(f'{{"id":{k},"method":"mining.submit","params":["farm.flood","1","00000000","00000000",'
@@ -426,25 +430,25 @@ async def phase_floods(s: Soak, seconds: float) -> None:
     s.note(f"floods: {n} connections tried, {still} still open after the hold")
 
 
-async def phase_slow_readers(s: Soak, seconds: float) -> None:
+async def phase_slow_readers(s: Soak, seconds: float, t: HostileTally) -> None:
     """Miners that subscribe, ask for much, and never read while jobs keep arriving."""
-    t = s.tally.hostile
-    cut = await bounded(asyncio.gather(*(hostile.slow_reader(s.sv1_port, f"farm.slow{k}", 20_000, seconds, t)
+    cut = await bounded(asyncio.gather(*(hostile.slow_reader(s.sv1_port, f"farm.slow{k}", 5_000, seconds, t)
                                          for k in range(s.args.slow_readers))), seconds + 10)
     s.note(f"slow readers: {sum(bool(c) for c in cut or [])} of {s.args.slow_readers} cut by the proxy")
 
 
-async def phase_dribble(s: Soak, seconds: float) -> None:
-    """First lines sent a byte at a time (slower than first_message_timeout_s allows)."""
+async def phase_dribble(s: Soak, seconds: float, t: HostileTally) -> None:
+    """First lines sent a byte every 0.3 s, slower than first_message_timeout_s (5 s) allows."""
     line = b'{"id":1,"method":"mining.subscribe","params":["dribble/1.0"]}\n'
-    await bounded(asyncio.gather(*(hostile.dribble(s.sv1_port, line, 0.3, seconds, s.tally.hostile)
-                                   for _ in range(30))), seconds + 5)
+    cut = await bounded(asyncio.gather(*(hostile.dribble(s.sv1_port, line, 0.3, seconds, t) for _ in range(30))),
+                        seconds + 10)
+    s.note(f"dribble: {30 - sum(bool(c) for c in cut or [])} of 30 first lines still being dribbled, not cut, "
+           f"after {seconds:.0f} s (first_message_timeout_s = 5)")
 
 
-async def phase_monitoring(s: Soak, seconds: float) -> None:
+async def phase_monitoring(s: Soak, seconds: float, t: HostileTally) -> None:
     """Idle connections on the monitoring port, and request floods with, without and with a
     wrong token, including hostile worker paths."""
-    t = s.tally.hostile
     idle = hostile.flood_connections(s.mon_port, s.args.idle_monitoring, seconds, t)
     partial = hostile.flood_connections(s.mon_port, 100, seconds, t, send=b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
     paths = ["/metrics", "/api/v1/global", "/api/v1/workers?limit=100", "/api/v1/sv1/clients?limit=100",
@@ -466,14 +470,14 @@ async def phase_monitoring(s: Soak, seconds: float) -> None:
            f"{seconds:.0f} s; flood answers {dict(sorted(codes.items()))}")
 
 
-async def phase_db_outage(s: Soak, seconds: float) -> None:
+async def phase_db_outage(s: Soak, seconds: float, t: HostileTally) -> None:
     """ClickHouse goes away (killed, port closed) for ``seconds``, then comes back on the same port."""
     stop_front(s)
     await asyncio.sleep(seconds)
     await asyncio.to_thread(start_front, s)
 
 
-async def phase_pool_hang(s: Soak, seconds: float) -> None:
+async def phase_pool_hang(s: Soak, seconds: float, t: HostileTally) -> None:
     """The pool freezes (SIGSTOP: connection open, nothing answered) for ``seconds``."""
     pool = s.procs["pool"]
     pool.send_signal(signal.SIGSTOP)
@@ -491,7 +495,7 @@ async def bounded(aw: Awaitable[Any], seconds: float) -> Any:
         return None
 
 
-PhaseFn = Callable[[Soak, float], Awaitable[None]]
+PhaseFn = Callable[[Soak, float, HostileTally], Awaitable[None]]
 
 
 def schedule(d: float) -> list[tuple[float, float, PhaseFn]]:
@@ -499,9 +503,9 @@ def schedule(d: float) -> list[tuple[float, float, PhaseFn]]:
     return [
         (0.05 * d, 10, phase_bad_text),
         (0.05 * d, 10, phase_big_numbers),
-        (0.15 * d, 12, phase_floods),
+        (0.12 * d, min(12, 0.1 * d), phase_floods),  # over before the next ones need connections
         (0.25 * d, min(30, 0.3 * d), phase_slow_readers),
-        (0.25 * d, 15, phase_dribble),
+        (0.25 * d, min(15, 0.2 * d), phase_dribble),
         (0.35 * d, 15, phase_monitoring),
         (0.45 * d, min(30, 0.35 * d), phase_db_outage),
         (0.55 * d, min(20, 0.2 * d), phase_pool_hang),
@@ -511,13 +515,15 @@ def schedule(d: float) -> list[tuple[float, float, PhaseFn]]:
 async def run_phase(s: Soak, at: float, length: float, fn: PhaseFn) -> None:
     await asyncio.sleep(max(0.0, at - s.now()))
     ph = Phase(fn.__name__.removeprefix("phase_"), s.now())
+    rss0 = sample_proc(s)
     s.phases.append(ph)
     print(f"  t={ph.start:5.1f}s  {ph.name} ({length:.0f} s)", flush=True)
     try:
-        await fn(s, length)
+        await fn(s, length, ph.hostile)
     except Exception as e:  # a phase that breaks is a fact to report, not the end of the soak
         s.note(f"phase {ph.name} failed: {type(e).__name__}: {e}")
     ph.end = s.now()
+    ph.rss_kb = (rss0, sample_proc(s))
 
 
 # --------------------------------------------------------------------------- the end
@@ -638,23 +644,42 @@ def report(s: Soak, o: Outcome, log: str) -> bool:
         ("share log dropped", sl.get("dropped", "?")), ("share log spooled / replayed", f"{sl.get('spooled', '?')} / {sl.get('replayed', '?')}"),
         ("peak RSS of the proxy (VmHWM)", f"{t.peak_rss_kb / 1024:.1f} MiB"), ("peak open descriptors", t.peak_fds),
         ("probes (1/s) /health failed", f"{t.health_fail} of {t.probes}"), ("probes (1/s) /metrics failed", f"{t.metrics_fail} of {t.probes}"),
-        ("hostile connections / refused / cut", f"{t.hostile.connections} / {t.hostile.refused} / {t.hostile.cut}"),
-        ("hostile-named shares answered", t.hostile.shares_answered),
         ("proxy exit code after SIGTERM", t.proxy_rc), ("Traceback in the proxy's log", "yes" if tb else "no"),
     ]
     width = max(len(k) for k, _ in rows)
     print("\nsoak summary")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
+    print_phases(s)
     print_events(s)
     findings = log_findings(log)
     if findings:
         print("\nproxy log, ERROR/WARNING kinds (digits as N):\n  " + "\n  ".join(findings))
     if tb:
         print(f"\nfirst Traceback of the proxy's log:\n{tb}")
+        print("every Traceback's exception (count x last line):\n  " + "\n  ".join(traceback_kinds(log)))
     ok = o.lost == 0 and o.duplicated == 0 and tb is None
     print(f"\nsoak: {'PASS' if ok else 'FAIL'} (lost {o.lost}, duplicated {o.duplicated}, traceback {'yes' if tb else 'no'})")
     return ok
+
+
+def traceback_kinds(log: str) -> list[str]:
+    """The exception line ending each Traceback of ``log``, counted."""
+    kinds: Counter[str] = Counter()
+    for chunk in log.split("Traceback (most recent call last):")[1:]:
+        last = next((ln for ln in chunk.splitlines()[1:] if ln and not ln.startswith(" ")), "?")
+        kinds[last[:200]] += 1
+    return [f"{n:4d} x {k}" for k, n in kinds.most_common()]
+
+
+def print_phases(s: Soak) -> None:
+    print("\nphases (seconds from start; the hostile clients' connections, refused, cut by the proxy, "
+          "lines sent, lines answered, hostile-named shares answered, the proxy's RSS at start -> end):")
+    for p in s.phases:
+        h = p.hostile
+        print(f"  {p.name:<12} {p.start:5.1f}-{p.end:5.1f}  conns {h.connections:5d}  refused {h.refused:5d}  "
+              f"cut {h.cut:5d}  sent {h.lines_sent:6d}  answered {h.replies:6d}  shares {h.shares_answered:3d}  "
+              f"RSS {p.rss_kb[0] / 1024:.0f} -> {p.rss_kb[1] / 1024:.0f} MiB")
 
 
 def print_events(s: Soak) -> None:
@@ -665,7 +690,6 @@ def print_events(s: Soak) -> None:
         key = f"[{phase_at(s, e.t)}] {re.sub(r'canary [0-9]+', 'canary N', e.what)[:200]}"
         groups[key] += 1
         first.setdefault(key, e.t)
-    print("\nphases: " + ", ".join(f"{p.name} {p.start:.0f}-{p.end:.0f}s" for p in s.phases))
     if groups:
         print("events (count, first at, [phases running] what):")
         for key, n in sorted(groups.items(), key=lambda kv: first[kv[0]]):
@@ -684,11 +708,13 @@ async def run(s: Soak) -> bool:
     stop_canaries, stop_watch = asyncio.Event(), asyncio.Event()
     canaries = [asyncio.create_task(canary(s, i, stop_canaries)) for i in range(s.args.canaries)]
     watcher = asyncio.create_task(watch(s, stop_watch))
-    phases = [asyncio.create_task(run_phase(s, at, n, fn)) for at, n, fn in schedule(d)]
+    phases = [asyncio.create_task(run_phase(s, at, n, fn)) for at, n, fn in schedule(d)
+              if fn.__name__.removeprefix("phase_") not in s.args.skip]
     await asyncio.sleep(max(0.0, d - s.now()))
     await bounded(asyncio.gather(*phases), 60)  # each is bounded; this only guards the guard
     stop_canaries.set()
     clients = await asyncio.gather(*canaries)
+    await asyncio.sleep(2.5)  # monitoring serves a snapshot (refresh_interval_s = 1): let it catch up
     await poll_received(s)
     for c in clients:
         if c is not None:
@@ -712,6 +738,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slow-readers", type=int, default=40)
     p.add_argument("--idle-monitoring", type=int, default=2000, help="idle connections held on the monitoring port")
     p.add_argument("--drain-timeout", type=float, default=120.0)
+    p.add_argument("--skip", type=lambda v: set(v.split(",")), default=set(),
+                   help="phases to leave out, comma-separated (bad_text,big_numbers,floods,slow_readers,"
+                        "dribble,monitoring,db_outage,pool_hang)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, spool, database)")
     a = p.parse_args(argv)
     if a.duration < 30 or a.canaries < 1 or a.canaries * NONCE_SPAN >= HOSTILE_NONCE or a.rate <= 0:

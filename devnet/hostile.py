@@ -259,27 +259,34 @@ async def bad_name_miner(port: int, name: str, nonces: range, tally: HostileTall
         await c.close()
 
 
-async def dribble(port: int, data: bytes, delay_s: float, max_s: float, tally: HostileTally) -> None:
-    """Send ``data`` one byte every ``delay_s`` seconds until sent, cut, or ``max_s`` elapsed."""
+async def dribble(port: int, data: bytes, delay_s: float, max_s: float, tally: HostileTally) -> bool:
+    """Send ``data`` one byte every ``delay_s`` seconds until sent, cut, or ``max_s`` elapsed.
+    Returns whether the proxy cut the connection before that."""
     opened = await _open(port, tally)
     if opened is None:
-        return
+        return True
     reader, writer = opened
     deadline = time.monotonic() + max_s
+    cut = False
     try:
         for b in data:
-            if time.monotonic() > deadline or reader.at_eof():
+            if time.monotonic() > deadline:
+                break
+            if reader.at_eof() or writer.transport.is_closing():
+                cut = True
                 break
             writer.write(bytes([b]))
             await asyncio.wait_for(writer.drain(), 5)
             await asyncio.sleep(delay_s)
         else:
             tally.lines_sent += 1
-        await _drain_replies(reader, 0.5, tally)
     except (OSError, TimeoutError):
-        tally.cut += 1
+        cut = True
     finally:
         writer.close()
+    if cut:
+        tally.cut += 1
+    return cut
 
 
 async def flood_connections(port: int, n: int, hold_s: float, tally: HostileTally, *, send: bytes = b"") -> int:
@@ -323,28 +330,37 @@ def _still_open(s: socket.socket) -> bool:
 
 
 async def slow_reader(port: int, worker: str, requests: int, hold_s: float, tally: HostileTally) -> bool:
-    """Subscribe and authorize, then send ``requests`` more requests and never read a reply while
-    jobs keep coming, for ``hold_s``. Returns whether the proxy cut the connection meanwhile."""
+    """Subscribe and authorize, then send ``requests`` more requests, 10 lines every 50 ms (a
+    pace no flood rule objects to), each with a 4,000-character id the reply must echo, and
+    never read a reply while jobs keep coming, for ``hold_s``. Returns whether the proxy cut
+    the connection meanwhile."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel buffers little for us
     s.setblocking(False)
     loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + hold_s
     try:
         await asyncio.wait_for(loop.sock_connect(s, (HOST, port)), 5)
-        tally.connections += 1
+    except (OSError, TimeoutError):
+        tally.refused += 1
+        s.close()
+        return True
+    tally.connections += 1
+    try:
         hello = (
             b'{"id":1,"method":"mining.subscribe","params":["slow/1.0"]}\n'
             + json.dumps({"id": 2, "method": "mining.authorize", "params": [worker, "x"]}).encode() + b"\n"
         )
         await loop.sock_sendall(s, hello)
-        flood = b'{"id":3,"method":"mining.subscribe","params":["slow/1.0"]}\n' * requests
+        chunk = json.dumps({"id": "i" * 4000, "method": "mining.subscribe", "params": []}).encode() + b"\n"
         with contextlib.suppress(TimeoutError):  # the proxy may stop reading us: that is its right
-            await asyncio.wait_for(loop.sock_sendall(s, flood), hold_s / 2)
-        tally.lines_sent += 2 + requests
-        await asyncio.sleep(hold_s / 2)
+            for _ in range(requests // 10):
+                await asyncio.wait_for(loop.sock_sendall(s, chunk * 10), max(0.01, deadline - time.monotonic()))
+                tally.lines_sent += 10
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
         cut = not _still_open(s)
-    except (OSError, TimeoutError):
-        tally.refused += 1
+    except OSError:  # reset by the proxy
         cut = True
     finally:
         s.close()
