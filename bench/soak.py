@@ -577,6 +577,7 @@ class Outcome:
     name_mismatch: int  # row worker_name is not the canary's name (lone surrogates as U+FFFD)
     rows_all: int
     rows_unanswered: int  # rows of canary shares that got no answer (fine either way)
+    pool_verdicts: str  # what the pool answered for the forwarded shares, by verdict
 
 
 def count_rows(s: Soak) -> Outcome:
@@ -596,12 +597,17 @@ def count_rows(s: Soak) -> Outcome:
     rows_all = int(db_query(s, "SELECT count() FROM tproxy.shares FORMAT TSV"))
     distinct = int(db_query(s, "SELECT uniqExact(run_id, share_seq) FROM tproxy.shares FORMAT TSV"))
     logged = sum(1 for n in t.answered if per_nonce[n] > 0)
+    forwarded = db_query(s, "SELECT countIf(forwarded) FROM tproxy.shares FORMAT TSV").strip()
+    by_verdict = db_query(s, "SELECT pool_verdict, count() FROM tproxy.pool_verdicts GROUP BY pool_verdict "
+                             "ORDER BY pool_verdict FORMAT TSV")
+    verdicts = ", ".join(" ".join(ln.split("\t")) for ln in by_verdict.splitlines())
     return Outcome(
         received=sum(t.received.values()), answered=len(t.answered), logged=logged,
         lost=len(t.answered) - logged, duplicated=rows_all - distinct,
         repeated=sum(1 for n, k in per_nonce.items() if k > 1), verdict_mismatch=verdict_bad,
         name_mismatch=name_bad, rows_all=rows_all,
         rows_unanswered=sum(1 for n in per_nonce if n not in t.answered),
+        pool_verdicts=f"{forwarded} forwarded; pool: {verdicts}",
     )
 
 
@@ -641,7 +647,7 @@ def report(s: Soak, o: Outcome, log: str) -> bool:
         ("worker_name row != name sent", o.name_mismatch), ("canary shares not answered", t.unanswered),
         ("  of which logged anyway", o.rows_unanswered), ("canary reconnects", t.reconnects),
         ("all shares received (share log counters)", received_all), ("all rows in tproxy.shares", o.rows_all),
-        ("share log dropped", sl.get("dropped", "?")), ("share log spooled / replayed", f"{sl.get('spooled', '?')} / {sl.get('replayed', '?')}"),
+        ("share log dropped", sl.get("dropped", "?")), ("forwarded shares, pool verdicts", o.pool_verdicts), ("share log spooled / replayed", f"{sl.get('spooled', '?')} / {sl.get('replayed', '?')}"),
         ("peak RSS of the proxy (VmHWM)", f"{t.peak_rss_kb / 1024:.1f} MiB"), ("peak open descriptors", t.peak_fds),
         ("probes (1/s) /health failed", f"{t.health_fail} of {t.probes}"), ("probes (1/s) /metrics failed", f"{t.metrics_fail} of {t.probes}"),
         ("proxy exit code after SIGTERM", t.proxy_rc), ("Traceback in the proxy's log", "yes" if tb else "no"),
