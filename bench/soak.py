@@ -291,17 +291,18 @@ def canary_name(i: int) -> str:
 async def canary(s: Soak, i: int, stop: asyncio.Event) -> Sv1Script | None:
     """Submit one share every 1/rate s until ``stop``; record each answer. Returns the open
     connection (closed by the caller after the proxy's per-connection counts were read)."""
-    name, nonce, client = canary_name(i), i * NONCE_SPAN, None
+    name, nonce, client, connected = canary_name(i), i * NONCE_SPAN, None, False
     while not stop.is_set():
         if client is None or client.closed.is_set():
             if client is not None:
-                s.tally.reconnects += 1
-                s.note(f"canary {i}: connection lost, reconnecting")
+                s.note(f"canary {i}: connection closed by the proxy")
                 await client.close()
             client = await canary_connect(s, i, name)
             if client is None:
                 await asyncio.sleep(1)
                 continue
+            s.tally.reconnects += connected
+            connected = True
         nonce += 1
         try:
             r = await client.submit(name, nonce)
@@ -611,6 +612,11 @@ def count_rows(s: Soak) -> Outcome:
     )
 
 
+def read_log(s: Soak, name: str) -> str:
+    path = s.tmp / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
 def first_traceback(log: str) -> str | None:
     i = log.find("Traceback")
     if i < 0:
@@ -651,6 +657,8 @@ def report(s: Soak, o: Outcome, log: str) -> bool:
         ("peak RSS of the proxy (VmHWM)", f"{t.peak_rss_kb / 1024:.1f} MiB"), ("peak open descriptors", t.peak_fds),
         ("probes (1/s) /health failed", f"{t.health_fail} of {t.probes}"), ("probes (1/s) /metrics failed", f"{t.metrics_fail} of {t.probes}"),
         ("proxy exit code after SIGTERM", t.proxy_rc), ("Traceback in the proxy's log", "yes" if tb else "no"),
+        ("Tracebacks in the pool's / DB front's logs (info)", " / ".join(
+            str(read_log(s, n).count("Traceback")) for n in ("pool", "front"))),
     ]
     width = max(len(k) for k, _ in rows)
     print("\nsoak summary")
@@ -732,7 +740,7 @@ async def run(s: Soak) -> bool:
     await watcher
     await asyncio.to_thread(stop_proxy, s)
     outcome = await asyncio.to_thread(count_rows, s)
-    return report(s, outcome, (s.tmp / "proxy.log").read_text(errors="replace"))
+    return report(s, outcome, read_log(s, "proxy"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -218,7 +218,9 @@ async def _drain_replies(reader: asyncio.StreamReader, seconds: float, tally: Ho
                 tally.cut += 1
                 return
             tally.replies += 1
-    except (TimeoutError, OSError, ValueError, asyncio.LimitOverrunError):
+    except OSError:  # reset by the proxy
+        tally.cut += 1
+    except (TimeoutError, ValueError, asyncio.LimitOverrunError):
         return
 
 
