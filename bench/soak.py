@@ -623,7 +623,7 @@ def first_traceback(log: str) -> str | None:
         return None
     lines = log[i:].splitlines()
     end = next((k + 1 for k, ln in enumerate(lines[1:], 1) if ln and not ln.startswith((" ", "Traceback"))), len(lines))
-    return "\n".join(lines[: min(end + 1, 60)])
+    return "\n".join(lines[: min(end, 60)])
 
 
 def log_findings(log: str) -> list[str]:
