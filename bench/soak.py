@@ -67,7 +67,7 @@ TOKEN = "soak-token-0123456789"
 # The canaries' names: most plain, a few hostile (their rows must be logged like any other).
 CANARY_ODD_NAMES = ("\ud800lone", "nul\x00byte", "ctl\x01\x1b[31m\r\n", "long-" + "y" * 10_000)
 FRONT_CODE = (
-    "import sys, threading; from tests.tproxy.shares.chdb_http_front import ChdbHttpFront; "
+    "import sys, threading; from devnet.chdb_front import ChdbHttpFront; "
     "f = ChdbHttpFront(sys.argv[1], int(sys.argv[2])); f.start(); print(f.url, flush=True); "
     "threading.Event().wait()"
 )

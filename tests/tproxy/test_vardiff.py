@@ -3,7 +3,7 @@
 Every scenario runs on a simulated clock: shares are drawn from a seeded
 ``random.Random`` (exponential inter-arrival times at ``hashrate / (difficulty
 * 2^32)``, redrawn at every tick, so a difficulty change takes effect at once),
-and ``maybe_retarget`` is called once per simulated second, as the bridge's
+and ``maybe_retarget`` is called once per simulated second, as the hub's
 1 s tick does. Convergence scenarios run over ``SEEDS`` and assert for each.
 """
 
