@@ -1,4 +1,4 @@
-"""Fault tests over HTTP against a real engine (tests/tproxy/shares/chdb_http_front.py):
+"""Fault tests over HTTP against a real engine (devnet/chdb_front.py):
 a closed port, a server that stalls (with and without executing the insert first), and a
 server that answers 500 for a while (same two ways). In every case shares keep flowing,
 submit() stays fast, and after recovery the table holds every share exactly once."""

@@ -3,7 +3,7 @@ while ClickHouse is unreachable; a new proxy process on the same spool and insta
 replays it; the table holds every share exactly once, with the verdict the miner was sent.
 
 The dev pool runs in the test process; ClickHouse is the chdb-backed HTTP front
-(tests/tproxy/shares/chdb_http_front.py), stopped (port closed) for the first life of
+(devnet/chdb_front.py), stopped (port closed) for the first life of
 the proxy and started for the second. Miners are scripted SV1 clients.
 
 What is observed before the kill is the spool on disk itself (a copy of the directory
