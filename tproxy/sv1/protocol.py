@@ -57,6 +57,7 @@ __all__ = [
     "SubscribeRequest",
     "Sv1ProtocolError",
     "TlsClientHello",
+    "clean_text",
     "configure_result",
     "error",
     "notify",
@@ -74,6 +75,7 @@ __all__ = [
     "set_version_mask",
     "submit_params",
     "subscribe_result",
+    "tls_sniff",
 ]
 
 # ---------------------------------------------------------------------------
@@ -143,8 +145,8 @@ class LineTooLong(Sv1Garbage, ParseError):
     """A line exceeded the configured maximum before its newline arrived (closes the connection)."""
 
 
-class TlsClientHello(ParseError):
-    """The peer speaks TLS (bfgminer with stratum+ssl, scanners) to a plain-TCP port."""
+class TlsClientHello(Sv1Garbage, ParseError):
+    """The peer speaks TLS (bfgminer with stratum+ssl, scanners) to a plain-TCP port: closed, not answered."""
 
 
 class InvalidRequest(Sv1ProtocolError):
@@ -220,6 +222,74 @@ class LineBuffer:
 
 
 # ---------------------------------------------------------------------------
+# TLS on the plain port
+
+TLS_SNIFF_BYTES: Final = 5
+TLS_MESSAGE: Final = "TLS ClientHello on the SV1 port; this port speaks plain stratum+tcp, not TLS"
+
+
+def tls_sniff(head: bytes) -> bool | None:
+    """Whether the first bytes of a connection are a TLS/SSL ClientHello.
+
+    True for a TLS record header (``16 03 00..04``: SSL 3.0 to TLS 1.3, whose
+    ClientHello says 0301 or 0303 here) and for an SSLv2-style hello (2-byte
+    length with the top bit set, message type 1, version 0002 or 0300..0304);
+    False when the bytes cannot start one; None while too few bytes have
+    arrived to tell (a client may send one byte at a time). A JSON line
+    starts with ``{`` (or whitespace), never with either form.
+    """
+    if not head:
+        return None
+    b0 = head[0]
+    if b0 == 0x16:
+        if len(head) < 2:
+            return None
+        if head[1] != 0x03:
+            return False
+        return None if len(head) < 3 else head[2] <= 0x04
+    if b0 & 0x80:
+        if len(head) < 5:
+            return None
+        return head[2] == 0x01 and (head[3:5] == b"\x00\x02" or (head[3] == 0x03 and head[4] <= 0x04))
+    return False
+
+
+def looks_like_tls(head: bytes) -> bool:
+    """``tls_sniff`` decided: True only for a recognised ClientHello start."""
+    return tls_sniff(head) is True or head[:2] == b"\x16\x03"
+
+
+# ---------------------------------------------------------------------------
+# text received from miners
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(s: str) -> str:
+    """The one rule for text a miner sends (worker names, user agents, ids), applied at parse time.
+
+    Valid Unicode is kept exactly as received: NULs, control characters,
+    newlines and any length up to the line limit (docs/NAMES.md: names are
+    exact, never truncated). The only change: each lone surrogate (only a
+    ``\\ud800``-style JSON escape can produce one; it cannot be encoded as
+    UTF-8, so the share log and monitoring could not store it) becomes U+FFFD.
+    A valid escaped pair (``\\ud83d\\ude00``) was already joined by the JSON decoder.
+    """
+    return _SURROGATE.sub("\ufffd", s) if _SURROGATE.search(s) else s
+
+
+def _clean_text(value: Any) -> Any:
+    """``clean_text`` on every string of a decoded JSON value (keys included)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [_clean_text(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): _clean_text(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------
 # messages
 
 JsonId = int | float | str | None
@@ -259,16 +329,20 @@ def parse_line(line: bytes) -> Request | Response | Notification:
     not found" is the session's policy. Raises ``ParseError`` or
     ``InvalidRequest``; never anything else for any input bytes.
     """
-    if line[:2] == b"\x16\x03":
-        raise TlsClientHello("TLS handshake on a plain Stratum V1 port")
+    if looks_like_tls(line[:TLS_SNIFF_BYTES]):
+        raise TlsClientHello(TLS_MESSAGE)
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError("line is not valid UTF-8") from None
     try:
+        # ValueError also covers an integer of more than sys.int_info's digit limit
+        # (4300 by default); 1e400 parses as inf and is refused where a number is read.
         msg = json.loads(text)
     except (ValueError, RecursionError):
         raise ParseError("line is not valid JSON") from None
+    if "\\u" in text:  # a lone surrogate can only come from a \u escape (strict UTF-8 refuses the bytes)
+        msg = _clean_text(msg)
     if not isinstance(msg, dict):
         raise InvalidRequest(f"expected a JSON object, got {type(msg).__name__}")
     msg_id = msg.get("id")
@@ -302,6 +376,8 @@ _HEX_U32 = re.compile(r"[0-9a-fA-F]{1,8}")
 _HEX_BYTES = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _PORT = re.compile(r"[0-9]{1,5}")
 _U32_MAX = 0xFFFFFFFF
+_TEXT_INT_LIMIT = 10**64  # a number sent where a name is expected: bounded so str() never fails
+_MAX_NUMBER_TEXT = 64
 
 
 def _param(params: list[Any], index: int, name: str) -> Any:
@@ -319,8 +395,10 @@ def _text(value: Any, name: str, *, allow_null: bool = False) -> str | None:
             return None
         raise InvalidParams(name, "must be a string, got null")
     if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= _TEXT_INT_LIMIT:
+            raise InvalidParams(name, "number too large for a name")
         return str(value)
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < _TEXT_INT_LIMIT:
         return str(int(value))
     raise InvalidParams(name, f"must be a string, got {type(value).__name__}")
 
@@ -345,8 +423,14 @@ def _number(value: Any, name: str) -> float:
     if isinstance(value, bool):
         raise InvalidParams(name, "must be a number, got bool")
     if isinstance(value, int | float):
-        d = float(value)
+        try:
+            d = float(value)
+        except OverflowError:  # an integer beyond the float range (json reads 10**400 exactly)
+            raise InvalidParams(name, "out of range") from None
     elif isinstance(value, str):
+        # cpuminer-opt sends "512.000000"; a longer string is not a number any firmware sends.
+        if len(value) > _MAX_NUMBER_TEXT:
+            raise InvalidParams(name, "not a number")
         try:
             d = float(value.strip())
         except ValueError:
@@ -417,6 +501,8 @@ def parse_configure(params: list[Any]) -> ConfigureRequest:
                 and isinstance(v, str | int | float)
                 and not isinstance(v, bool)
             ):
+                if isinstance(v, int) and abs(v) >= _TEXT_INT_LIMIT:
+                    continue  # str() of a huge integer may raise; an info value is optional
                 info[k[5:]] = str(v)[:256]
 
     return ConfigureRequest(
