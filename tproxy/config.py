@@ -80,6 +80,10 @@ class DownstreamSettings(BaseModel):
     version_rolling_mask: str = Field(default="1fffe000", pattern=r"^[0-9a-fA-F]{8}$")
     max_pending_submits: int = Field(default=256, ge=1)
     """Per-connection bound on lines read but not yet answered (flood guard)."""
+    write_buffer_max_bytes: int = Field(default=1 << 20, ge=1024)
+    """Bytes the proxy holds for one miner that is not reading; past it, that miner is closed."""
+    write_timeout_s: float = Field(default=30.0, gt=0)
+    """A miner whose unsent data has not moved for this long is closed (it stopped reading)."""
 
     @model_validator(mode="after")
     def _capacity(self) -> DownstreamSettings:
@@ -129,7 +133,9 @@ class ProxySettings(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     handshake_timeout_s: float = Field(default=10.0, gt=0)
     reconnect_backoff_initial_s: float = Field(default=0.5, gt=0)
-    reconnect_backoff_max_s: float = Field(default=30.0, gt=0)
+    reconnect_backoff_max_s: float = Field(default=5.0, gt=0)
+    """Cap of the doubling reconnect backoff; each wait is drawn at random in [cap/2, cap] of the
+    current step (jitter), so a pool that is back is retried within seconds, not all proxies at once."""
     failback_interval_s: float = Field(default=60.0, gt=0)
     """How often a non-primary upstream checks whether a preferred one is back."""
     outage_reconnect_after_s: float = Field(default=300.0, gt=0)
@@ -137,6 +143,10 @@ class ProxySettings(BaseModel):
     nominal_hashrate_per_miner: float = Field(default=0.0, ge=0)
     """Hashrate announced for a miner before it has been measured (H/s)."""
     max_frame_bytes: int = Field(default=1 << 20, ge=1024, le=(1 << 24) - 1)
+    upstream_silence_timeout_s: float = Field(default=30.0, ge=0)
+    """A pool that sends no frame for this long while shares wait for its answer (or that does not
+    read what we send) is treated as lost: fail over, /health 503. 0 turns the check off. Keep it
+    above the time a share-batching pool waits before answering a batch."""
 
 
 class MonitoringSettings(BaseModel):

@@ -87,7 +87,7 @@ def action_for(err: PeerError, *, greeted: bool = True) -> Action:
     """The action for ``err``. Before a miner's first valid request (``greeted`` False)
     a request-level error closes too: a TLS client or a port scanner is not a miner."""
     for cls in type(err).__mro__:
-        action = ERROR_ACTIONS.get(cls)  # type: ignore[call-overload]
+        action = ERROR_ACTIONS.get(cls)
         if action is not None:
             if action is Action.REPLY_ERROR and not greeted:
                 return Action.CLOSE_CONNECTION
