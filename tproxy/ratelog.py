@@ -22,7 +22,7 @@ class _Entry:
     last: float
     suppressed: int
     level: int
-    what: str
+    what: str  # the key, as text, for the closing count
 
 
 class RateLimitedLog:
@@ -49,7 +49,7 @@ class RateLimitedLog:
             message = f"{message} ({entry.suppressed} more like this in the last {t - entry.last:.0f} s)"
         if entry is None and len(self._entries) >= MAX_KEYS:
             self._entries.pop(next(iter(self._entries)))
-        self._entries[key] = _Entry(t, 0, level, message)
+        self._entries[key] = _Entry(t, 0, level, str(key))
         self._log.log(level, "%s", message)
         return True
 
@@ -57,5 +57,5 @@ class RateLimitedLog:
         """One line per key with events not yet reported (call when the source goes away)."""
         for entry in self._entries.values():
             if entry.suppressed:
-                self._log.log(entry.level, "%s%d more like this not logged (last: %s)", prefix, entry.suppressed, entry.what)
+                self._log.log(entry.level, "%s%d more like this not logged (%s)", prefix, entry.suppressed, entry.what)
                 entry.suppressed = 0
