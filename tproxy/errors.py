@@ -64,6 +64,11 @@ class UpstreamClosed(UpstreamError):
     """The pool connection ended (closed by the pool, reset, or closed by us)."""
 
 
+class UpstreamSilent(UpstreamClosed):
+    """The pool's TCP connection is open but the pool stopped answering shares or reading
+    (``proxy.upstream_silence_timeout_s``): treated as a lost connection."""
+
+
 class Action(enum.Enum):
     """What the edge does about one peer error."""
 
