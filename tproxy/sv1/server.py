@@ -128,10 +128,12 @@ class Sv1Server:
         errors = RateLimitedLog(log)
         try:
             await self._read_loop(reader, out, miner, errors)
-        except p.TlsClientHello:
-            # Not answered: JSON on a TLS socket is noise to the client's TLS stack.
+        except p.TlsClientHello as e:
+            # One parse-error line (a human with netcat or a log capture sees why), then close:
+            # the client's TLS stack reports it as a protocol error either way.
             self.closed_tls += 1
             log.info("client %d (%s): closed: %s", miner.client_id, peer, p.TLS_MESSAGE)
+            out.write(p.error(None, e.code, p.TLS_MESSAGE))
         except PeerError as e:  # CLOSE_CONNECTION: the loop answers the REPLY_ERROR ones itself
             self.closed_for_garbage += 1
             log.info("client %d (%s): closing: %s", miner.client_id, peer, e)
