@@ -192,3 +192,11 @@ def test_lone_surrogates_become_replacement_characters_and_valid_text_is_kept() 
     assert p.clean_text("x" * 10_000) == "x" * 10_000  # names are never truncated
     # a valid escaped pair is one character, not two replacements
     assert p.parse_line(b'{"id":1,"method":"m","params":["\\ud83d\\ude00"]}').params == ["\U0001f600"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("depth", [40, 900, 990, 3000])
+@pytest.mark.parametrize("leaf", [b'"\\ud800"', b"1"])
+def test_deep_nesting_is_a_parse_error_never_a_recursion_error(depth: int, leaf: bytes) -> None:
+    line = b'{"id":1,"method":"mining.submit","params":[' + b"[" * depth + leaf + b"]" * depth + b"]}"
+    with pytest.raises(p.ParseError):
+        p.parse_line(line)

@@ -60,6 +60,10 @@ async def test_hostile_numbers_get_an_error_reply_and_the_miner_stays(
         parse_error = asyncio.ensure_future(c.next_reply(None))
         await c.send_raw(b'{"id":77,"method":"mining.suggest_difficulty","params":[1' + b"0" * 5000 + b"]}\n")
         assert (await parse_error)["error"][0] == p.PARSE_ERROR
+        # nesting deep enough to exhaust a recursive walk: also a parse error for that line
+        parse_error = asyncio.ensure_future(c.next_reply(None))
+        await c.send_raw(b'{"id":78,"method":"mining.submit","params":[' + b"[" * 990 + b'"\\ud800"' + b"]" * 990 + b"]}\n")
+        assert (await parse_error)["error"][0] == p.PARSE_ERROR
         r = await c.request("mining.ping", [])
         assert r["result"] == "pong" and not c.closed.is_set()
         assert await mine_one(c)

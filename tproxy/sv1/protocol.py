@@ -106,6 +106,7 @@ ERROR_MESSAGES: Final[dict[int, str]] = {
 }
 
 DEFAULT_MAX_LINE: Final = 16384
+MAX_JSON_DEPTH: Final = 32
 MAX_EXTRANONCE2_BYTES: Final = 32
 MAX_EXTENSIONS: Final = 32
 DEFAULT_VERSION_ROLLING_MASK: Final = 0xFFFFFFFF
@@ -278,14 +279,18 @@ def clean_text(s: str) -> str:
     return _SURROGATE.sub("\ufffd", s) if _SURROGATE.search(s) else s
 
 
-def _clean_text(value: Any) -> Any:
-    """``clean_text`` on every string of a decoded JSON value (keys included)."""
+def _checked(value: Any, depth: int, clean: bool) -> Any:
+    """``value`` with ``clean_text`` applied to every string (keys too) if ``clean``; a nesting
+    deeper than ``MAX_JSON_DEPTH`` is a ParseError (no SV1 message nests past 3, and every later
+    reader may then walk params recursively without meeting RecursionError)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
-        return clean_text(value)
+        return clean_text(value) if clean else value
     if isinstance(value, list):
-        return [_clean_text(v) for v in value]
+        return [_checked(v, depth + 1, clean) for v in value]
     if isinstance(value, dict):
-        return {clean_text(k): _clean_text(v) for k, v in value.items()}
+        return {(clean_text(k) if clean else k): _checked(v, depth + 1, clean) for k, v in value.items()}
     return value
 
 
@@ -341,8 +346,11 @@ def parse_line(line: bytes) -> Request | Response | Notification:
         msg = json.loads(text)
     except (ValueError, RecursionError):
         raise ParseError("line is not valid JSON") from None
-    if "\\u" in text:  # a lone surrogate can only come from a \u escape (strict UTF-8 refuses the bytes)
-        msg = _clean_text(msg)
+    # A lone surrogate can only come from a \u escape (strict UTF-8 refuses the bytes); a
+    # nesting deeper than MAX_JSON_DEPTH needs that many brackets. Both checks are C-speed.
+    clean = "\\u" in text
+    if clean or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        msg = _checked(msg, 0, clean)
     if not isinstance(msg, dict):
         raise InvalidRequest(f"expected a JSON object, got {type(msg).__name__}")
     msg_id = msg.get("id")
