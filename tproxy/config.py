@@ -74,6 +74,8 @@ class DownstreamSettings(BaseModel):
     max_line_bytes: int = Field(default=16_384, ge=512, le=1 << 20)
     idle_timeout_s: float = Field(default=900.0, gt=0)
     first_message_timeout_s: float = Field(default=15.0, gt=0)
+    """From the connect to the first complete line, and to a subscribe or authorize (bytes alone
+    never extend it). ``idle_timeout_s`` then counts from each complete line."""
     extranonce2_size: int = Field(default=4, ge=2, le=16)
     extranonce1_size: int = Field(default=2, ge=1, le=8)
     """Local bytes that make each miner's extranonce unique (256**size miners)."""

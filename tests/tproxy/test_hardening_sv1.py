@@ -109,6 +109,25 @@ async def test_a_dribbling_client_is_closed_at_the_first_message_deadline() -> N
         await ok.close()
 
 
+async def test_complete_lines_that_never_subscribe_are_closed_at_the_first_message_deadline() -> None:
+    async with stack_with(downstream={"first_message_timeout_s": 1.0}) as st:
+        ok = await st.client("farm.ok")
+        loiterer = await Sv1TestClient.connect(st.proxy.sv1_port)
+        pongs = 0
+        async with asyncio.timeout(30):
+            while not loiterer.closed.is_set():
+                try:  # answered every time, yet never a subscribe: no mining, no slot
+                    pongs += (await loiterer.request("mining.ping", [], timeout=5))["result"] == "pong"
+                except (TimeoutError, ConnectionError):
+                    break
+                await asyncio.sleep(0.1)
+        await until(lambda: st.proxy.sv1.closed_idle == 1)
+        assert pongs >= 1
+        assert await mine_one(ok)
+        await loiterer.close()
+        await ok.close()
+
+
 async def test_partial_lines_after_subscribe_are_closed_at_the_idle_timeout() -> None:
     async with stack_with(downstream={"idle_timeout_s": 1.0, "first_message_timeout_s": 30}) as st:
         ok = await st.client("farm.ok")

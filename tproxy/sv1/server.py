@@ -9,10 +9,11 @@ a bad line gets a JSON-RPC error (REPLY_ERROR); garbage that is not a line at
 all (an over-long line, a TLS ClientHello), or a flood of lines, closes that
 one connection (CLOSE_CONNECTION); nothing else is affected.
 
-Deadlines count complete lines, not bytes: the first line must be complete
-within ``first_message_timeout_s`` of the connect, and each later line within
-``idle_timeout_s`` of the previous one, so a client dribbling bytes cannot
-hold a slot. Repeated identical errors from one connection are logged once
+Deadlines count complete lines, not bytes: the first line must be complete,
+and a subscribe or authorize answered, within ``first_message_timeout_s`` of
+the connect; after that each line must be complete within ``idle_timeout_s``
+of the previous one. A client dribbling bytes, or sending lines that never
+lead to mining, cannot hold a slot. Repeated identical errors from one connection are logged once
 per minute with a count (``tproxy.ratelog``).
 """
 
@@ -172,10 +173,13 @@ class Sv1Server:
             if not lines:
                 continue
             first = False
-            deadline = loop.time() + self.settings.idle_timeout_s
             if len(lines) > self.settings.max_pending_submits:
                 raise Sv1Flood(f"{len(lines)} lines in one read (flood)")
             self._handle_lines(lines, miner, errors)
+            if miner.session.greeted:
+                deadline = loop.time() + self.settings.idle_timeout_s
+            # else: the first-message deadline stands until the miner subscribes or authorizes,
+            # so lines that never lead to mining (pings, unknown methods) cannot hold a slot
             await out.drain_if_backed_up()
 
     def _handle_lines(self, lines: list[bytes], miner: Miner, errors: RateLimitedLog) -> None:
@@ -209,6 +213,8 @@ class Sv1Server:
         self.closed_idle += 1
         if first:
             why = f"no complete first line within {self.settings.first_message_timeout_s:g} s"
+        elif not miner.session.greeted:
+            why = f"no subscribe or authorize within {self.settings.first_message_timeout_s:g} s"
         else:
             why = f"idle: no complete line for {self.settings.idle_timeout_s:g} s"
         log.info("client %d (%s): closing: %s", miner.client_id, miner.session.peer, why)

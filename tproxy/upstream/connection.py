@@ -205,12 +205,16 @@ class UpstreamConnection:
             waiting = now - max(self._oldest_unanswered_at, self.last_frame_at)
             if waiting > limit:
                 return f"pool silent for {waiting:.0f} s ({self.unanswered_shares} shares unanswered)"
+        return self._not_reading(now)
+
+    def _not_reading(self, now: float) -> str | None:
+        """Why the pool counts as not reading what we send (our unsent bytes have not moved)."""
         size = self._writer.transport.get_write_buffer_size()
         if size == 0 or size < self._last_write_buffer:
             self._write_stalled_since = None  # the pool is reading what we send
         elif self._write_stalled_since is None:
             self._write_stalled_since = now
-        elif now - self._write_stalled_since > limit:
+        elif now - self._write_stalled_since > self.silence_timeout_s:
             return f"pool not reading for {now - self._write_stalled_since:.0f} s ({size} bytes unsent)"
         self._last_write_buffer = size
         return None
@@ -232,6 +236,10 @@ class UpstreamConnection:
                     raise UpstreamSilent(f"{self.endpoint}: {why}") from None
                 continue
             self.last_frame_at = self._clock()
+            # A pool may keep sending while it no longer reads: check our writes here too.
+            why = self._not_reading(self.last_frame_at)
+            if why is not None:
+                raise UpstreamSilent(f"{self.endpoint}: {why}")
             return data
 
     def _write(self, data: bytes) -> None:
