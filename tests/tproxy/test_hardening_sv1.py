@@ -240,3 +240,17 @@ async def test_a_flood_of_bad_lines_is_logged_once_plus_a_count(caplog: pytest.L
     bad = [r.getMessage() for r in caplog.records if "bad line" in r.getMessage()]
     counts = [r.getMessage() for r in caplog.records if "49 more like this" in r.getMessage()]
     assert len(bad) == 1 and len(counts) == 1, [r.getMessage() for r in caplog.records]
+
+
+async def test_many_closes_for_one_reason_from_one_host_log_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tproxy.sv1.server")
+    async with stack_with() as st:
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", st.proxy.sv1_port)
+            writer.write(tls_record_hello(0x0301))
+            await writer.drain()
+            await read_until_closed(reader)
+            writer.close()
+        await until(lambda: st.proxy.sv1.closed_tls == 10)  # every one counted
+    lines = [r.getMessage() for r in caplog.records if "plain stratum+tcp" in r.getMessage()]
+    assert len(lines) == 1, lines

@@ -64,6 +64,9 @@ class Sv1Server:
         self.closed_slow = 0  # stopped reading: write buffer or write time exceeded
         self.internal_errors = 0
         self._bug_log = RateLimitedLog(log)
+        # One line per (reason, host) a minute: a scanner or a broken controller opening
+        # thousands of connections is a few lines with counts, each distinct miner still one line.
+        self._close_log = RateLimitedLog(log)
 
     @property
     def connection_count(self) -> int:
@@ -133,11 +136,11 @@ class Sv1Server:
             # One parse-error line (a human with netcat or a log capture sees why), then close:
             # the client's TLS stack reports it as a protocol error either way.
             self.closed_tls += 1
-            log.info("client %d (%s): closed: %s", miner.client_id, peer, p.TLS_MESSAGE)
+            self.log_close("tls", miner.client_id, peer, f"closed: {p.TLS_MESSAGE}")
             out.write(p.error(None, e.code, p.TLS_MESSAGE))
         except PeerError as e:  # CLOSE_CONNECTION: the loop answers the REPLY_ERROR ones itself
             self.closed_for_garbage += 1
-            log.info("client %d (%s): closing: %s", miner.client_id, peer, e)
+            self.log_close(type(e).__name__, miner.client_id, peer, f"closing: {e}")
             if isinstance(e, p.Sv1ProtocolError):
                 out.write(p.error(None, e.code, str(e)))
         finally:
@@ -217,7 +220,12 @@ class Sv1Server:
             why = f"no subscribe or authorize within {self.settings.first_message_timeout_s:g} s"
         else:
             why = f"idle: no complete line for {self.settings.idle_timeout_s:g} s"
-        log.info("client %d (%s): closing: %s", miner.client_id, miner.session.peer, why)
+        self.log_close("timeout", miner.client_id, miner.session.peer, f"closing: {why}")
+
+    def log_close(self, kind: str, client_id: int, peer: str, message: str) -> None:
+        """One INFO line for a connection the server closes (rate-limited per reason and host)."""
+        host = peer.rsplit(":", 1)[0]
+        self._close_log.log(logging.INFO, (kind, host), f"client {client_id} ({peer}): {message}")
 
 
 class _Output:
@@ -275,7 +283,7 @@ class _Output:
 
     def _close_slow(self, why: str) -> None:
         self._server.closed_slow += 1
-        log.info("client %d (%s): closing: not reading: %s", self.client_id, self._peer, why)
+        self._server.log_close("slow", self.client_id, self._peer, f"closing: not reading: {why}")
         self.closing = True
         self._transport.abort()
 
