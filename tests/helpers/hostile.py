@@ -108,3 +108,22 @@ async def mine_one(c: Sv1TestClient, *, en2_seed: int = 1) -> bool:
     job = c.jobs[-1]
     en2, ntime, nonce = c.find_share(job, en2=en2_seed.to_bytes(c.extranonce2_size, "big"))
     return (await c.submit(c.worker, job, en2, ntime, nonce))["result"] is True
+
+
+async def deaf_miner(port: int, worker: str, *, rcvbuf: int = 4096) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A miner that subscribes and authorizes, then never reads again (tiny receive buffer, so
+    what the proxy sends backs up at the proxy quickly instead of in this kernel's buffers)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        b'{"id":1,"method":"mining.subscribe","params":["deaf/1.0"]}\n'
+        + b'{"id":2,"method":"mining.authorize","params":["' + worker.encode() + b'","x"]}\n'
+    )
+    await writer.drain()
+    async with asyncio.timeout(HANG_GUARD_S):
+        while b'"id":2' not in await reader.readline():
+            pass
+    return reader, writer

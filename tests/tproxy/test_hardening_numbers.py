@@ -135,10 +135,10 @@ def test_any_value_in_any_position_gets_a_result_or_an_error(method: str, value:
     session = ready_session()
     for params in variants(method, value):
         r = answer(session, req_id, method, params)
-        assert (r["error"] is None) != (r.get("result") is None) or r["error"] is not None, r
-        if r["error"] is not None:
+        assert set(r) == {"id", "result", "error"}, r
+        if r["error"] is not None:  # [code, message, data]
             code, message = r["error"][0], r["error"][1]
-            assert isinstance(code, int) and isinstance(message, str)
+            assert isinstance(code, int) and isinstance(message, str) and r["result"] is None
     # the session still works afterwards
     assert answer(session, 99, "mining.ping", [])["result"] == "pong"
 

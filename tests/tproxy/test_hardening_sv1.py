@@ -11,6 +11,7 @@ import ssl
 import pytest
 
 from tests.helpers.hostile import (
+    deaf_miner,
     dribble,
     mine_one,
     read_until_closed,
@@ -192,22 +193,20 @@ async def test_hand_built_hellos_are_recognised_even_one_byte_at_a_time(hello: b
 # -- E: a miner that never reads ----------------------------------------------------------
 
 
-async def test_a_miner_that_never_reads_is_closed_and_nobody_else_notices(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_miner_that_stops_reading_its_replies_is_closed_at_the_write_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
-    async with stack_with(downstream={"write_buffer_max_bytes": 64 * 1024, "write_timeout_s": 2.0}) as st:
+    async with stack_with(downstream={"write_timeout_s": 1.0}) as st:  # default 1 MiB buffer bound
         ok = await st.client("farm.ok")
-        deaf = await Sv1TestClient.connect(st.proxy.sv1_port)
-        await deaf.handshake("farm.deaf")
-        assert deaf._task is not None
-        deaf._task.cancel()  # stop reading: replies pile up at the proxy
-        big_id = "i" * 8000
-        sent = 0
-        accepted = 0
+        _reader, deaf = await deaf_miner(st.proxy.sv1_port, "farm.deaf")
+        ping = json.dumps({"id": "i" * 8000, "method": "mining.ping", "params": []}).encode() + b"\n"
+        sent = accepted = 0
         async with asyncio.timeout(60):
-            while st.proxy.sv1.closed_slow == 0:
+            while st.proxy.sv1.closed_slow == 0:  # its own replies pile up at the proxy
                 try:
-                    deaf.writer.write(json.dumps({"id": big_id, "method": "mining.ping", "params": []}).encode() + b"\n")
-                    await deaf.writer.drain()
+                    deaf.write(ping)
+                    await deaf.drain()
                 except ConnectionError:
                     break
                 sent += 1
@@ -217,10 +216,10 @@ async def test_a_miner_that_never_reads_is_closed_and_nobody_else_notices(caplog
         assert accepted == sent // 100
         assert await mine_one(ok, en2_seed=1)
         await until(lambda: len(st.proxy.hub.miners) == 1)
-        await deaf.close()
+        deaf.close()
         await ok.close()
     lines = [r.getMessage() for r in caplog.records if "not reading" in r.getMessage()]
-    assert len(lines) == 1
+    assert len(lines) == 1 and "unsent for" in lines[0], lines  # the write-time bound closed it
     no_tracebacks(caplog)
 
 
@@ -254,3 +253,22 @@ async def test_many_closes_for_one_reason_from_one_host_log_one_line(caplog: pyt
         await until(lambda: st.proxy.sv1.closed_tls == 10)  # every one counted
     lines = [r.getMessage() for r in caplog.records if "plain stratum+tcp" in r.getMessage()]
     assert len(lines) == 1, lines
+
+
+async def test_a_deaf_miner_is_closed_when_job_fan_out_exceeds_its_buffer(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with stack_with(downstream={"write_buffer_max_bytes": 32 * 1024, "write_timeout_s": 300}) as st:
+        ok = await st.client("farm.ok")
+        _reader, writer = await deaf_miner(st.proxy.sv1_port, "farm.deaf")
+        async with asyncio.timeout(120):
+            while st.proxy.sv1.closed_slow == 0:  # the pool sends job after job to both miners
+                seen = len(ok.jobs)
+                await st.pool.announce_new_job()
+                await ok.wait_job(after=seen)  # the reading miner gets every one
+        await until(lambda: len(st.proxy.hub.miners) == 1)
+        assert await mine_one(ok, en2_seed=9)
+        writer.close()
+        await ok.close()
+    lines = [r.getMessage() for r in caplog.records if "not reading" in r.getMessage()]
+    assert len(lines) == 1 and "write_buffer_max_bytes" in lines[0], lines
+    no_tracebacks(caplog)
