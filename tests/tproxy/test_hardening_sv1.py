@@ -272,3 +272,27 @@ async def test_a_deaf_miner_is_closed_when_job_fan_out_exceeds_its_buffer(caplog
     lines = [r.getMessage() for r in caplog.records if "not reading" in r.getMessage()]
     assert len(lines) == 1 and "write_buffer_max_bytes" in lines[0], lines
     no_tracebacks(caplog)
+
+
+async def test_an_internal_error_is_answered_logged_once_with_its_traceback_and_keeps_the_miner(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug of ours (injected: the one fault that cannot be produced honestly) is not the miner's fault."""
+    from tproxy.sv1.session import MinerSession
+
+    def broken(self: MinerSession, req: p.Request, now: float) -> bytes:
+        raise ZeroDivisionError("injected bug")
+
+    caplog.set_level(logging.INFO, logger="tproxy.sv1.server")
+    async with stack_with() as st:
+        c = await st.client("farm.w1")
+        monkeypatch.setattr(MinerSession, "_suggest_difficulty", broken)
+        for _ in range(3):
+            r = await c.request("mining.suggest_difficulty", [512])
+            assert r["error"][0] == p.OTHER and "internal" in r["error"][1]
+        assert (await c.request("mining.ping", []))["result"] == "pong"
+        assert await mine_one(c)
+        assert st.proxy.sv1.internal_errors == 3
+        await c.close()
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1
