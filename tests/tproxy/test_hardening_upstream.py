@@ -220,3 +220,19 @@ async def test_failed_failback_probes_are_logged_once_then_counted(caplog: pytes
         await fallback.close()
     lines = [r.getMessage() for r in caplog.records if "fail-back probe" in r.getMessage()]
     assert len(lines) == 1 and f"127.0.0.1:{dead_port}" in lines[0] and "connect failed" in lines[0], lines
+
+
+async def test_repeated_connect_failures_are_logged_once_then_counted(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tproxy.upstream")
+    dead = UpstreamSettings(address="127.0.0.1", port=free_port(), authority_pubkey=encode_public_key(AUTH_XONLY))
+    sup: UpstreamSupervisor
+
+    async def sleep(d: float) -> None:
+        if sup.failures >= 8:
+            sup._stopping = True
+        await asyncio.sleep(0)
+
+    sup = UpstreamSupervisor([dead], ProxySettings(connect_timeout_s=1.0), _NoListener(), sleep=sleep)
+    await asyncio.wait_for(sup._run(), 30)
+    lines = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert sup.failures == 8 and len(lines) == 1, lines

@@ -13,8 +13,8 @@ Backoff: when every upstream failed, the wait doubles from
 ``reconnect_backoff_initial_s`` up to ``reconnect_backoff_max_s`` (5 s by
 default, so a pool that restarts is back in use within seconds), and each
 wait is drawn at random in [step/2, step] so a fleet of proxies does not
-reconnect in the same instant. A failed fail-back probe is logged (one line
-per upstream and reason, then a count once a minute).
+reconnect in the same instant. Failed connects and failed fail-back probes
+are logged one line per upstream and reason, then a count once a minute.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class UpstreamSupervisor:
         self.backoff_waits: list[float] = []  # the last waits between rounds (bounded), for tests and status
         self.probe_failures = 0
         self._probe_log = RateLimitedLog(log)
+        self._fail_log = RateLimitedLog(log)
         self.current: UpstreamConnection | None = None
         self.current_index: int | None = None
         self.down_since: float | None = now()
@@ -191,7 +192,9 @@ class UpstreamSupervisor:
         """An upstream that never came up (every UpstreamError is DROP_UPSTREAM: try the next one)."""
         self.failures += 1
         self.last_error = str(err)
-        log.warning("upstream %s %s: %s", endpoint, what, err)
+        # With a 5 s backoff cap an outage retries often: the first failure of each kind is
+        # logged at once, repeats once a minute with their count (all counted in ``failures``).
+        self._fail_log.log(logging.WARNING, (str(endpoint), what, type(err).__name__), f"upstream {endpoint} {what}: {err}")
 
     async def _until_lost(self, run_task: asyncio.Task[None]) -> str:
         """Wait until the reader ends or a fail-back is due; returns why the connection ends."""
