@@ -173,6 +173,7 @@ class UpstreamSupervisor:
         self.connects += 1
         self.down_since = None
         log.info("upstream %s is up (preference %d)", endpoint, index)
+        self._fail_log.flush("failed upstream connects before this one: ")
         reason = "cancelled"
         try:
             reason = await self._until_lost(run_task)
