@@ -6,7 +6,8 @@ terminated line (a ``\\r\\n`` is tolerated). Every failure caused by peer
 input raises a ``Sv1ProtocolError`` subclass carrying the JSON-RPC/Stratum
 error ``code`` to answer with:
 
-* ``ParseError`` (-32700): not UTF-8, not JSON, a TLS ClientHello, a line too long;
+* ``ParseError`` (-32700): not UTF-8, not JSON (including an integer past Python's
+  digit limit), nested deeper than ``MAX_JSON_DEPTH``, a TLS ClientHello, a line too long;
 * ``InvalidRequest`` (-32600): not an object, method not a string, params not a list;
 * ``InvalidParams`` (-32602): a method's params do not have the expected shape
   (``param`` names the offending parameter).
@@ -15,6 +16,13 @@ Leniency copied from real firmware (reference section 10.6): ids are echoed
 unchanged (int, string or null; cpuminer reuses id 4 for every submit), null or
 missing params mean ``[]``, subscribe takes 0-4 params with nulls, passwords
 may be missing/null/numbers, ntime/nonce/version_bits may be JSON integers.
+
+Numbers: every numeric param is type- and range-checked (bool, null, NaN,
+infinities, integers beyond the float range, strings that are not numbers are
+``InvalidParams``), so no peer value raises anything but a ``Sv1ProtocolError``.
+Text: every string is kept exactly as received except that a lone surrogate
+becomes U+FFFD (``clean_text``, applied once here at parse time; the share
+log and monitoring rely on it).
 
 Serializers return one complete line (``bytes`` ending in ``b"\\n"``).
 Notifications carry ``"id": null`` like classic pools.
