@@ -107,7 +107,7 @@ def answer(session: MinerSession, req_id: Any, method: str, params: list[Any]) -
     replies = [json.loads(x) for x in out.splitlines()]
     mine = [r for r in replies if r.get("method") is None]
     assert len(mine) == 1, replies
-    assert mine[0]["id"] == req_id
+    assert mine[0]["id"] == (p.clean_text(req_id) if isinstance(req_id, str) else req_id)
     return mine[0]  # type: ignore[no-any-return]
 
 
