@@ -255,17 +255,20 @@ class _Output:
         if self.closing:
             return
         size = self._transport.get_write_buffer_size()
-        if size + len(data) > self._max:
-            self._close_slow(f"{size} bytes unsent (write_buffer_max_bytes {self._max})")
-            return
-        now = time.monotonic()
-        if size == 0 or size < self._last_size:
-            self._stalled_since = None  # the miner is reading
-        elif self._stalled_since is None:
-            self._stalled_since = now
-        elif now - self._stalled_since > self._timeout:
-            self._close_slow(f"{size} bytes unsent for {now - self._stalled_since:.0f} s")
-            return
+        if size:  # the kernel's buffer is full: is the miner still reading at all?
+            if size + len(data) > self._max:
+                self._close_slow(f"{size} bytes unsent (write_buffer_max_bytes {self._max})")
+                return
+            now = time.monotonic()
+            if size < self._last_size:
+                self._stalled_since = None  # it is reading, slowly
+            elif self._stalled_since is None:
+                self._stalled_since = now
+            elif now - self._stalled_since > self._timeout:
+                self._close_slow(f"{size} bytes unsent for {now - self._stalled_since:.0f} s")
+                return
+        else:
+            self._stalled_since = None
         self._transport.write(data)
         self._last_size = self._transport.get_write_buffer_size()
 
