@@ -74,6 +74,8 @@ class DownstreamSettings(BaseModel):
     max_line_bytes: int = Field(default=16_384, ge=512, le=1 << 20)
     idle_timeout_s: float = Field(default=900.0, gt=0)
     first_message_timeout_s: float = Field(default=15.0, gt=0)
+    """From the connect to the first complete line, and to a subscribe or authorize (bytes alone
+    never extend it). ``idle_timeout_s`` then counts from each complete line."""
     extranonce2_size: int = Field(default=4, ge=2, le=16)
     extranonce1_size: int = Field(default=2, ge=1, le=8)
     """Local bytes that make each miner's extranonce unique (256**size miners)."""
@@ -83,6 +85,10 @@ class DownstreamSettings(BaseModel):
     max_past_jobs: int = Field(default=32, ge=1, le=4096)
     """Jobs per miner a share may still name (new jobs, keepalive and retarget copies);
     a share for an older one is stale (SRI's max_past_jobs)."""
+    write_buffer_max_bytes: int = Field(default=1 << 20, ge=1024)
+    """Bytes the proxy holds for one miner that is not reading; past it, that miner is closed."""
+    write_timeout_s: float = Field(default=30.0, gt=0)
+    """A miner whose unsent data has not moved for this long is closed (it stopped reading)."""
 
     @model_validator(mode="after")
     def _capacity(self) -> DownstreamSettings:
@@ -132,7 +138,9 @@ class ProxySettings(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     handshake_timeout_s: float = Field(default=10.0, gt=0)
     reconnect_backoff_initial_s: float = Field(default=0.5, gt=0)
-    reconnect_backoff_max_s: float = Field(default=30.0, gt=0)
+    reconnect_backoff_max_s: float = Field(default=5.0, gt=0)
+    """Cap of the doubling reconnect backoff; each wait is drawn at random in [cap/2, cap] of the
+    current step (jitter), so a pool that is back is retried within seconds, not all proxies at once."""
     failback_interval_s: float = Field(default=60.0, gt=0)
     """How often a non-primary upstream checks whether a preferred one is back."""
     outage_reconnect_after_s: float = Field(default=300.0, gt=0)
@@ -143,6 +151,10 @@ class ProxySettings(BaseModel):
     verdict_timeout_s: float = Field(default=60.0, gt=0)
     """A forwarded share the pool has not answered within this long is counted as timed
     out (verdict "timeout" in the share log) and no longer awaited."""
+    upstream_silence_timeout_s: float = Field(default=30.0, ge=0)
+    """A pool that sends no frame for this long while shares wait for its answer (or that does not
+    read what we send) is treated as lost: fail over, /health 503. 0 turns the check off. Keep it
+    above the time a share-batching pool waits before answering a batch."""
 
 
 class MonitoringSettings(BaseModel):

@@ -64,6 +64,11 @@ class UpstreamClosed(UpstreamError):
     """The pool connection ended (closed by the pool, reset, or closed by us)."""
 
 
+class UpstreamSilent(UpstreamClosed):
+    """The pool's TCP connection is open but the pool stopped answering shares or reading
+    (``proxy.upstream_silence_timeout_s``): treated as a lost connection."""
+
+
 class Action(enum.Enum):
     """What the edge does about one peer error."""
 
@@ -87,7 +92,7 @@ def action_for(err: PeerError, *, greeted: bool = True) -> Action:
     """The action for ``err``. Before a miner's first valid request (``greeted`` False)
     a request-level error closes too: a TLS client or a port scanner is not a miner."""
     for cls in type(err).__mro__:
-        action = ERROR_ACTIONS.get(cls)  # type: ignore[call-overload]
+        action = ERROR_ACTIONS.get(cls)
         if action is not None:
             if action is Action.REPLY_ERROR and not greeted:
                 return Action.CLOSE_CONNECTION

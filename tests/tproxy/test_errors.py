@@ -27,7 +27,7 @@ from tproxy.upstream.channel import ChannelLayoutError
         (p.InvalidParams("nonce", "missing"), Action.REPLY_ERROR),
         (p.InvalidRequest("not an object"), Action.REPLY_ERROR),
         (p.ParseError("line is not valid JSON"), Action.REPLY_ERROR),
-        (p.TlsClientHello("TLS"), Action.REPLY_ERROR),
+        (p.TlsClientHello("TLS"), Action.CLOSE_CONNECTION),  # issue 10.6: TLS is closed, even mid-connection
         (p.LineTooLong("line longer than 1024 bytes"), Action.CLOSE_CONNECTION),
         (Sv1Flood("2000 lines in one read"), Action.CLOSE_CONNECTION),
         (UpstreamClosed("closed by the pool"), Action.DROP_UPSTREAM),

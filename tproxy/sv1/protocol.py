@@ -6,7 +6,8 @@ terminated line (a ``\\r\\n`` is tolerated). Every failure caused by peer
 input raises a ``Sv1ProtocolError`` subclass carrying the JSON-RPC/Stratum
 error ``code`` to answer with:
 
-* ``ParseError`` (-32700): not UTF-8, not JSON, a TLS ClientHello, a line too long;
+* ``ParseError`` (-32700): not UTF-8, not JSON (including an integer past Python's
+  digit limit), nested deeper than ``MAX_JSON_DEPTH``, a TLS ClientHello, a line too long;
 * ``InvalidRequest`` (-32600): not an object, method not a string, params not a list;
 * ``InvalidParams`` (-32602): a method's params do not have the expected shape
   (``param`` names the offending parameter).
@@ -15,6 +16,13 @@ Leniency copied from real firmware (reference section 10.6): ids are echoed
 unchanged (int, string or null; cpuminer reuses id 4 for every submit), null or
 missing params mean ``[]``, subscribe takes 0-4 params with nulls, passwords
 may be missing/null/numbers, ntime/nonce/version_bits may be JSON integers.
+
+Numbers: every numeric param is type- and range-checked (bool, null, NaN,
+infinities, integers beyond the float range, strings that are not numbers are
+``InvalidParams``), so no peer value raises anything but a ``Sv1ProtocolError``.
+Text: every string is kept exactly as received except that a lone surrogate
+becomes U+FFFD (``clean_text``, applied once here at parse time; the share
+log and monitoring rely on it).
 
 Serializers return one complete line (``bytes`` ending in ``b"\\n"``).
 Notifications carry ``"id": null`` like classic pools.
@@ -57,6 +65,7 @@ __all__ = [
     "SubscribeRequest",
     "Sv1ProtocolError",
     "TlsClientHello",
+    "clean_text",
     "configure_result",
     "error",
     "notify",
@@ -74,6 +83,7 @@ __all__ = [
     "set_version_mask",
     "submit_params",
     "subscribe_result",
+    "tls_sniff",
 ]
 
 # ---------------------------------------------------------------------------
@@ -104,6 +114,7 @@ ERROR_MESSAGES: Final[dict[int, str]] = {
 }
 
 DEFAULT_MAX_LINE: Final = 16384
+MAX_JSON_DEPTH: Final = 32
 MAX_EXTRANONCE2_BYTES: Final = 32
 MAX_EXTENSIONS: Final = 32
 DEFAULT_VERSION_ROLLING_MASK: Final = 0xFFFFFFFF
@@ -143,8 +154,8 @@ class LineTooLong(Sv1Garbage, ParseError):
     """A line exceeded the configured maximum before its newline arrived (closes the connection)."""
 
 
-class TlsClientHello(ParseError):
-    """The peer speaks TLS (bfgminer with stratum+ssl, scanners) to a plain-TCP port."""
+class TlsClientHello(Sv1Garbage, ParseError):
+    """The peer speaks TLS (bfgminer with stratum+ssl, scanners) to a plain-TCP port: closed, not answered."""
 
 
 class InvalidRequest(Sv1ProtocolError):
@@ -220,6 +231,78 @@ class LineBuffer:
 
 
 # ---------------------------------------------------------------------------
+# TLS on the plain port
+
+TLS_SNIFF_BYTES: Final = 5
+TLS_MESSAGE: Final = "TLS ClientHello on the SV1 port; this port speaks plain stratum+tcp, not TLS"
+
+
+def tls_sniff(head: bytes) -> bool | None:
+    """Whether the first bytes of a connection are a TLS/SSL ClientHello.
+
+    True for a TLS record header (``16 03 00..04``: SSL 3.0 to TLS 1.3, whose
+    ClientHello says 0301 or 0303 here) and for an SSLv2-style hello (2-byte
+    length with the top bit set, message type 1, version 0002 or 0300..0304);
+    False when the bytes cannot start one; None while too few bytes have
+    arrived to tell (a client may send one byte at a time). A JSON line
+    starts with ``{`` (or whitespace), never with either form.
+    """
+    if not head:
+        return None
+    b0 = head[0]
+    if b0 == 0x16:
+        if len(head) < 2:
+            return None
+        if head[1] != 0x03:
+            return False
+        return None if len(head) < 3 else head[2] <= 0x04
+    if b0 & 0x80:
+        if len(head) < 5:
+            return None
+        return head[2] == 0x01 and (head[3:5] == b"\x00\x02" or (head[3] == 0x03 and head[4] <= 0x04))
+    return False
+
+
+def looks_like_tls(head: bytes) -> bool:
+    """``tls_sniff`` decided: True only for a recognised ClientHello start."""
+    return tls_sniff(head) is True or head[:2] == b"\x16\x03"
+
+
+# ---------------------------------------------------------------------------
+# text received from miners
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(s: str) -> str:
+    """The one rule for text a miner sends (worker names, user agents, ids), applied at parse time.
+
+    Valid Unicode is kept exactly as received: NULs, control characters,
+    newlines and any length up to the line limit (docs/NAMES.md: names are
+    exact, never truncated). The only change: each lone surrogate (only a
+    ``\\ud800``-style JSON escape can produce one; it cannot be encoded as
+    UTF-8, so the share log and monitoring could not store it) becomes U+FFFD.
+    A valid escaped pair (``\\ud83d\\ude00``) was already joined by the JSON decoder.
+    """
+    return _SURROGATE.sub("\ufffd", s) if _SURROGATE.search(s) else s
+
+
+def _checked(value: Any, depth: int, clean: bool) -> Any:
+    """``value`` with ``clean_text`` applied to every string (keys too) if ``clean``; a nesting
+    deeper than ``MAX_JSON_DEPTH`` is a ParseError (no SV1 message nests past 3, and every later
+    reader may then walk params recursively without meeting RecursionError)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        return clean_text(value) if clean else value
+    if isinstance(value, list):
+        return [_checked(v, depth + 1, clean) for v in value]
+    if isinstance(value, dict):
+        return {(clean_text(k) if clean else k): _checked(v, depth + 1, clean) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------
 # messages
 
 JsonId = int | float | str | None
@@ -259,16 +342,23 @@ def parse_line(line: bytes) -> Request | Response | Notification:
     not found" is the session's policy. Raises ``ParseError`` or
     ``InvalidRequest``; never anything else for any input bytes.
     """
-    if line[:2] == b"\x16\x03":
-        raise TlsClientHello("TLS handshake on a plain Stratum V1 port")
+    if looks_like_tls(line[:TLS_SNIFF_BYTES]):
+        raise TlsClientHello(TLS_MESSAGE)
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ParseError("line is not valid UTF-8") from None
     try:
+        # ValueError also covers an integer of more than sys.int_info's digit limit
+        # (4300 by default); 1e400 parses as inf and is refused where a number is read.
         msg = json.loads(text)
     except (ValueError, RecursionError):
         raise ParseError("line is not valid JSON") from None
+    # A lone surrogate can only come from a \u escape (strict UTF-8 refuses the bytes); a
+    # nesting deeper than MAX_JSON_DEPTH needs that many brackets. Both checks are C-speed.
+    clean = "\\u" in text
+    if clean or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        msg = _checked(msg, 0, clean)
     if not isinstance(msg, dict):
         raise InvalidRequest(f"expected a JSON object, got {type(msg).__name__}")
     msg_id = msg.get("id")
@@ -302,6 +392,8 @@ _HEX_U32 = re.compile(r"[0-9a-fA-F]{1,8}")
 _HEX_BYTES = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _PORT = re.compile(r"[0-9]{1,5}")
 _U32_MAX = 0xFFFFFFFF
+_TEXT_INT_LIMIT = 10**64  # a number sent where a name is expected: bounded so str() never fails
+_MAX_NUMBER_TEXT = 64
 
 
 def _param(params: list[Any], index: int, name: str) -> Any:
@@ -319,8 +411,10 @@ def _text(value: Any, name: str, *, allow_null: bool = False) -> str | None:
             return None
         raise InvalidParams(name, "must be a string, got null")
     if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) >= _TEXT_INT_LIMIT:
+            raise InvalidParams(name, "number too large for a name")
         return str(value)
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < _TEXT_INT_LIMIT:
         return str(int(value))
     raise InvalidParams(name, f"must be a string, got {type(value).__name__}")
 
@@ -345,8 +439,14 @@ def _number(value: Any, name: str) -> float:
     if isinstance(value, bool):
         raise InvalidParams(name, "must be a number, got bool")
     if isinstance(value, int | float):
-        d = float(value)
+        try:
+            d = float(value)
+        except OverflowError:  # an integer beyond the float range (json reads 10**400 exactly)
+            raise InvalidParams(name, "out of range") from None
     elif isinstance(value, str):
+        # cpuminer-opt sends "512.000000"; a longer string is not a number any firmware sends.
+        if len(value) > _MAX_NUMBER_TEXT:
+            raise InvalidParams(name, "not a number")
         try:
             d = float(value.strip())
         except ValueError:
@@ -417,6 +517,8 @@ def parse_configure(params: list[Any]) -> ConfigureRequest:
                 and isinstance(v, str | int | float)
                 and not isinstance(v, bool)
             ):
+                if isinstance(v, int) and abs(v) >= _TEXT_INT_LIMIT:
+                    continue  # str() of a huge integer may raise; an info value is optional
                 info[k[5:]] = str(v)[:256]
 
     return ConfigureRequest(

@@ -1,13 +1,20 @@
 """The SV1 TCP listener: sockets only.
 
 Owns the sockets and their limits (connection cap, line length, lines per
-read, first-message and idle timeouts, write-buffer bound for miners that
-stop reading), line buffering and writes. Everything a miner says goes to
-the hub (``tproxy.sv1.hub``) as one parsed request at a time. Errors in the
-byte stream are handled by the one table in ``tproxy.errors``: a bad line
-gets a JSON-RPC error (REPLY_ERROR); garbage that is not a line at all (an
-over-long line, a TLS ClientHello before any request), or a flood of lines,
-closes that one connection (CLOSE_CONNECTION); nothing else is affected.
+read, first-message and idle deadlines, write-buffer and write-time bounds
+for miners that stop reading), line buffering and writes. Everything a miner
+says goes to the hub (``tproxy.sv1.hub``) as one parsed request at a time.
+Errors in the byte stream are handled by the one table in ``tproxy.errors``:
+a bad line gets a JSON-RPC error (REPLY_ERROR); garbage that is not a line at
+all (an over-long line, a TLS ClientHello), or a flood of lines, closes that
+one connection (CLOSE_CONNECTION); nothing else is affected.
+
+Deadlines count complete lines, not bytes: the first line must be complete,
+and a subscribe or authorize answered, within ``first_message_timeout_s`` of
+the connect; after that each line must be complete within ``idle_timeout_s``
+of the previous one. A client dribbling bytes, or sending lines that never
+lead to mining, cannot hold a slot. Repeated identical errors from one connection are logged once
+per minute with a count (``tproxy.ratelog``).
 """
 
 from __future__ import annotations
@@ -15,18 +22,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from tproxy.config import DownstreamSettings
 from tproxy.errors import Action, PeerError, Sv1Flood, action_for
+from tproxy.ratelog import RateLimitedLog
 from tproxy.sv1 import protocol as p
 from tproxy.sv1.hub import Miner
 
 log = logging.getLogger("tproxy.sv1.server")
 
 MINER_READ_CHUNK = 65536
-MAX_MINER_WRITE_BUFFER = 1 << 20
 
 
 class MinerHub(Protocol):
@@ -52,6 +60,13 @@ class Sv1Server:
         self.refused = 0
         self.closed_for_garbage = 0
         self.closed_idle = 0
+        self.closed_tls = 0
+        self.closed_slow = 0  # stopped reading: write buffer or write time exceeded
+        self.internal_errors = 0
+        self._bug_log = RateLimitedLog(log)
+        # One line per (reason, host) a minute: a scanner or a broken controller opening
+        # thousands of connections is a few lines with counts, each distinct miner still one line.
+        self._close_log = RateLimitedLog(log)
 
     @property
     def connection_count(self) -> int:
@@ -108,72 +123,173 @@ class Sv1Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
-        transport = writer.transport
-        closing = False
-
-        def write(data: bytes) -> None:
-            nonlocal closing
-            if closing:
-                return
-            if transport.get_write_buffer_size() > MAX_MINER_WRITE_BUFFER:
-                # The miner stopped reading; holding more for it would grow without bound.
-                closing = True
-                transport.abort()
-                return
-            transport.write(data)
-
-        def close() -> None:
-            nonlocal closing
-            closing = True
-            transport.close()
-
-        miner = self.hub.open(peer, write, close)
+        out = _Output(writer, self.settings, peer, self)
+        miner = self.hub.open(peer, out.write, out.close)
         if miner is None:
             self.refused += 1
             return
+        out.client_id = miner.client_id
+        errors = RateLimitedLog(log)
         try:
-            await self._read_loop(reader, writer, miner, lambda: closing)
+            await self._read_loop(reader, out, miner, errors)
+        except p.TlsClientHello as e:
+            # One parse-error line (a human with netcat or a log capture sees why), then close:
+            # the client's TLS stack reports it as a protocol error either way.
+            self.closed_tls += 1
+            self.log_close("tls", miner.client_id, peer, f"closed: {p.TLS_MESSAGE}")
+            out.write(p.error(None, e.code, p.TLS_MESSAGE))
         except PeerError as e:  # CLOSE_CONNECTION: the loop answers the REPLY_ERROR ones itself
             self.closed_for_garbage += 1
-            log.info("client %d (%s): closing: %s", miner.client_id, peer, e)
+            self.log_close(type(e).__name__, miner.client_id, peer, f"closing: {e}")
             if isinstance(e, p.Sv1ProtocolError):
-                write(p.error(None, e.code, str(e)))
+                out.write(p.error(None, e.code, str(e)))
         finally:
+            errors.flush(f"client {miner.client_id} ({peer}): ")
             self.hub.close(miner)
 
-    async def _read_loop(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, miner: Miner, closing: Callable[[], bool]
-    ) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, out: _Output, miner: Miner, errors: RateLimitedLog) -> None:
         """Feed lines to the hub until the miner leaves; raises the PeerError that must close it."""
         buf = p.LineBuffer(self.settings.max_line_bytes)
-        timeout = self.settings.first_message_timeout_s
-        transport = writer.transport
-        hub, session = self.hub, miner.session
-        while not closing():
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.first_message_timeout_s
+        first = True  # no complete line yet
+        head: bytes | None = b""  # the first bytes, until they tell whether the client speaks TLS
+        while not out.closing:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout_at(deadline):
                     data = await reader.read(MINER_READ_CHUNK)
             except TimeoutError:
-                self.closed_idle += 1
-                log.info("client %d (%s): idle timeout", miner.client_id, session.peer)
+                self._timed_out(miner, first)
                 return
             except OSError:  # reset by the miner: an ordinary way to leave
                 return
             if not data:
                 return
-            timeout = self.settings.idle_timeout_s
+            if head is not None:
+                head = (head + data)[: p.TLS_SNIFF_BYTES]
+                verdict = p.tls_sniff(head)
+                if verdict:
+                    raise p.TlsClientHello(p.TLS_MESSAGE)
+                if verdict is False or b"\n" in data:
+                    head = None
             lines = buf.feed(data)
+            if not lines:
+                continue
+            first = False
             if len(lines) > self.settings.max_pending_submits:
                 raise Sv1Flood(f"{len(lines)} lines in one read (flood)")
-            for line in lines:
-                try:
-                    msg = p.parse_line(line)
-                except p.Sv1ProtocolError as e:
-                    if action_for(e, greeted=session.greeted) is not Action.REPLY_ERROR:
-                        raise
-                    miner.write(p.error(None, e.code, str(e)))
-                    continue
-                if isinstance(msg, p.Request):
-                    hub.handle(miner, msg)
-            if transport.get_write_buffer_size() > MAX_MINER_WRITE_BUFFER // 2:
-                await writer.drain()
+            self._handle_lines(lines, miner, errors)
+            if miner.session.greeted:
+                deadline = loop.time() + self.settings.idle_timeout_s
+            # else: the first-message deadline stands until the miner subscribes or authorizes,
+            # so lines that never lead to mining (pings, unknown methods) cannot hold a slot
+            await out.drain_if_backed_up()
+
+    def _handle_lines(self, lines: list[bytes], miner: Miner, errors: RateLimitedLog) -> None:
+        session = miner.session
+        for line in lines:
+            try:
+                msg = p.parse_line(line)
+            except p.Sv1ProtocolError as e:
+                if action_for(e, greeted=session.greeted) is not Action.REPLY_ERROR:
+                    raise
+                errors.log(logging.INFO, type(e).__name__, f"client {miner.client_id} ({session.peer}): bad line: {e}")
+                miner.write(p.error(None, e.code, str(e)))
+                continue
+            if isinstance(msg, p.Request):
+                self._handle_request(miner, msg)
+
+    def _handle_request(self, miner: Miner, req: p.Request) -> None:
+        try:
+            self.hub.handle(miner, req)
+        except PeerError:
+            raise  # acted on by the caller's table
+        except Exception:
+            # Our bug, not the miner's: logged with its traceback (rate-limited), the
+            # request answered with an error, and the miner kept.
+            self.internal_errors += 1
+            if self._bug_log.log(logging.ERROR, req.method[:64], f"internal error handling {req.method[:64]!r}"):
+                log.exception("traceback of the internal error")
+            miner.write(p.error(req.id, p.OTHER, "internal error"))
+
+    def _timed_out(self, miner: Miner, first: bool) -> None:
+        self.closed_idle += 1
+        if first:
+            why = f"no complete first line within {self.settings.first_message_timeout_s:g} s"
+        elif not miner.session.greeted:
+            why = f"no subscribe or authorize within {self.settings.first_message_timeout_s:g} s"
+        else:
+            why = f"idle: no complete line for {self.settings.idle_timeout_s:g} s"
+        self.log_close("timeout", miner.client_id, miner.session.peer, f"closing: {why}")
+
+    def log_close(self, kind: str, client_id: int, peer: str, message: str) -> None:
+        """One INFO line for a connection the server closes (rate-limited per reason and host)."""
+        host = peer.rsplit(":", 1)[0]
+        self._close_log.log(logging.INFO, (kind, host), f"client {client_id} ({peer}): {message}")
+
+
+class _Output:
+    """One miner's outgoing side: writes that never block, bounded in bytes and in time.
+
+    A miner that stops reading makes the kernel buffer fill and then the
+    transport's; once more than ``write_buffer_max_bytes`` wait, or the unsent
+    bytes have not moved for ``write_timeout_s``, the connection is aborted
+    (one log line) so the hub's fan-out never waits on it.
+    """
+
+    def __init__(self, writer: asyncio.StreamWriter, settings: DownstreamSettings, peer: str, server: Sv1Server) -> None:
+        self._writer = writer
+        self._transport = transport = writer.transport
+        self._max = settings.write_buffer_max_bytes
+        self._timeout = settings.write_timeout_s
+        self._peer = peer
+        self._server = server
+        self.client_id = 0
+        self.closing = False
+        self._stalled_since: float | None = None
+        self._last_size = 0
+        # Drain (in the read loop) before the hard bound is reached.
+        transport.set_write_buffer_limits(high=max(self._max // 2, 1), low=max(self._max // 8, 1))
+
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            return
+        size = self._transport.get_write_buffer_size()
+        if size:  # the kernel's buffer is full: is the miner still reading at all?
+            if size + len(data) > self._max:
+                self._close_slow(f"{size} bytes unsent (write_buffer_max_bytes {self._max})")
+                return
+            now = time.monotonic()
+            if size < self._last_size:
+                self._stalled_since = None  # it is reading, slowly
+            elif self._stalled_since is None:
+                self._stalled_since = now
+            elif now - self._stalled_since > self._timeout:
+                self._close_slow(f"{size} bytes unsent for {now - self._stalled_since:.0f} s")
+                return
+        else:
+            self._stalled_since = None
+        self._transport.write(data)
+        self._last_size = self._transport.get_write_buffer_size()
+
+    async def drain_if_backed_up(self) -> None:
+        """Wait (bounded by ``write_timeout_s``) for a backed-up miner to read, or close it."""
+        if self.closing or self._transport.get_write_buffer_size() <= self._max // 2:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._writer.drain()  # returns below the low-water mark (max / 8)
+        except OSError:
+            return  # the miner went away; the read loop sees it
+        except TimeoutError:
+            self._close_slow(f"{self._transport.get_write_buffer_size()} bytes unsent for {self._timeout:g} s")
+
+    def _close_slow(self, why: str) -> None:
+        self._server.closed_slow += 1
+        self._server.log_close("slow", self.client_id, self._peer, f"closing: not reading: {why}")
+        self.closing = True
+        self._transport.abort()
+
+    def close(self) -> None:
+        self.closing = True
+        self._transport.close()

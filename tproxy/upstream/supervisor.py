@@ -8,12 +8,20 @@ is up, what it sends, and when it is lost; the SV1 miners stay connected
 across all of that. How a failure is handled comes from
 ``tproxy.errors.action_for`` (every upstream peer error drops the connection);
 anything else escaping a connection is our bug and is logged as one.
+
+Backoff: when every upstream failed, the wait doubles from
+``reconnect_backoff_initial_s`` up to ``reconnect_backoff_max_s`` (5 s by
+default, so a pool that restarts is back in use within seconds), and each
+wait is drawn at random in [step/2, step] so a fleet of proxies does not
+reconnect in the same instant. Failed connects and failed fail-back probes
+are logged one line per upstream and reason, then a count once a minute.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +30,7 @@ from typing import Any, Protocol
 from sv2.messages import AnyMessage, Reconnect
 from tproxy.config import ProxySettings, UpstreamSettings
 from tproxy.errors import Action, PeerError, UpstreamError, action_for
+from tproxy.ratelog import RateLimitedLog
 from tproxy.upstream.connection import Endpoint, UpstreamConnection
 
 log = logging.getLogger("tproxy.upstream")
@@ -60,12 +69,18 @@ class UpstreamSupervisor:
         *,
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.upstreams = upstreams
         self.proxy = proxy
         self.listener = listener
         self._now = now
         self._sleep = sleep
+        self._rand = rand
+        self.backoff_waits: list[float] = []  # the last waits between rounds (bounded), for tests and status
+        self.probe_failures = 0
+        self._probe_log = RateLimitedLog(log)
+        self._fail_log = RateLimitedLog(log)
         self.current: UpstreamConnection | None = None
         self.current_index: int | None = None
         self.down_since: float | None = now()
@@ -119,8 +134,15 @@ class UpstreamSupervisor:
             if served >= STABLE_CONNECTION_S:
                 backoff = self.proxy.reconnect_backoff_initial_s
                 continue  # lost after a good run: retry at once, most preferred first
-            await self._sleep(backoff)
+            await self._sleep(self._jittered(backoff))
             backoff = min(backoff * 2, self.proxy.reconnect_backoff_max_s)
+
+    def _jittered(self, step: float) -> float:
+        """A wait in [step/2, step] (step capped at reconnect_backoff_max_s): never longer than the cap."""
+        step = min(step, self.proxy.reconnect_backoff_max_s)
+        wait = step / 2 + self._rand() * step / 2
+        self.backoff_waits = [*self.backoff_waits[-63:], wait]
+        return wait
 
     async def _serve(self, index: int, endpoint: Endpoint) -> float:
         """Connect to one endpoint and serve it until it is lost.
@@ -151,6 +173,7 @@ class UpstreamSupervisor:
         self.connects += 1
         self.down_since = None
         log.info("upstream %s is up (preference %d)", endpoint, index)
+        self._fail_log.flush("failed upstream connects before this one: ")
         reason = "cancelled"
         try:
             reason = await self._until_lost(run_task)
@@ -170,7 +193,9 @@ class UpstreamSupervisor:
         """An upstream that never came up (every UpstreamError is DROP_UPSTREAM: try the next one)."""
         self.failures += 1
         self.last_error = str(err)
-        log.warning("upstream %s %s: %s", endpoint, what, err)
+        # With a 5 s backoff cap an outage retries often: the first failure of each kind is
+        # logged at once, repeats once a minute with their count (all counted in ``failures``).
+        self._fail_log.log(logging.WARNING, (str(endpoint), what, type(err).__name__), f"upstream {endpoint} {what}: {err}")
 
     async def _until_lost(self, run_task: asyncio.Task[None]) -> str:
         """Wait until the reader ends or a fail-back is due; returns why the connection ends."""
@@ -211,9 +236,14 @@ class UpstreamSupervisor:
             if self.current is None or idx is None or idx == 0:
                 continue
             for settings in self.upstreams[:idx]:
+                endpoint = Endpoint.of(settings)
                 try:
-                    probe = await UpstreamConnection.connect(Endpoint.of(settings), self.proxy, now=self._now)
-                except UpstreamError:
+                    probe = await UpstreamConnection.connect(endpoint, self.proxy, now=self._now)
+                except UpstreamError as e:
+                    self.probe_failures += 1
+                    self._probe_log.log(
+                        logging.INFO, (str(endpoint), type(e).__name__), f"fail-back probe of {endpoint} failed: {e}"
+                    )
                     continue
                 probe.close()
                 log.info("preferred upstream %s:%s is back; failing back", settings.address, settings.port)
