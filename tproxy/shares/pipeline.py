@@ -27,7 +27,7 @@ Flow::
   and retried from there with exponential backoff. While the spool holds
   anything, new batches go to the spool too, so the replay order is the
   order the batches were sealed in.
-* Text: every string field passes ``tproxy.shares.text.storable_text`` in
+* Text: every string field passes ``tproxy.text.clean_text`` in
   ``submit()`` (valid Unicode stored as received, lone surrogates become
   U+FFFD), so a row always encodes. Behind that, a batch the database
   rejects as bad data is split in halves until only the rows it rejects one
@@ -93,7 +93,7 @@ from tproxy.shares.record import PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
 from tproxy.shares.spool import KIND_SHARES, KIND_VERDICTS, FrameRef, Spool, SpoolCorrupt
 from tproxy.shares.store import Store, is_bad_data
-from tproxy.shares.text import storable_text
+from tproxy.text import clean_text
 
 log = logging.getLogger("tproxy.shares")
 
@@ -257,7 +257,7 @@ class ShareLog:
     def submit(self, record: ShareRecord) -> None:
         """Queue one share row. O(1), never blocks, never raises on database trouble.
 
-        String fields are stored as ``storable_text`` makes them; the ASCII check
+        String fields are stored as ``clean_text`` makes them; the ASCII check
         in front of it is the same rule's fast path (ASCII is stored as is)."""
         r = record
         i, w, j, e, h, v = r.instance_id, r.worker_name, r.sv1_job_id, r.extranonce, r.share_hash, r.verdict
@@ -266,7 +266,7 @@ class ShareLog:
         except AttributeError:  # not a str (a bug upstream): left as is, the database isolates that row
             plain = False
         if not plain:
-            i, w, j, e, h, v = (storable_text(x) if isinstance(x, str) else x for x in (i, w, j, e, h, v))
+            i, w, j, e, h, v = (clean_text(x) if isinstance(x, str) else x for x in (i, w, j, e, h, v))
         self._add(
             KIND_SHARES,
             (
@@ -281,7 +281,7 @@ class ShareLog:
         r = record
         i, v = r.instance_id, r.pool_verdict
         if not (isinstance(i, str) and isinstance(v, str) and i.isascii() and v.isascii()):
-            i, v = (storable_text(x) if isinstance(x, str) else x for x in (i, v))
+            i, v = (clean_text(x) if isinstance(x, str) else x for x in (i, v))
         self._add(
             KIND_VERDICTS,
             (r.received_at_ms, i, self.run_id, r.channel_id, r.sequence_number, r.share_seq, v),

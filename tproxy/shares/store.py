@@ -9,7 +9,7 @@ After any error other than bad data the client is dropped and rebuilt on
 the next call, so a restarted server or a broken HTTP connection does not
 stick.
 
-``insert_isolating`` is the defence behind ``storable_text``: a batch the
+``insert_isolating`` is the defence behind ``clean_text``: a batch the
 database rejects as bad data is split in halves, recursively, so every row
 it accepts is written and only the rows it rejects one by one are returned
 to the caller (for quarantine).

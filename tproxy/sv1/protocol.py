@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tproxy.errors import Sv1BadRequest, Sv1Garbage
+from tproxy.text import clean_text
 
 __all__ = [
     "DUPLICATE",
@@ -270,22 +271,6 @@ def looks_like_tls(head: bytes) -> bool:
 
 # ---------------------------------------------------------------------------
 # text received from miners
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def clean_text(s: str) -> str:
-    """The one rule for text a miner sends (worker names, user agents, ids), applied at parse time.
-
-    Valid Unicode is kept exactly as received: NULs, control characters,
-    newlines and any length up to the line limit (docs/NAMES.md: names are
-    exact, never truncated). The only change: each lone surrogate (only a
-    ``\\ud800``-style JSON escape can produce one; it cannot be encoded as
-    UTF-8, so the share log and monitoring could not store it) becomes U+FFFD.
-    A valid escaped pair (``\\ud83d\\ude00``) was already joined by the JSON decoder.
-    """
-    return _SURROGATE.sub("\ufffd", s) if _SURROGATE.search(s) else s
-
 
 def _checked(value: Any, depth: int, clean: bool) -> Any:
     """``value`` with ``clean_text`` applied to every string (keys too) if ``clean``; a nesting

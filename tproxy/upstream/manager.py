@@ -74,7 +74,7 @@ from tproxy.events import (
     Verdict,
     rolled_ntime,
 )
-from tproxy.shares.text import storable_text
+from tproxy.text import clean_text
 from tproxy.upstream.channel import ChannelState
 
 log = logging.getLogger("tproxy.upstream.manager")
@@ -89,7 +89,7 @@ MAX_IDENTITY_TOTALS = 10_000  # totals of identities with no open channel kept f
 def str0_255(text: str) -> str:
     """``text`` cut to the 255 UTF-8 bytes of an SV2 STR0_255 at a character boundary
     (a worker name is bounded only by the SV1 line limit; lone surrogates become U+FFFD)."""
-    return storable_text(text).encode()[:255].decode("utf-8", "ignore")
+    return clean_text(text).encode()[:255].decode("utf-8", "ignore")
 
 
 class PoolSender(Protocol):

@@ -1,4 +1,4 @@
-"""Text a miner sends is stored by one rule (tproxy.shares.text.storable_text), and a row the
+"""Text a miner sends is stored by one rule (tproxy.text.clean_text), and a row the
 database still rejects costs only itself: real chdb, canary rows around the bad ones."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tproxy.text import REPLACEMENT, clean_text
+
 from tests.helpers.share_log import INSTANCE, assert_counters_consistent, fast_settings, shares
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import ShareRecord
 from tproxy.shares.spool import read_quarantine_file
-from tproxy.shares.text import REPLACEMENT, storable_text
 
 LONE = json.loads('"\\ud800"')  # what the SV1 parser makes of "\ud800" on the wire
 NASTY = {
@@ -28,22 +29,22 @@ NASTY = {
 
 def test_valid_text_is_stored_exactly() -> None:
     for name in ("surrogate", "two-surrogates"):
-        assert storable_text(NASTY[name]) != NASTY[name]
+        assert clean_text(NASTY[name]) != NASTY[name]
     for name in ("nul", "control", "newlines", "long", "unicode"):
-        assert storable_text(NASTY[name]) == NASTY[name]
+        assert clean_text(NASTY[name]) == NASTY[name]
 
 
 def test_each_lone_surrogate_becomes_one_replacement_character() -> None:
-    assert storable_text(NASTY["surrogate"]) == f"rig{REPLACEMENT}x"
-    assert storable_text(NASTY["two-surrogates"]) == f"{REPLACEMENT}a{REPLACEMENT}"
+    assert clean_text(NASTY["surrogate"]) == f"rig{REPLACEMENT}x"
+    assert clean_text(NASTY["two-surrogates"]) == f"{REPLACEMENT}a{REPLACEMENT}"
     for s in NASTY.values():
-        out = storable_text(s)
+        out = clean_text(s)
         out.encode("utf-8")  # never fails
-        assert storable_text(out) == out
+        assert clean_text(out) == out
 
 
 def expected_name(r: ShareRecord) -> str:
-    return storable_text(r.worker_name)
+    return clean_text(r.worker_name)
 
 
 async def stored(log: ShareLog) -> dict[int, tuple[str, str, str]]:
@@ -67,8 +68,8 @@ async def test_batch_with_nasty_names_lands_whole(tmp_path: Path, opened: Any) -
     got = await stored(log)
     assert len(got) == 1000
     for r in sent:
-        assert got[r.share_seq] == (storable_text(r.worker_name), storable_text(r.sv1_job_id),
-                                    storable_text(r.extranonce)), bad_seqs.get(r.share_seq)
+        assert got[r.share_seq] == (clean_text(r.worker_name), clean_text(r.sv1_job_id),
+                                    clean_text(r.extranonce)), bad_seqs.get(r.share_seq)
     assert got[sent[37].share_seq][0] == f"rig{REPLACEMENT}x"
     assert len(got[sent[37 + 131 * 5].share_seq][0]) == 10_000
     st = log.stats()
@@ -87,7 +88,7 @@ def quarantined_rows(spool_dir: Path) -> list[tuple[object, ...]]:
 
 
 def poisoned(r: ShareRecord, how: str) -> ShareRecord:
-    # Values storable_text does not fix (not text at all): only the database can refuse them.
+    # Values clean_text does not fix (not text at all): only the database can refuse them.
     return dataclasses.replace(r, nonce=-5) if how == "nonce" else dataclasses.replace(r, worker_name=None)  # type: ignore[arg-type]
 
 

@@ -1,10 +1,12 @@
-"""The share log's one rule for storing text a miner (or a pool) sent: ``storable_text``.
+"""The one rule for text a miner (or a pool) sent: ``clean_text``.
 
-Every string column of a share row (``worker_name``, ``sv1_job_id``,
-``extranonce``, ``share_hash``, ``verdict``, ``instance_id``) and the
-``pool_verdict`` of a pool verdict row passes through this rule at the edge
-of the share log (``ShareLog.submit`` / ``submit_pool_verdict``), so a row
-always encodes to UTF-8 and one miner's bytes cannot fail a batch:
+It is applied where text enters the proxy: every string of an SV1 request at
+parse time (``tproxy.sv1.protocol.parse_line``), and again, as defence in
+depth, to every string column at the edge of the share log
+(``ShareLog.submit`` / ``submit_pool_verdict``), so a row always encodes to
+UTF-8 and one miner's bytes cannot fail a batch. ``monitoring.text.clean_text``
+is the same rule on the monitoring side of the package boundary (monitoring
+imports nothing from ``tproxy``). The rule:
 
 * Valid Unicode is stored exactly as received: no trimming, no truncation,
   no escaping. NUL, control characters, newlines and long values are kept
@@ -15,7 +17,7 @@ always encodes to UTF-8 and one miner's bytes cannot fail a batch:
   U+D800..U+DFFF (``json.loads('"\\ud800"')`` yields one), is replaced by
   U+FFFD, one replacement per surrogate. Everything around it is kept.
 
-``storable_text(storable_text(s)) == storable_text(s)``, and the result always
+``clean_text(clean_text(s)) == clean_text(s)``, and the result always
 encodes to UTF-8. Anything that displays or looks up a stored name (API,
 metrics labels) should apply the same function to a live name to match it.
 """
@@ -28,8 +30,8 @@ REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def storable_text(s: str) -> str:
-    """``s`` as the share log stores it (see the module docstring)."""
+def clean_text(s: str) -> str:
+    """``s`` under the rule of the module docstring."""
     if s.isascii():  # the common case: nothing to check
         return s
     return _SURROGATE.sub(REPLACEMENT, s)
