@@ -8,12 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tproxy.text import REPLACEMENT, clean_text
-
 from tests.helpers.share_log import INSTANCE, assert_counters_consistent, fast_settings, shares
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import ShareRecord
 from tproxy.shares.spool import read_quarantine_file
+from tproxy.text import REPLACEMENT, clean_text
 
 LONE = json.loads('"\\ud800"')  # what the SV1 parser makes of "\ud800" on the wire
 NASTY = {
