@@ -66,41 +66,58 @@ class Message:
 
     def encode(self) -> bytes:
         """Return the payload bytes (without the 6-byte frame header)."""
-        out = bytearray()
-        name = ""
-        try:
-            for name, codec in self.FIELDS:
-                codec.encode(getattr(self, name), out, name)
-        except EncodeError as e:
-            raise EncodeError(e.field, f"{e.reason} (in {self.NAME}.{name})") from None
-        return bytes(out)
+        return generic_encode(self)
 
     @classmethod
     def decode(cls, payload: bytes | bytearray | memoryview) -> Self:
         """Decode one payload; it must contain exactly this message."""
-        r = Reader(payload)
-        values: list[Any] = []
-        step: _Step | None = None
-        try:
-            for step in cls._STEPS:
-                if isinstance(step, Codec):
-                    values.append(step.decode(r))
+        return generic_decode(cls, payload)
+
+
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def generic_encode(msg: Message) -> bytes:
+    """The field-by-field encoder every message uses unless ``sv2.messages.fast`` covers it.
+
+    It is also the reference those fast paths are tested against and fall
+    back to for any value they do not handle themselves.
+    """
+    out = bytearray()
+    name = ""
+    try:
+        for name, codec in msg.FIELDS:
+            codec.encode(getattr(msg, name), out, name)
+    except EncodeError as e:
+        raise EncodeError(e.field, f"{e.reason} (in {msg.NAME}.{name})") from None
+    return bytes(out)
+
+
+def generic_decode(cls: type[MessageT], payload: bytes | bytearray | memoryview) -> MessageT:
+    """The step-by-step decoder (see ``_compile_steps``); the reference for the fast paths."""
+    r = Reader(payload)
+    values: list[Any] = []
+    step: _Step | None = None
+    try:
+        for step in cls._STEPS:
+            if isinstance(step, Codec):
+                values.append(step.decode(r))
+            else:
+                s, bool_idx = step
+                items = r.unpack(s)
+                if bool_idx:
+                    lst = list(items)
+                    for i in bool_idx:
+                        lst[i] = bool(lst[i] & 1)
+                    values.extend(lst)
                 else:
-                    s, bool_idx = step
-                    items = r.unpack(s)
-                    if bool_idx:
-                        lst = list(items)
-                        for i in bool_idx:
-                            lst[i] = bool(lst[i] & 1)
-                        values.extend(lst)
-                    else:
-                        values.extend(items)
-        except ProtocolError as e:
-            where = cls.FIELDS[len(values)][0] if len(values) < len(cls.FIELDS) else "?"
-            raise ProtocolError(f"{cls.NAME}.{where}: {e}") from None
-        if not r.at_end():
-            raise ProtocolError(f"{cls.NAME}: {r.remaining} trailing bytes after the last field")
-        return cls(*values)
+                    values.extend(items)
+    except ProtocolError as e:
+        where = cls.FIELDS[len(values)][0] if len(values) < len(cls.FIELDS) else "?"
+        raise ProtocolError(f"{cls.NAME}.{where}: {e}") from None
+    if not r.at_end():
+        raise ProtocolError(f"{cls.NAME}: {r.remaining} trailing bytes after the last field")
+    return cls(*values)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
