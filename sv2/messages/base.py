@@ -190,6 +190,9 @@ def message(cls: M) -> M:
     for attr in ("MSG_TYPE", "CHANNEL_MSG", "NAME"):
         if attr not in cls.__dict__:
             raise TypeError(f"{cls.__name__} must define {attr}")
+    # Checked here once so that framing can pack a known class's header unchecked.
+    if not 0 <= cls.EXTENSION_TYPE <= EXTENSION_TYPE_MAX or not 0 <= cls.MSG_TYPE <= 0xFF:
+        raise TypeError(f"{cls.__name__}: EXTENSION_TYPE must fit 15 bits and MSG_TYPE 8 bits")
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = tuple(
         (f.name, _field_codec(cls, f.name, hints[f.name]))
