@@ -117,8 +117,14 @@ def decode_submit_shares_extended(payload: Payload) -> SubmitSharesExtended:
         if n <= 32 and end <= size:
             s0, s1, s2, s3, s4, s5, s6, s7 = _SHARE_EXT_SET
             msg = _new(SubmitSharesExtended)
-            s0(msg, ch), s1(msg, seq), s2(msg, job), s3(msg, nonce)
-            s4(msg, ntime), s5(msg, version), s6(msg, data[25:end]), s7(msg, data[end:])
+            s0(msg, ch)
+            s1(msg, seq)
+            s2(msg, job)
+            s3(msg, nonce)
+            s4(msg, ntime)
+            s5(msg, version)
+            s6(msg, data[25:end])
+            s7(msg, data[end:])
             return msg
     return generic_decode(SubmitSharesExtended, data)
 
@@ -146,7 +152,10 @@ def decode_submit_shares_success(payload: Payload) -> SubmitSharesSuccess:
         s0, s1, s2, s3 = _SHARES_OK_SET
         ch, last, count, total = _SHARES_OK.unpack(payload)
         msg = _new(SubmitSharesSuccess)
-        s0(msg, ch), s1(msg, last), s2(msg, count), s3(msg, total)
+        s0(msg, ch)
+        s1(msg, last)
+        s2(msg, count)
+        s3(msg, total)
         return msg
     return generic_decode(SubmitSharesSuccess, payload)
 
@@ -169,7 +178,9 @@ def decode_submit_shares_error(payload: Payload) -> SubmitSharesError:
         s0, s1, s2 = _SHARES_ERR_SET
         ch, seq, _ = _SHARES_ERR.unpack_from(data)
         msg = _new(SubmitSharesError)
-        s0(msg, ch), s1(msg, seq), s2(msg, data[9:].decode("utf-8", "surrogateescape"))
+        s0(msg, ch)
+        s1(msg, seq)
+        s2(msg, data[9:].decode("utf-8", "surrogateescape"))
         return msg
     return generic_decode(SubmitSharesError, data)
 
@@ -232,8 +243,14 @@ def decode_new_extended_mining_job(payload: Payload) -> NewExtendedMiningJob:
             if end == size:
                 s0, s1, s2, s3, s4, s5, s6, s7 = _JOB_SET
                 msg = _new(NewExtendedMiningJob)
-                s0(msg, ch), s1(msg, job), s2(msg, min_ntime), s3(msg, version)
-                s4(msg, bool(rolling & 1)), s5(msg, path), s6(msg, prefix), s7(msg, data[pos:end])
+                s0(msg, ch)
+                s1(msg, job)
+                s2(msg, min_ntime)
+                s3(msg, version)
+                s4(msg, bool(rolling & 1))
+                s5(msg, path)
+                s6(msg, prefix)
+                s7(msg, data[pos:end])
                 return msg
     return generic_decode(NewExtendedMiningJob, data)
 
@@ -265,7 +282,11 @@ def decode_set_new_prev_hash(payload: Payload) -> SetNewPrevHash:
         s0, s1, s2, s3, s4 = _PREV_HASH_SET
         ch, job, prev_hash, min_ntime, nbits = _PREV_HASH.unpack(payload)
         msg = _new(SetNewPrevHash)
-        s0(msg, ch), s1(msg, job), s2(msg, prev_hash), s3(msg, min_ntime), s4(msg, nbits)
+        s0(msg, ch)
+        s1(msg, job)
+        s2(msg, prev_hash)
+        s3(msg, min_ntime)
+        s4(msg, nbits)
         return msg
     return generic_decode(SetNewPrevHash, payload)
 
@@ -285,7 +306,8 @@ def decode_set_target(payload: Payload) -> SetTarget:
         s0, s1 = _TARGET_SET
         ch, target = _TARGET.unpack(payload)
         msg = _new(SetTarget)
-        s0(msg, ch), s1(msg, target)
+        s0(msg, ch)
+        s1(msg, target)
         return msg
     return generic_decode(SetTarget, payload)
 
