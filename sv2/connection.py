@@ -38,6 +38,8 @@ from sv2.noise import (
     ACT1_SIZE,
     ACT2_SIZE,
     HEADER_CT_SIZE,
+    MAC_SIZE,
+    MAX_CHUNK_PLAINTEXT,
     NoiseInitiator,
     NoiseResponder,
     NoiseTransport,
@@ -177,7 +179,11 @@ class Sv2Connection:
                 self._header = header
             ext, msg_type, length = header
             if length:
-                ct_len = NoiseTransport.encrypted_payload_length(length)
+                # One chunk (the usual case) inline; the general rule for longer payloads.
+                if length <= MAX_CHUNK_PLAINTEXT:
+                    ct_len = length + MAC_SIZE
+                else:
+                    ct_len = NoiseTransport.encrypted_payload_length(length)
                 if len(buf) - pos < ct_len:
                     self._compact()
                     return None

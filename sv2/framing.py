@@ -95,12 +95,14 @@ def encode_header(message: AnyMessage, payload_length: int) -> bytes:
 
     Same bytes as ``header_for(...).encode()``, without building a
     ``FrameHeader``: a known class's type fields are checked once by
-    ``@message``, so only the length (and an ``UnknownMessage``) need checks.
+    ``@message`` (which also sets ``WIRE_EXTENSION_TYPE``), so only the length
+    (and an ``UnknownMessage``) need checks.
     """
     if isinstance(message, UnknownMessage) or not 0 <= payload_length <= MAX_MSG_LENGTH:
         return header_for(message, payload_length).encode()  # validates, raises EncodeError
-    ext = (message.EXTENSION_TYPE | CHANNEL_MSG_BIT) if message.CHANNEL_MSG else message.EXTENSION_TYPE
-    return _HEADER.pack(ext, message.MSG_TYPE, payload_length & 0xFFFF, payload_length >> 16)
+    return _HEADER.pack(
+        message.WIRE_EXTENSION_TYPE, message.MSG_TYPE, payload_length & 0xFFFF, payload_length >> 16
+    )
 
 
 def header_fields(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:

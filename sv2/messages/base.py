@@ -57,6 +57,9 @@ class Message:
     CHANNEL_MSG: ClassVar[bool]
     EXTENSION_TYPE: ClassVar[int] = 0
     NAME: ClassVar[str]
+    # EXTENSION_TYPE with CHANNEL_MSG_BIT set for channel messages: the header's
+    # first field as sent. Set by @message.
+    WIRE_EXTENSION_TYPE: ClassVar[int] = 0
     FIELDS: ClassVar[FieldSpec] = ()
     _STEPS: ClassVar[tuple[_Step, ...]] = ()
 
@@ -193,6 +196,7 @@ def message(cls: M) -> M:
     # Checked here once so that framing can pack a known class's header unchecked.
     if not 0 <= cls.EXTENSION_TYPE <= EXTENSION_TYPE_MAX or not 0 <= cls.MSG_TYPE <= 0xFF:
         raise TypeError(f"{cls.__name__}: EXTENSION_TYPE must fit 15 bits and MSG_TYPE 8 bits")
+    cls.WIRE_EXTENSION_TYPE = cls.EXTENSION_TYPE | (CHANNEL_MSG_BIT if cls.CHANNEL_MSG else 0)
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = tuple(
         (f.name, _field_codec(cls, f.name, hints[f.name]))
