@@ -81,11 +81,6 @@ def _setters(cls: type[Message]) -> tuple[Callable[[object, Any], None], ...]:
     return tuple(getattr(cls, f.name).__set__ for f in dataclasses.fields(cls))  # type: ignore[arg-type]
 
 
-def _bytes(payload: Payload) -> bytes:
-    # Slices of bytes are bytes; slices of a memoryview would not be.
-    return payload if type(payload) is bytes else bytes(payload)
-
-
 # -- SubmitSharesExtended ----------------------------------------------------------------
 
 _SHARE_EXT_SET = _setters(SubmitSharesExtended)
@@ -109,7 +104,7 @@ def encode_submit_shares_extended(msg: SubmitSharesExtended) -> bytes:
 
 
 def decode_submit_shares_extended(payload: Payload) -> SubmitSharesExtended:
-    data = _bytes(payload)
+    data = payload if type(payload) is bytes else bytes(payload)  # slices must be bytes
     size = len(data)
     if size >= 25:
         ch, seq, job, nonce, ntime, version, n = _SHARE_EXT.unpack_from(data)
@@ -173,7 +168,7 @@ def encode_submit_shares_error(msg: SubmitSharesError) -> bytes:
 
 
 def decode_submit_shares_error(payload: Payload) -> SubmitSharesError:
-    data = _bytes(payload)
+    data = payload if type(payload) is bytes else bytes(payload)  # slices must be bytes
     if len(data) >= 9 and len(data) == 9 + data[8]:
         s0, s1, s2 = _SHARES_ERR_SET
         ch, seq, _ = _SHARES_ERR.unpack_from(data)
@@ -221,7 +216,7 @@ def encode_new_extended_mining_job(msg: NewExtendedMiningJob) -> bytes:
 
 
 def decode_new_extended_mining_job(payload: Payload) -> NewExtendedMiningJob:
-    data = _bytes(payload)
+    data = payload if type(payload) is bytes else bytes(payload)  # slices must be bytes
     size = len(data)
     tag = data[8] if size > 8 else None
     if tag == 1 and size >= _JOB_NOW.size:
