@@ -69,6 +69,7 @@ _SHARES_OK = struct.Struct("<3IQ")
 _SHARES_ERR = struct.Struct("<2IB")  # + error_code length
 _JOB_NOW = struct.Struct("<IIBIIBB")  # min_ntime present: tag 1 + U32
 _JOB_FUTURE = struct.Struct("<IIBIBB")  # min_ntime None: tag 0 only
+assert (_JOB_NOW.size, _JOB_FUTURE.size) == (19, 15)  # the decoder's offsets
 _U16 = struct.Struct("<H")
 _PREV_HASH = struct.Struct("<II32sII")
 _TARGET = struct.Struct("<I32s")
@@ -197,7 +198,7 @@ def encode_new_extended_mining_job(msg: NewExtendedMiningJob) -> bytes:
         and len(prefix) <= 0xFFFF
         and len(suffix) <= 0xFFFF
         and len(path) <= 255
-        and all(type(node) is bytes and len(node) == 32 for node in path)
+        and (not path or all(type(node) is bytes and len(node) == 32 for node in path))
     ):
         try:
             if min_ntime is None:
@@ -219,17 +220,18 @@ def decode_new_extended_mining_job(payload: Payload) -> NewExtendedMiningJob:
     data = payload if type(payload) is bytes else bytes(payload)  # slices must be bytes
     size = len(data)
     tag = data[8] if size > 8 else None
-    if tag == 1 and size >= _JOB_NOW.size:
+    if tag == 1 and size >= 19:  # _JOB_NOW.size
         ch, job, _, min_ntime, version, rolling, count = _JOB_NOW.unpack_from(data)
-        pos = _JOB_NOW.size
-    elif tag == 0 and size >= _JOB_FUTURE.size:
+        pos = 19
+    elif tag == 0 and size >= 15:  # _JOB_FUTURE.size
         ch, job, _, version, rolling, count = _JOB_FUTURE.unpack_from(data)
-        min_ntime, pos = None, _JOB_FUTURE.size
+        min_ntime, pos = None, 15
     else:
         return generic_decode(NewExtendedMiningJob, data)
     end = pos + 32 * count
     if end + 2 <= size:
-        path = tuple(data[i : i + 32] for i in range(pos, end, 32))
+        # Most jobs of a small pool have an empty path: skip the generator then.
+        path = tuple([data[i : i + 32] for i in range(pos, end, 32)]) if count else ()
         # Each B0_64K: a U16 LE length at ``end``, then the bytes.
         pos, end = end + 2, end + 2 + (data[end] | data[end + 1] << 8)
         if end + 2 <= size:
