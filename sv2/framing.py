@@ -10,7 +10,9 @@ apart: ``extension_type`` is the 15-bit extension id and ``channel_msg`` the
 flag. ``msg_length`` counts payload bytes only.
 
 This module owns the header layout (``HEADER_SIZE``, ``FrameHeader``) and
-turns a message into the plaintext frame that goes into Noise. Reassembling
+turns a message into the plaintext frame that goes into Noise. The per-frame
+paths of ``Sv2Connection`` use ``encode_header`` and ``header_fields``, which
+give the same bytes and values as ``FrameHeader`` without building one. Reassembling
 frames from a byte stream is not done here: every SV2 stream in this project
 is Noise-encrypted, the header and the payload are separate AEAD messages, and
 the payload's ciphertext length is known only after the header is decrypted,

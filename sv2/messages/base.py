@@ -20,6 +20,12 @@ MSG_TYPE)``. ``encode()`` returns the payload only (no frame header);
 its last field is malformed (a message that may carry trailing TLVs declares a
 final ``BYTES`` field to hold them).
 
+``encode``/``decode`` are the generic codec (``generic_encode`` /
+``generic_decode``), which walks ``FIELDS`` and checks every value. The hot
+mining messages replace them with struct fast paths (``sv2.messages.fast``)
+that give the same bytes and the same errors; the generic functions stay the
+reference those are tested against and fall back to.
+
 ``decode_message`` returns ``UnknownMessage`` for types it does not know, so a
 proxy can log and drop them instead of closing the connection.
 """
