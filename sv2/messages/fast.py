@@ -230,7 +230,7 @@ def decode_new_extended_mining_job(payload: Payload) -> NewExtendedMiningJob:
         return generic_decode(NewExtendedMiningJob, data)
     end = pos + 32 * count
     if end + 2 <= size:
-        # Most jobs of a small pool have an empty path: skip the generator then.
+        # An empty path (a block with the coinbase only) skips the comprehension.
         path = tuple([data[i : i + 32] for i in range(pos, end, 32)]) if count else ()
         # Each B0_64K: a U16 LE length at ``end``, then the bytes.
         pos, end = end + 2, end + 2 + (data[end] | data[end + 1] << 8)
