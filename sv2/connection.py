@@ -25,18 +25,21 @@ import enum
 from collections.abc import Iterator
 
 from sv2.errors import (
+    EncodeError,
     FrameTooLarge,
     HandshakeTruncated,
     LocalProtocolError,
     ProtocolError,
     StateError,
 )
-from sv2.framing import HEADER_SIZE, MAX_MSG_LENGTH, FrameHeader, encode_frame
+from sv2.framing import MAX_MSG_LENGTH, encode_header, header_fields
 from sv2.messages import AnyMessage, decode_message
 from sv2.noise import (
     ACT1_SIZE,
     ACT2_SIZE,
     HEADER_CT_SIZE,
+    MAC_SIZE,
+    MAX_CHUNK_PLAINTEXT,
     NoiseInitiator,
     NoiseResponder,
     NoiseTransport,
@@ -79,7 +82,8 @@ class Sv2Connection:
         self._pos = 0  # read offset into _buf; compacted only when more bytes are needed
         self._out = bytearray()
         self._transport: NoiseTransport | None = None
-        self._header: FrameHeader | None = None  # decrypted header awaiting its payload
+        # Decrypted header awaiting its payload: (wire extension_type, msg_type, msg_length).
+        self._header: tuple[int, int, int] | None = None
         if isinstance(handshake, NoiseInitiator):
             self._out += handshake.write_act1()
 
@@ -155,31 +159,40 @@ class Sv2Connection:
             if self._state is State.CLOSED:
                 raise StateError("next_message on a closed connection")
             return None
-        assert self._transport is not None
+        transport = self._transport
+        assert transport is not None
         buf, pos = self._buf, self._pos
         try:
-            if self._header is None:
+            header = self._header
+            if header is None:
                 if len(buf) - pos < HEADER_CT_SIZE:
                     self._compact()
                     return None
-                hdr = self._transport.decrypt_header(bytes(buf[pos : pos + HEADER_CT_SIZE]))
+                # A bytearray slice goes to the AEAD as is: one copy, not two.
+                header = header_fields(transport.decrypt_header(buf[pos : pos + HEADER_CT_SIZE]))
                 pos += HEADER_CT_SIZE
                 self._pos = pos
-                header = FrameHeader.decode(hdr)
-                if header.msg_length > self.max_payload:
+                if header[2] > self.max_payload:
                     raise FrameTooLarge(
-                        f"frame declares {header.msg_length} payload bytes, limit {self.max_payload}"
+                        f"frame declares {header[2]} payload bytes, limit {self.max_payload}"
                     )
                 self._header = header
-            header = self._header
-            ct_len = NoiseTransport.encrypted_payload_length(header.msg_length)
-            if len(buf) - pos < ct_len:
-                self._compact()
-                return None
-            payload = self._transport.decrypt_payload(bytes(buf[pos : pos + ct_len])) if ct_len else b""
-            self._pos = pos + ct_len
+            ext, msg_type, length = header
+            if length:
+                # One chunk (the usual case) inline; the general rule for longer payloads.
+                if length <= MAX_CHUNK_PLAINTEXT:
+                    ct_len = length + MAC_SIZE
+                else:
+                    ct_len = NoiseTransport.encrypted_payload_length(length)
+                if len(buf) - pos < ct_len:
+                    self._compact()
+                    return None
+                payload = transport.decrypt_payload(buf[pos : pos + ct_len])
+                self._pos = pos + ct_len
+            else:
+                payload = b""
             self._header = None
-            return decode_message(header.extension_type, header.msg_type, payload, header.channel_msg)
+            return decode_message(ext, msg_type, payload)
         except ProtocolError:
             self.close()
             raise
@@ -210,13 +223,18 @@ class Sv2Connection:
         """Encode and encrypt one message; returns the bytes to write."""
         if self._state is not State.TRANSPORT or self._transport is None:
             raise StateError(f"send({type(message).__name__}) in state {self._state.value}")
-        frame = encode_frame(message)
-        if len(frame) - HEADER_SIZE > self.max_payload:
-            # Our own message over our own limit: a caller bug, not the peer's.
-            raise LocalProtocolError(
-                f"outgoing {type(message).__name__} exceeds {self.max_payload} bytes"
-            )
-        return self._transport.encrypt_frame(frame)
+        payload = message.encode()
+        size = len(payload)
+        if size > self.max_payload:
+            self._refuse_oversize(message, size)
+        # Header and payload go to the AEAD separately: no plaintext frame is built.
+        return self._transport.encrypt_message(encode_header(message, size), payload)
+
+    def _refuse_oversize(self, message: AnyMessage, size: int) -> None:
+        if size > MAX_MSG_LENGTH:
+            raise EncodeError("msg_length", f"payload of {size} bytes does not fit U24")
+        # Our own message over our own limit: a caller bug, not the peer's.
+        raise LocalProtocolError(f"outgoing {type(message).__name__} exceeds {self.max_payload} bytes")
 
     def data_to_send(self) -> bytes:
         """Pending handshake bytes (act 1 for the initiator, act 2 for the responder)."""

@@ -10,7 +10,9 @@ apart: ``extension_type`` is the 15-bit extension id and ``channel_msg`` the
 flag. ``msg_length`` counts payload bytes only.
 
 This module owns the header layout (``HEADER_SIZE``, ``FrameHeader``) and
-turns a message into the plaintext frame that goes into Noise. Reassembling
+turns a message into the plaintext frame that goes into Noise. The per-frame
+paths of ``Sv2Connection`` use ``encode_header`` and ``header_fields``, which
+give the same bytes and values as ``FrameHeader`` without building one. Reassembling
 frames from a byte stream is not done here: every SV2 stream in this project
 is Noise-encrypted, the header and the payload are separate AEAD messages, and
 the payload's ciphertext length is known only after the header is decrypted,
@@ -37,6 +39,8 @@ __all__ = [
     "MAX_MSG_LENGTH",
     "FrameHeader",
     "encode_frame",
+    "encode_header",
+    "header_fields",
     "header_for",
 ]
 
@@ -88,9 +92,35 @@ def header_for(message: AnyMessage, payload_length: int) -> FrameHeader:
     )
 
 
+def encode_header(message: AnyMessage, payload_length: int) -> bytes:
+    """The 6 header bytes that carry ``message`` with a payload of ``payload_length`` bytes.
+
+    Same bytes as ``header_for(...).encode()``, without building a
+    ``FrameHeader``: a known class's type fields are checked once by
+    ``@message`` (which also sets ``WIRE_EXTENSION_TYPE``), so only the length
+    (and an ``UnknownMessage``) need checks.
+    """
+    if isinstance(message, UnknownMessage) or not 0 <= payload_length <= MAX_MSG_LENGTH:
+        return header_for(message, payload_length).encode()  # validates, raises EncodeError
+    return _HEADER.pack(
+        message.WIRE_EXTENSION_TYPE, message.MSG_TYPE, payload_length & 0xFFFF, payload_length >> 16
+    )
+
+
+def header_fields(data: bytes | bytearray | memoryview) -> tuple[int, int, int]:
+    """(wire extension_type with the channel bit, msg_type, msg_length) of 6 header bytes.
+
+    The receive hot path's ``FrameHeader.decode``: a tuple instead of an object.
+    """
+    if len(data) != HEADER_SIZE:
+        raise ProtocolError(f"frame header needs {HEADER_SIZE} bytes, got {len(data)}")
+    ext, msg_type, lo, hi = _HEADER.unpack(data)
+    return ext, msg_type, lo | hi << 16
+
+
 def encode_frame(message: AnyMessage) -> bytes:
     """Header + payload of one message (plaintext, as it goes into Noise)."""
     payload = message.encode()
     if len(payload) > MAX_MSG_LENGTH:
         raise EncodeError("msg_length", f"payload of {len(payload)} bytes does not fit U24")
-    return header_for(message, len(payload)).encode() + payload
+    return encode_header(message, len(payload)) + payload

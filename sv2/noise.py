@@ -293,25 +293,37 @@ class NoiseTransport:
             raise EncodeError(
                 "frame", f"header declares {declared} payload bytes but {size - HEADER_SIZE} follow"
             )
-        enc = self._send.encrypt_with_ad
         view = memoryview(frame)
-        header_ct = enc(None, view[:HEADER_SIZE])
         if size == HEADER_SIZE:
-            return header_ct
+            return self._send.encrypt_with_ad(None, view)
         if size - HEADER_SIZE <= MAX_CHUNK_PLAINTEXT:
-            return header_ct + enc(None, view[HEADER_SIZE:])
-        parts = [header_ct]
+            return self._send.encrypt_two(view[:HEADER_SIZE], view[HEADER_SIZE:])
+        enc = self._send.encrypt_with_ad
+        parts = [enc(None, view[:HEADER_SIZE])]
         for off in range(HEADER_SIZE, size, MAX_CHUNK_PLAINTEXT):
             parts.append(enc(None, view[off : off + MAX_CHUNK_PLAINTEXT]))
         return b"".join(parts)
 
-    def decrypt_header(self, ct22: bytes) -> bytes:
+    def encrypt_message(self, header: bytes, payload: bytes) -> bytes:
+        """``encrypt_frame(header + payload)`` without building the plaintext frame.
+
+        ``header`` must be the 6-byte header that declares ``len(payload)``
+        (``sv2.framing.encode_header``); it is not re-parsed here. A payload
+        that needs more than one chunk takes the general ``encrypt_frame``.
+        """
+        if not payload:
+            return self._send.encrypt_with_ad(None, header)
+        if len(payload) <= MAX_CHUNK_PLAINTEXT:
+            return self._send.encrypt_two(header, payload)
+        return self.encrypt_frame(header + payload)
+
+    def decrypt_header(self, ct22: bytes | bytearray | memoryview) -> bytes:
         """Decrypt the 22-byte header ciphertext to the 6-byte plaintext header."""
         if len(ct22) != HEADER_CT_SIZE:
             raise NoiseError(f"encrypted header must be {HEADER_CT_SIZE} bytes, got {len(ct22)}")
         return self._recv.decrypt_with_ad(None, ct22)
 
-    def decrypt_payload(self, ct: bytes) -> bytes:
+    def decrypt_payload(self, ct: bytes | bytearray | memoryview) -> bytes:
         """Decrypt a whole payload ciphertext (all its chunks) to the plaintext payload."""
         size = len(ct)
         if size == 0:

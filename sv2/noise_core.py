@@ -56,6 +56,7 @@ MAX_MESSAGE_SIZE = 65535  # largest Noise message, handshake or transport
 
 # Noise reserves nonce 2**64 - 1; SV2 never rekeys, so reaching it is fatal.
 _MAX_NONCE = (1 << 64) - 1
+_MAX_PAIR_NONCE = _MAX_NONCE - 1  # encrypt_two's fast path needs n and n + 1 below _MAX_NONCE
 # 4 zero bytes then the counter as LE64: the pad is part of the format, so
 # one pack call builds the whole 12-byte nonce.
 _pack_nonce = struct.Struct("<4xQ").pack
@@ -113,7 +114,24 @@ class CipherState:
         self.n = n + 1
         return ct
 
-    def decrypt_with_ad(self, ad: bytes | None, ciphertext: bytes | memoryview) -> bytes:
+    def encrypt_two(self, first: bytes | memoryview, second: bytes | memoryview) -> bytes:
+        """``encrypt_with_ad(None, first) + encrypt_with_ad(None, second)``, in one call.
+
+        An SV2 frame is two transport messages back to back (header, then
+        payload); this is that pair with one nonce check and no second
+        method call. Near nonce exhaustion it takes the two-call path, so the
+        counter and the error are exactly those of two calls.
+        """
+        aead = self._aead
+        n = self.n
+        if aead is None or n >= _MAX_PAIR_NONCE:
+            return self.encrypt_with_ad(None, first) + self.encrypt_with_ad(None, second)
+        enc = aead.encrypt
+        ct = enc(_pack_nonce(n), first, None) + enc(_pack_nonce(n + 1), second, None)
+        self.n = n + 2
+        return ct
+
+    def decrypt_with_ad(self, ad: bytes | None, ciphertext: bytes | bytearray | memoryview) -> bytes:
         aead = self._aead
         if aead is None:
             return bytes(ciphertext)

@@ -2,11 +2,15 @@
 
 Importing this package registers every known message, so ``decode_message``
 can turn any (extension_type, msg_type, payload) into a typed message or an
-``UnknownMessage``. See ``sv2.messages.base`` for the class conventions.
+``UnknownMessage``, and installs the struct fast paths of the hot mining
+messages (``sv2.messages.fast``). See ``sv2.messages.base`` for the class conventions.
 """
 
 from __future__ import annotations
 
+# Importing fast installs the struct fast paths of the hot mining messages as
+# their encode/decode (it imports the classes it patches itself).
+from sv2.messages import fast as fast
 from sv2.messages.base import (
     CHANNEL_MSG_BIT,
     EXTENSION_TYPE_MAX,
@@ -15,6 +19,8 @@ from sv2.messages.base import (
     Message,
     UnknownMessage,
     decode_message,
+    generic_decode,
+    generic_encode,
     message_class,
     message_name,
 )
@@ -123,6 +129,8 @@ __all__ = [
     "decode_message",
     "decode_tlvs",
     "encode_tlvs",
+    "generic_decode",
+    "generic_encode",
     "message_class",
     "message_name",
 ]

@@ -20,6 +20,12 @@ MSG_TYPE)``. ``encode()`` returns the payload only (no frame header);
 its last field is malformed (a message that may carry trailing TLVs declares a
 final ``BYTES`` field to hold them).
 
+``encode``/``decode`` are the generic codec (``generic_encode`` /
+``generic_decode``), which walks ``FIELDS`` and checks every value. The hot
+mining messages replace them with struct fast paths (``sv2.messages.fast``)
+that give the same bytes and the same errors; the generic functions stay the
+reference those are tested against and fall back to.
+
 ``decode_message`` returns ``UnknownMessage`` for types it does not know, so a
 proxy can log and drop them instead of closing the connection.
 """
@@ -57,6 +63,9 @@ class Message:
     CHANNEL_MSG: ClassVar[bool]
     EXTENSION_TYPE: ClassVar[int] = 0
     NAME: ClassVar[str]
+    # EXTENSION_TYPE with CHANNEL_MSG_BIT set for channel messages: the header's
+    # first field as sent. Set by @message.
+    WIRE_EXTENSION_TYPE: ClassVar[int] = 0
     FIELDS: ClassVar[FieldSpec] = ()
     _STEPS: ClassVar[tuple[_Step, ...]] = ()
 
@@ -66,41 +75,58 @@ class Message:
 
     def encode(self) -> bytes:
         """Return the payload bytes (without the 6-byte frame header)."""
-        out = bytearray()
-        name = ""
-        try:
-            for name, codec in self.FIELDS:
-                codec.encode(getattr(self, name), out, name)
-        except EncodeError as e:
-            raise EncodeError(e.field, f"{e.reason} (in {self.NAME}.{name})") from None
-        return bytes(out)
+        return generic_encode(self)
 
     @classmethod
     def decode(cls, payload: bytes | bytearray | memoryview) -> Self:
         """Decode one payload; it must contain exactly this message."""
-        r = Reader(payload)
-        values: list[Any] = []
-        step: _Step | None = None
-        try:
-            for step in cls._STEPS:
-                if isinstance(step, Codec):
-                    values.append(step.decode(r))
+        return generic_decode(cls, payload)
+
+
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def generic_encode(msg: Message) -> bytes:
+    """The field-by-field encoder every message uses unless ``sv2.messages.fast`` covers it.
+
+    It is also the reference those fast paths are tested against and fall
+    back to for any value they do not handle themselves.
+    """
+    out = bytearray()
+    name = ""
+    try:
+        for name, codec in msg.FIELDS:
+            codec.encode(getattr(msg, name), out, name)
+    except EncodeError as e:
+        raise EncodeError(e.field, f"{e.reason} (in {msg.NAME}.{name})") from None
+    return bytes(out)
+
+
+def generic_decode(cls: type[MessageT], payload: bytes | bytearray | memoryview) -> MessageT:
+    """The step-by-step decoder (see ``_compile_steps``); the reference for the fast paths."""
+    r = Reader(payload)
+    values: list[Any] = []
+    step: _Step | None = None
+    try:
+        for step in cls._STEPS:
+            if isinstance(step, Codec):
+                values.append(step.decode(r))
+            else:
+                s, bool_idx = step
+                items = r.unpack(s)
+                if bool_idx:
+                    lst = list(items)
+                    for i in bool_idx:
+                        lst[i] = bool(lst[i] & 1)
+                    values.extend(lst)
                 else:
-                    s, bool_idx = step
-                    items = r.unpack(s)
-                    if bool_idx:
-                        lst = list(items)
-                        for i in bool_idx:
-                            lst[i] = bool(lst[i] & 1)
-                        values.extend(lst)
-                    else:
-                        values.extend(items)
-        except ProtocolError as e:
-            where = cls.FIELDS[len(values)][0] if len(values) < len(cls.FIELDS) else "?"
-            raise ProtocolError(f"{cls.NAME}.{where}: {e}") from None
-        if not r.at_end():
-            raise ProtocolError(f"{cls.NAME}: {r.remaining} trailing bytes after the last field")
-        return cls(*values)
+                    values.extend(items)
+    except ProtocolError as e:
+        where = cls.FIELDS[len(values)][0] if len(values) < len(cls.FIELDS) else "?"
+        raise ProtocolError(f"{cls.NAME}.{where}: {e}") from None
+    if not r.at_end():
+        raise ProtocolError(f"{cls.NAME}: {r.remaining} trailing bytes after the last field")
+    return cls(*values)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,6 +199,10 @@ def message(cls: M) -> M:
     for attr in ("MSG_TYPE", "CHANNEL_MSG", "NAME"):
         if attr not in cls.__dict__:
             raise TypeError(f"{cls.__name__} must define {attr}")
+    # Checked here once so that framing can pack a known class's header unchecked.
+    if not 0 <= cls.EXTENSION_TYPE <= EXTENSION_TYPE_MAX or not 0 <= cls.MSG_TYPE <= 0xFF:
+        raise TypeError(f"{cls.__name__}: EXTENSION_TYPE must fit 15 bits and MSG_TYPE 8 bits")
+    cls.WIRE_EXTENSION_TYPE = cls.EXTENSION_TYPE | (CHANNEL_MSG_BIT if cls.CHANNEL_MSG else 0)
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = tuple(
         (f.name, _field_codec(cls, f.name, hints[f.name]))

@@ -7,11 +7,15 @@ are in test_connection.py.
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sv2 import messages as m
+from sv2.codec import U8
 from sv2.errors import EncodeError, ProtocolError
 from sv2.framing import (
     CHANNEL_MSG_BIT,
@@ -20,7 +24,12 @@ from sv2.framing import (
     MAX_MSG_LENGTH,
     FrameHeader,
     encode_frame,
+    encode_header,
+    header_fields,
+    header_for,
 )
+from sv2.messages.base import message
+from tests.helpers.sv2_pair import message_strategy
 from tests.helpers.vectors import load_vector
 
 FRAMES = load_vector("frames")
@@ -125,3 +134,57 @@ def test_encode_frame_rejects_oversize_payload() -> None:
     big = m.UnknownMessage(0, 0x70, False, bytes(MAX_MSG_LENGTH + 1))
     with pytest.raises(EncodeError, match="U24"):
         encode_frame(big)
+
+
+# -- the hot-path header functions against FrameHeader ------------------------------------------
+
+ANY_KNOWN = st.sampled_from(list(m.MESSAGE_CLASSES)).flatmap(message_strategy)
+
+
+@settings(max_examples=100, deadline=None)
+@given(msg=ANY_KNOWN, length=st.integers(0, MAX_MSG_LENGTH))
+def test_encode_header_equals_frame_header(msg: m.Message, length: int) -> None:
+    raw = encode_header(msg, length)
+    assert raw == header_for(msg, length).encode()
+    assert header_fields(raw) == (msg.WIRE_EXTENSION_TYPE, msg.MSG_TYPE, length)
+    assert msg.WIRE_EXTENSION_TYPE == msg.EXTENSION_TYPE | (CHANNEL_MSG_BIT * msg.CHANNEL_MSG)
+
+
+def test_encode_header_rejects_what_frame_header_rejects() -> None:
+    share = m.SubmitSharesSuccess(1, 2, 3, 4)
+    for length in (-1, MAX_MSG_LENGTH + 1):
+        with pytest.raises(EncodeError, match="msg_length"):
+            encode_header(share, length)
+    with pytest.raises(EncodeError, match="extension_type"):
+        encode_header(m.UnknownMessage(0x8000, 1, False, b""), 0)
+    assert encode_header(m.UnknownMessage(0x7FFF, 0xAB, True, b"x"), 1) == bytes.fromhex("ffffab010000")
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=st.binary(min_size=HEADER_SIZE, max_size=HEADER_SIZE))
+def test_header_fields_equals_frame_header_decode(raw: bytes) -> None:
+    h = FrameHeader.decode(raw)
+    ext = h.extension_type | (CHANNEL_MSG_BIT if h.channel_msg else 0)
+    assert header_fields(raw) == (ext, h.msg_type, h.msg_length)
+    assert header_fields(bytearray(raw)) == header_fields(raw)
+
+
+def test_header_fields_needs_six_bytes() -> None:
+    for n in (5, 7):
+        with pytest.raises(ProtocolError):
+            header_fields(bytes(n))
+
+
+def test_message_decorator_checks_the_type_fields() -> None:
+    for ext, msg_type in ((0, 0x100), (0x8000, 1), (-1, 1)):
+        with pytest.raises(TypeError, match="EXTENSION_TYPE"):
+
+            @message
+            @dataclass(frozen=True, slots=True)
+            class Bad(m.Message):
+                EXTENSION_TYPE: ClassVar[int] = ext
+                MSG_TYPE: ClassVar[int] = msg_type
+                CHANNEL_MSG: ClassVar[bool] = False
+                NAME: ClassVar[str] = "Bad"
+                x: Annotated[int, U8]
+    assert all(cls.NAME != "Bad" for cls in m.REGISTRY.values())

@@ -744,6 +744,39 @@ def test_nonce_exhaustion() -> None:
     assert cs.n == (1 << 64) - 1
 
 
+def test_encrypt_two_is_two_encrypt_calls() -> None:
+    fast, slow = CipherState(b"\x02" * 32), CipherState(b"\x02" * 32)
+    fast.n = slow.n = 41
+    got = fast.encrypt_two(b"header", memoryview(b"payload"))
+    assert got == slow.encrypt_with_ad(None, b"header") + slow.encrypt_with_ad(None, b"payload")
+    assert fast.n == slow.n == 43
+    # Without a key both messages pass through, as encrypt_with_ad does.
+    assert CipherState().encrypt_two(b"ab", b"cd") == b"abcd"
+
+
+def test_encrypt_two_near_nonce_exhaustion_behaves_like_two_calls() -> None:
+    cs = CipherState(b"\x01" * 32)
+    cs.n = (1 << 64) - 2
+    with pytest.raises(StateError, match="exhausted"):
+        cs.encrypt_two(b"header", b"payload")
+    # The first message used the last nonce, exactly as two separate calls would.
+    assert cs.n == (1 << 64) - 1
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 33, MAX_CHUNK_PLAINTEXT, MAX_CHUNK_PLAINTEXT + 1, 3 * MAX_CHUNK_PLAINTEXT]
+)
+def test_encrypt_message_equals_encrypt_frame(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    plain = frame(0x1B, payload, ext=0x8000)
+    key = b"\x03" * 32
+    a = NoiseTransport(CipherState(key), CipherState(key), b"")
+    b = NoiseTransport(CipherState(key), CipherState(key), b"")
+    assert a.encrypt_message(plain[:6], payload) == b.encrypt_frame(plain)
+    chunks = -(-size // MAX_CHUNK_PLAINTEXT)
+    assert a.send_nonce == b.send_nonce == 1 + chunks
+
+
 # --------------------------------------------------------------------------
 # Misuse: out-of-order calls and bad local keys
 

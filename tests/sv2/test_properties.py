@@ -18,41 +18,9 @@ from sv2.connection import State
 from sv2.errors import ProtocolError
 from sv2.framing import HEADER_SIZE, FrameHeader, encode_frame
 from sv2.noise import HEADER_CT_SIZE, NoiseTransport
-from tests.helpers.sv2_pair import connected_pair
+from tests.helpers.sv2_pair import connected_pair, message_strategy, strategy_for
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def strategy_for(codec: c.Codec[Any]) -> st.SearchStrategy[Any]:
-    """A strategy producing values that ``codec`` can encode."""
-    if isinstance(codec, c.Bool):
-        return st.booleans()
-    if isinstance(codec, c.UInt):
-        # Boundaries are where the bugs are: weight them in.
-        return st.one_of(st.sampled_from([0, 1, codec.max]), st.integers(0, codec.max))
-    if isinstance(codec, c.Float32):
-        # width=32 gives only values exactly representable in binary32, so they round-trip.
-        return st.floats(width=32, allow_nan=False)
-    if isinstance(codec, c.FixedBytes):
-        return st.binary(min_size=codec.size, max_size=codec.size)
-    if isinstance(codec, c.VarBytes):
-        return st.binary(max_size=min(codec.max_len, 300))
-    if isinstance(codec, c.Str):
-        # Valid text of at most 63 chars (<= 252 UTF-8 bytes), or any bytes as
-        # surrogateescape'd text, which is what decoding a hostile peer yields.
-        raw = st.binary(max_size=255).map(lambda b: b.decode("utf-8", "surrogateescape"))
-        return st.one_of(st.text(max_size=63), raw)
-    if isinstance(codec, c.RestBytes):
-        return st.binary(max_size=40)
-    if isinstance(codec, c.Seq):
-        return st.lists(strategy_for(codec.inner), max_size=min(codec.max_count, 6)).map(tuple)
-    if isinstance(codec, c.Option):
-        return st.one_of(st.none(), strategy_for(codec.inner))
-    raise AssertionError(f"no strategy for {codec!r}")
-
-
-def message_strategy(cls: type[m.Message]) -> st.SearchStrategy[m.Message]:
-    return st.builds(cls, **{name: strategy_for(codec) for name, codec in cls.FIELDS})
 
 
 ANY_MESSAGE = st.one_of(*(message_strategy(cls) for cls in m.MESSAGE_CLASSES))
