@@ -246,7 +246,7 @@ class _Handlers:
         tail = renderer.uptime_block(self._cache.uptime())
         if self._gate is not None:
             g = self._gate
-            tail += renderer.connections_block(g.open, g.refused, g.timed_out)
+            tail += renderer.connections_block(g.open, g.refused, g.timed_out, g.evicted)
         headers = {"Content-Type": renderer.content_type, "Vary": "Accept-Encoding"}
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"

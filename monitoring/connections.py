@@ -10,13 +10,17 @@ descriptors, locking out new miners and making /health unreachable).
 
 What a connection may do, and what happens otherwise:
 
-* ``max_connections`` open at once. Past it, a new connection is closed at
-  once, without a response, and counted (``refused``). No slot is reserved
-  for /health: a slot cannot be chosen by path before the request is read.
-  Instead, every connection that is not actively exchanging a request is
-  cut after a few seconds (below), so an idle flood holds the port for at
-  most ``header_timeout_s``/``idle_timeout_s`` after it stops, and /health
-  answers again (tests/monitoring/test_connections.py).
+* ``max_connections`` open at once. At the cap, a new connection evicts the
+  oldest admitted connection that is not serving a request (a silent or
+  slowly dribbling one, or an idle keep-alive), counted in ``evicted``; only
+  when every admitted connection is in the middle of a request is the new
+  one closed at once, without a response (``refused``). A slot cannot be
+  reserved for /health (the path is unknown until the request is read), so
+  this is what keeps an idle flood from locking out probes and scrapes: a
+  real client sends its request right after connecting, and the flood's
+  older idle connections make way for it. Every connection that is not
+  actively exchanging a request is also cut after a few seconds (below)
+  (tests/monitoring/test_connections.py).
 * ``header_timeout_s`` from connecting to the end of the first request's
   headers, and on a kept-alive connection from the first byte of a later
   request to the end of its headers (slowloris: a client that sends its
@@ -104,7 +108,9 @@ class ConnectionGate:
         self.make_handler = make_handler
         self.limits = limits
         self.open = 0  # admitted connections not yet closed
-        self.refused = 0  # closed at once because ``open`` was at the cap
+        self.refused = 0  # closed at once: at the cap with every admitted connection mid-request
+        self.evicted = 0  # idle connections closed to admit a new one at the cap
+        self._admitted: dict[_Guarded, None] = {}  # oldest first
         self.header_timeouts = 0  # cut: headers not complete within header_timeout_s
         self.send_timeouts = 0  # cut: peer not reading for send_timeout_s
 
@@ -116,8 +122,22 @@ class ConnectionGate:
     def __call__(self) -> asyncio.Protocol:
         return _Guarded(self)
 
-    def _admit(self) -> asyncio.Protocol | None:
-        if self.open >= self.limits.max_connections:
+    def _evict_oldest_idle(self) -> bool:
+        victim = next((g for g in self._admitted if not g.in_request), None)
+        if victim is None:
+            return False
+        self.evicted += 1
+        victim.abort()  # connection_lost runs later; the slot is the new connection's now
+        return True
+
+    def _admit(self, guard: _Guarded) -> asyncio.Protocol | None:
+        if self.open >= self.limits.max_connections and self._evict_oldest_idle():
+            log_limited(
+                log, logging.WARNING, "evict",
+                "monitoring connection limit (%d) reached: closing the oldest idle connections (%d so far)",
+                self.limits.max_connections, self.evicted,
+            )
+        elif self.open >= self.limits.max_connections:
             self.refused += 1
             log_limited(
                 log,
@@ -131,7 +151,13 @@ class ConnectionGate:
         if self.make_handler is None:
             raise RuntimeError("ConnectionGate has no handler factory (server not started)")
         self.open += 1
+        self._admitted[guard] = None
         return self.make_handler()
+
+    def _released(self, guard: _Guarded) -> None:
+        if guard in self._admitted:  # once per connection: eviction, then connection_lost
+            del self._admitted[guard]
+            self.open -= 1
 
     def _expired(self, what: str) -> None:
         if what == "header":
@@ -160,7 +186,7 @@ class _Guarded(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        inner = self._gate._admit()
+        inner = self._gate._admit(self)
         if inner is None:
             transport.abort()  # at the cap: closed at once, nothing sent
             return
@@ -199,8 +225,18 @@ class _Guarded(asyncio.Protocol):
         self._cancel_send_timer()
         inner, self._inner = self._inner, None
         if inner is not None:
-            self._gate.open -= 1
+            self._gate._released(self)
             inner.connection_lost(exc)
+
+    @property
+    def in_request(self) -> bool:
+        return self._in_request
+
+    def abort(self) -> None:
+        """Close at once (eviction); ``connection_lost`` follows and frees the slot."""
+        if self._transport is not None:
+            self._gate._released(self)
+            self._transport.abort()
 
     # -- request boundaries (from ``mark_requests``) -------------------------------
 

@@ -198,13 +198,16 @@ class MetricsRenderer:
             b"sv2_uptime_seconds " + repr(float(max(0.0, uptime_s))).encode() + b"\n"
         )
 
-    def connections_block(self, open_: int, refused: int, timed_out: int) -> bytes:
+    def connections_block(self, open_: int, refused: int, timed_out: int, evicted: int = 0) -> bytes:
         """The monitoring port's connection figures (``monitoring.connections``), read per scrape."""
         return (
             b"# HELP tproxy_monitoring_connections Open connections to the monitoring port\n"
             b"# TYPE tproxy_monitoring_connections gauge\n"
             b"tproxy_monitoring_connections " + repr(float(open_)).encode() + b"\n"
-            b"# HELP tproxy_monitoring_connections_refused_total Connections closed at once because the port was at max_connections\n"
+            b"# HELP tproxy_monitoring_connections_evicted_total Idle connections closed to admit a new one at max_connections\n"
+            b"# TYPE tproxy_monitoring_connections_evicted_total counter\n"
+            b"tproxy_monitoring_connections_evicted_total " + repr(float(evicted)).encode() + b"\n"
+            b"# HELP tproxy_monitoring_connections_refused_total Connections closed at once: at max_connections with every connection mid-request\n"
             b"# TYPE tproxy_monitoring_connections_refused_total counter\n"
             b"tproxy_monitoring_connections_refused_total " + repr(float(refused)).encode() + b"\n"
             b"# HELP tproxy_monitoring_connections_timed_out_total Connections cut by the header or send timeout\n"
