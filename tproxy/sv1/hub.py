@@ -57,6 +57,11 @@ class ShareSink(Protocol):
 
     def submit_pool_verdict(self, record: PoolVerdictRecord) -> None: ...
 
+    def answer(self, miner: object, write: Callable[[bytes], None], line: bytes, record: ShareRecord | None) -> None:
+        """Write ``line`` (the reply to one request of ``miner``) and take ``record`` (its share,
+        if any). The sink may hold the reply until the share is on disk (durability "sync");
+        it then keeps the order of that miner's replies."""
+
 
 class _NoUpstream:
     """The upstream side before the runtime connects one: forwards nothing."""
@@ -177,18 +182,26 @@ class Hub:
     def handle(self, miner: Miner, req: p.Request) -> None:
         """One request from a miner: the session answers; its event goes where it belongs."""
         line, event = miner.session.handle(req, self._now())
-        miner.write(line)
-        if event is None:
-            return
         if type(event) is Share:
             seq = next(self._share_seq)
             forwarded_to = self.upstream.forward(event, seq) if event.accepted else None
-            sink = self.share_sink
-            if sink is not None:
-                sink.submit(ShareRecord.from_share(event, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to))
-        else:
+            record = None if self.share_sink is None else ShareRecord.from_share(
+                event, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to)
+            self._reply(miner, line, record)
+            return
+        self._reply(miner, line, None)
+        if event is not None:
             assert isinstance(event, MinerReady)
             self._on_ready(miner, event)
+
+    def _reply(self, miner: Miner, line: bytes, record: ShareRecord | None) -> None:
+        """With a share log, the log writes the reply and takes the record: at once, or once
+        the share is on disk (durability "sync"), keeping each miner's replies in order."""
+        sink = self.share_sink
+        if sink is None:
+            miner.write(line)
+        else:
+            sink.answer(miner, miner.write, line, record)
 
     def _on_ready(self, miner: Miner, event: MinerReady) -> None:
         self.upstream.on_miner(event)

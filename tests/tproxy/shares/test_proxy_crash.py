@@ -47,7 +47,9 @@ def pool() -> DevPool:
 
 
 def write_config(path: Path, pool_port: int, url: str, spool: Path, *, batch_max_age_s: float = 0.05,
-                 batch_size: int = 50, journal: bool = True) -> None:
+                 batch_size: int = 50, journal: bool = True, durability: str | None = None) -> None:
+    # durability "sync" (the default) needs the journal; without it only "fast" is valid.
+    durability = durability or ("sync" if journal else "fast")
     path.write_text(f"""
 log_level = "info"
 [[upstreams]]
@@ -83,6 +85,7 @@ retry_backoff_base_s = 0.05
 retry_backoff_max_s = 0.3
 close_timeout_s = 3
 journal_open_batches = {str(journal).lower()}
+durability = "{durability}"
 """)
 
 
