@@ -44,28 +44,22 @@ Flow::
   rest, including a batch whose insert is still in flight (its token makes a
   late landing harmless).
 
-* Open-batch journal (``journal_open_batches``, on by default): every record
-  is also appended, with no fsync, to a small file per batch under
-  ``spool_dir/journal/`` (``{kind}-{run_id hex}-{batch number}.jnl``): the
-  records ``submit()`` got during one event-loop tick go out in one plain
-  ``write()`` from a ``call_soon`` callback (and before the batch is sealed). The file
-  is deleted once its batch is in ClickHouse or in the spool. The OS page
-  cache survives a killed process, so after a SIGKILL (or OOM kill, or a
-  crash) the next start finds the files of the batches that were still open
-  or in flight, appends each to the spool under the token that batch had or
-  would have had (its number is fixed when its first record arrives), and
-  replays them like any spooled batch: one that did land is dropped by
-  ClickHouse's deduplication.
+* Open-batch journal (``journal_open_batches``, on by default;
+  ``tproxy.shares.journal``): every record is also appended to a small file
+  per batch under ``spool_dir/journal/`` until its batch is in ClickHouse or
+  the spool. After a SIGKILL (or OOM kill, or a crash) the next start finds the
+  files of the batches that were still open or in flight, appends each to the
+  spool under the token that batch had or would have had, and replays them
+  like any spooled batch: one that did land is dropped by ClickHouse's
+  deduplication.
+* Durability (``durability``): in ``"sync"`` (default) the hub's reply to a
+  share (``answer()``) is held until the journal's group commit (write +
+  fdatasync on the journal thread) holding the record returned, so a SIGKILL
+  loses no answered share; in ``"fast"`` the reply is written at once and the
+  journal gets one plain ``write()`` per loop tick: a SIGKILL can lose the
+  records of the loop iteration it interrupts (docs/SHARE_LOG.md).
 
-What a SIGKILL can lose: with the journal on, only the records submitted in
-the event-loop iteration the kill interrupts (their write() runs at the start
-of the next iteration). Without it: records not yet sealed into a batch (at
-most ``batch_max_age_s`` old) and a batch whose first direct insert is in
-flight and does not land. A power loss or kernel crash can still lose the
-journal (it is not fsynced) and so the open batch; everything spooled is
-fsynced when ``spool_fsync`` is on.
-
-``submit`` must be called from the event loop's thread.
+``submit`` and ``answer`` must be called from the event loop's thread.
 """
 
 from __future__ import annotations
