@@ -183,25 +183,29 @@ class Hub:
         """One request from a miner: the session answers; its event goes where it belongs."""
         line, event = miner.session.handle(req, self._now())
         if type(event) is Share:
+            sink = self.share_sink
+            if sink is None:
+                miner.write(line)
             seq = next(self._share_seq)
             forwarded_to = self.upstream.forward(event, seq) if event.accepted else None
-            record = None if self.share_sink is None else ShareRecord.from_share(
-                event, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to)
-            self._reply(miner, line, record)
+            if sink is not None:
+                # The share log writes the reply: at once, or once the share is on disk.
+                sink.answer(miner, miner.write, line, ShareRecord.from_share(
+                    event, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to))
             return
-        self._reply(miner, line, None)
+        self._reply(miner, line)
         if event is not None:
             assert isinstance(event, MinerReady)
             self._on_ready(miner, event)
 
-    def _reply(self, miner: Miner, line: bytes, record: ShareRecord | None) -> None:
-        """With a share log, the log writes the reply and takes the record: at once, or once
-        the share is on disk (durability "sync"), keeping each miner's replies in order."""
+    def _reply(self, miner: Miner, line: bytes) -> None:
+        """A reply that carries no share. With a share log, the log writes it: behind any reply
+        it holds for this miner until a share is on disk (durability "sync"), so order is kept."""
         sink = self.share_sink
         if sink is None:
             miner.write(line)
         else:
-            sink.answer(miner, miner.write, line, record)
+            sink.answer(miner, miner.write, line, None)
 
     def _on_ready(self, miner: Miner, event: MinerReady) -> None:
         self.upstream.on_miner(event)
