@@ -16,6 +16,8 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.sv1_client import Sv1TestClient
 from tests.tproxy.shares.chdb_http_front import ChdbHttpFront
 from tests.tproxy.shares.proxy_process import (
@@ -145,26 +147,31 @@ async def test_proxy_sigkill_with_database_down_then_replay(front: ChdbHttpFront
         await dev_pool.close()
 
 
-async def test_proxy_sigkill_right_after_the_last_reply_loses_nothing(front: ChdbHttpFront, tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["fast", "sync"])
+async def test_proxy_sigkill_right_after_the_last_reply_loses_nothing(front: ChdbHttpFront, tmp_path: Path,
+                                                                      durability: str) -> None:
     """The window the issue cares about: shares answered but not yet sealed into a batch when the
     kill comes. Batches seal only after 2 s here, so every share of the run is still in the open
-    batch (memory + the open-batch journal, no fsync) when the proxy is killed 0.2 s after the
-    last reply (one loop turn: the documented one-iteration window); the restart recovers the
-    journal and the table holds exactly N."""
+    batch (memory + the open-batch journal: plain write in "fast", fdatasync'ed before each reply
+    in "sync") when the proxy is killed 0.2 s after the last reply (in "fast", one loop turn: the
+    documented one-iteration window); the restart recovers the journal and the table holds
+    exactly N."""
     spool = tmp_path / "spool"
     front.stop()
     dev_pool = pool()
     await dev_pool.start()
     try:
         cfg = tmp_path / "proxy1.toml"
-        write_config(cfg, dev_pool.port, front.url, spool, batch_max_age_s=2.0, batch_size=100_000)
+        write_config(cfg, dev_pool.port, front.url, spool, batch_max_age_s=2.0, batch_size=100_000,
+                     durability=durability)
         p1 = ProxyProcess(cfg, tmp_path / "proxy1.log")
         try:
             port = await p1.sv1_port()
             sent = await mine_all(port, per_client=30)
-            # The journal's write() for the records of one loop iteration runs at the start of the
-            # next one (docs/SHARE_LOG.md): give the proxy's loop that turn, far less than the 2 s
-            # after which the batch would be sealed.
+            # "fast": the journal's write() for the records of one loop iteration runs at the start
+            # of the next one (docs/SHARE_LOG.md): give the proxy's loop that turn, far less than the
+            # 2 s after which the batch would be sealed. ("sync" needs no turn: nothing is answered
+            # before it is on disk.)
             await asyncio.sleep(0.2)
         finally:
             p1.kill()
