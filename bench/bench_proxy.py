@@ -2,9 +2,13 @@
 
 For each N in --connections (default 1000 and 5000):
 
-1. starts the dev pool and the proxy in a child process (share log off, vardiff
-   off, miner difficulty so low that every nonce is a valid share, pool
-   difficulty such that about --forward-ratio of them are forwarded upstream),
+1. starts the dev pool and the proxy in a child process (vardiff off, miner
+   difficulty so low that every nonce is a valid share, pool difficulty such
+   that about --forward-ratio of them are forwarded upstream), once per
+   --share-log mode: ``off`` (no share log), ``fast`` or ``sync`` (the share
+   log on an embedded chdb in a temporary directory, with that
+   ``clickhouse.durability``: in ``sync`` a share's reply waits for the
+   journal's fdatasync),
 2. opens N SV1 connections from this process, subscribes and authorizes them,
    records the proxy's RSS before and after (memory per connection),
 3. runs a closed loop for --seconds: every connection keeps one mining.submit
@@ -15,6 +19,7 @@ For each N in --connections (default 1000 and 5000):
    ratio.
 
 Run: .venv/bin/python bench/bench_proxy.py [--connections 1000 5000] [--seconds 10]
+         [--share-log off fast sync]
 Everything stays on 127.0.0.1.
 """
 
@@ -56,7 +61,7 @@ def rss_kib(pid: int) -> int:
 # ---------------------------------------------------------------- child processes
 
 
-async def serve_proxy(forward_ratio: float, max_connections: int) -> None:
+async def serve_proxy(forward_ratio: float, max_connections: int, share_log: str = "off") -> None:
     from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings, UpstreamSettings
@@ -77,8 +82,9 @@ async def serve_proxy(forward_ratio: float, max_connections: int) -> None:
         downstream={"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
         difficulty={"start_difficulty": MINER_DIFFICULTY, "min_difficulty": MINER_DIFFICULTY, "vardiff": False},
         proxy={"instance_id": "bench", "job_keepalive_interval_s": 0},
+        clickhouse=share_log_settings(share_log),
     )
-    proxy = Proxy(settings, share_log=False)
+    proxy = Proxy(settings, share_log=share_log != "off")
     await proxy.start()
     # As `tproxy run` does; BENCH_GC=default measures CPython's default thresholds instead.
     if os.environ.get("BENCH_GC") != "default":
@@ -90,6 +96,18 @@ async def serve_proxy(forward_ratio: float, max_connections: int) -> None:
         await asyncio.sleep(1)
         sys.stderr.write(json.dumps({"forwarded": proxy.manager.shares_forwarded, "pool_accepted": pool.total_accepted}) + "\n")
         sys.stderr.flush()
+
+
+def share_log_settings(mode: str) -> dict[str, object]:
+    """[clickhouse] of the benchmarked proxy: embedded chdb and spool in a fresh directory."""
+    if mode == "off":
+        return {}
+    import logging
+    import tempfile
+
+    logging.getLogger("tproxy").setLevel(logging.ERROR)
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-proxy-{mode}-"))
+    return {"url": f"chdb://{tmp / 'db'}", "spool_dir": str(tmp / "spool"), "durability": mode}
 
 
 async def serve_echo() -> None:
@@ -203,9 +221,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_case(
-    mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0
+    mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0, share_log: str = "off"
 ) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio), "--max-connections", str(n + 100)]
+    cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio), "--max-connections", str(n + 100),
+           "--share-log", share_log]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert child.stdout is not None
@@ -245,12 +264,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--forward-ratio", type=float, default=0.1, help="fraction of shares that meet the pool target")
     ap.add_argument("--paced-rate", type=float, default=2000.0, help="shares/s of the paced latency run (0 = skip)")
+    ap.add_argument("--share-log", nargs="+", choices=["off", "fast", "sync"], default=["off", "fast", "sync"],
+                    help="proxy runs: without the share log, and with it in each clickhouse.durability mode")
     ap.add_argument("--serve", choices=["proxy", "echo"], help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
     raise_nofile()
     if args.serve == "proxy":
-        asyncio.run(serve_proxy(args.forward_ratio, args.max_connections))
+        asyncio.run(serve_proxy(args.forward_ratio, args.max_connections, args.share_log[0]))
         return
     if args.serve == "echo":
         asyncio.run(serve_echo())
@@ -258,18 +279,23 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, "
           f"~{args.forward_ratio:.0%} of shares forwarded upstream")
     for n in args.connections:
-        proxy = asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate))
+        runs = {mode: asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, mode))
+                for mode in args.share_log}
         echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate))
-        print(f"\nN = {n} SV1 connections")
-        print(f"  proxy : {proxy['shares_per_s']:10,.0f} shares/s   p50 {proxy['p50_ms']:7.2f} ms   p99 {proxy['p99_ms']:7.2f} ms"
-              f"   {proxy['kib_per_conn']:6.1f} KiB/conn (RSS {proxy['rss_mib']:.0f} MiB)")
-        print(f"  echo  : {echo['shares_per_s']:10,.0f} lines/s    p50 {echo['p50_ms']:7.2f} ms   p99 {echo['p99_ms']:7.2f} ms"
+        print(f"\nN = {n} SV1 connections (proxy share log: off = none; fast / sync = clickhouse.durability)")
+        for mode, proxy in runs.items():
+            print(f"  proxy {mode:4}: {proxy['shares_per_s']:10,.0f} shares/s   p50 {proxy['p50_ms']:7.2f} ms   "
+                  f"p99 {proxy['p99_ms']:7.2f} ms   {proxy['kib_per_conn']:6.1f} KiB/conn (RSS {proxy['rss_mib']:.0f} MiB)"
+                  f"   ratio to echo {proxy['shares_per_s'] / echo['shares_per_s']:.2f}")
+        print(f"  echo      : {echo['shares_per_s']:10,.0f} lines/s    p50 {echo['p50_ms']:7.2f} ms   p99 {echo['p99_ms']:7.2f} ms"
               f"   {echo['kib_per_conn']:6.1f} KiB/conn")
-        print(f"  ratio proxy/echo throughput = {proxy['shares_per_s'] / echo['shares_per_s']:.2f}"
-              "   (closed loop: latency here is mostly queueing, N in flight / throughput)")
+        print("  (closed loop: latency here is mostly queueing, N in flight / throughput)")
         if args.paced_rate:
-            print(f"  paced at {args.paced_rate:,.0f}/s total: proxy p50 {proxy['paced_p50_ms']:.2f} ms p99 {proxy['paced_p99_ms']:.2f} ms"
-                  f" ({proxy['paced_per_s']:,.0f}/s); echo p50 {echo['paced_p50_ms']:.2f} ms p99 {echo['paced_p99_ms']:.2f} ms")
+            print(f"  paced at {args.paced_rate:,.0f}/s total:")
+            for mode, proxy in runs.items():
+                print(f"    proxy {mode:4}: p50 {proxy['paced_p50_ms']:6.2f} ms  p99 {proxy['paced_p99_ms']:6.2f} ms"
+                      f"  ({proxy['paced_per_s']:,.0f}/s)")
+            print(f"    echo      : p50 {echo['paced_p50_ms']:6.2f} ms  p99 {echo['paced_p99_ms']:6.2f} ms")
     _ = statistics
 
 

@@ -59,11 +59,15 @@ def records(n: int, instance_id: str = "bench") -> list[ShareRecord]:
 
 
 async def pipeline_rate(recs: list[ShareRecord], settings: ClickHouseSettings) -> tuple[float, float]:
+    """Rows/s through ``ShareLog.answer`` (what the hub calls: reply + record; the reply is a
+    no-op here) until every row is in the database."""
     log = ShareLog(settings, "bench")
     await log.start()
+    miners = [object() for _ in range(100)]
+    replies: list[bytes] = []
     t = time.perf_counter()
     for i, r in enumerate(recs):
-        log.submit(r)
+        log.answer(miners[i % 100], replies.append, b"", r)
         if i % 1000 == 999:
             await asyncio.sleep(0)  # a proxy's loop yields between lines
     t_submitted = time.perf_counter() - t
@@ -72,6 +76,7 @@ async def pipeline_rate(recs: list[ShareRecord], settings: ClickHouseSettings) -
     st = log.stats()
     assert st.written == len(recs) and st.dropped == 0, st
     await log.close()
+    assert len(replies) == len(recs)
     return len(recs) / elapsed, t_submitted
 
 
@@ -138,7 +143,7 @@ def closed_port() -> int:
 # ---------------------------------------------------------------- proxy-level figure
 
 
-async def serve_proxy(url: str, spool_dir: str, forward_ratio: float, max_connections: int) -> None:
+async def serve_proxy(url: str, spool_dir: str, forward_ratio: float, max_connections: int, durability: str) -> None:
     """Child process: dev pool + proxy with the share log on ``url``; prints the SV1 port,
     then the share log's counters on stderr once a second."""
     from devnet.pool import DevPool, PoolSettings
@@ -161,7 +166,7 @@ async def serve_proxy(url: str, spool_dir: str, forward_ratio: float, max_connec
         difficulty={"start_difficulty": diff, "min_difficulty": diff, "vardiff": False},
         proxy={"instance_id": "bench-proxy", "job_keepalive_interval_s": 0},
         clickhouse={"url": url, "spool_dir": spool_dir, "connect_timeout_s": 1, "insert_timeout_s": 2,
-                    "close_timeout_s": 2, "spool_fsync": True},
+                    "close_timeout_s": 2, "spool_fsync": True, "durability": durability},
     )
     proxy = Proxy(settings)
     await proxy.start()
@@ -171,15 +176,16 @@ async def serve_proxy(url: str, spool_dir: str, forward_ratio: float, max_connec
         await asyncio.sleep(1)
         st = proxy.share_log.stats()
         sys.stderr.write(json.dumps({"written": st.written, "spooled": st.spooled, "queued": st.queued,
-                                     "dropped": st.dropped, "db_up": st.db_up,
+                                     "dropped": st.dropped, "db_up": st.db_up, "commits": st.journal_commits,
+                                     "degraded": st.durability_degraded,
                                      "shares_forwarded": proxy.manager.shares_forwarded}) + "\n")
         sys.stderr.flush()
 
 
 async def proxy_case(url: str, spool_dir: str, n: int, seconds: float, paced_rate: float,
-                     forward_ratio: float) -> dict[str, object]:
+                     forward_ratio: float, durability: str) -> dict[str, object]:
     cmd = [sys.executable, __file__, "--serve-proxy", url, spool_dir, "--forward-ratio", str(forward_ratio),
-           "--max-connections", str(n + 100)]
+           "--max-connections", str(n + 100), "--durability", durability]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert child.stdout is not None
@@ -226,31 +232,37 @@ def http_database(path: Path):  # type: ignore[no-untyped-def]
 
 
 async def proxy_level(tmp: Path, a: argparse.Namespace) -> None:
-    print(f"\nproxy submit-to-reply with the share log on, database up vs down: {a.proxy_connections} SV1 "
-          f"connections, {a.proxy_seconds:g}s paced at {a.proxy_paced_rate:,.0f} shares/s total, then "
-          f"{a.proxy_seconds:g}s closed loop; ~{a.forward_ratio:.0%} forwarded to the dev pool")
-    res = {}
+    print(f"\nproxy submit-to-reply with the share log on, database up vs down, durability "
+          f"{' vs '.join(a.durability)}: {a.proxy_connections} SV1 connections, {a.proxy_seconds:g}s paced at "
+          f"{a.proxy_paced_rate:,.0f} shares/s total, then {a.proxy_seconds:g}s closed loop; "
+          f"~{a.forward_ratio:.0%} forwarded to the dev pool")
+    res: dict[str, dict[str, object]] = {}
     with http_database(tmp / "front-db") as http_url:
         cases = [
-            ("up, chdb    ", f"chdb://{tmp / 'proxy-db'}", tmp / "proxy-spool-up"),
-            ("up, HTTP    ", http_url, tmp / "proxy-spool-http"),
-            ("down (HTTP) ", f"http://127.0.0.1:{closed_port()}", tmp / "proxy-spool-down"),
+            ("up, chdb", f"chdb://{tmp / 'proxy-db'}", "proxy-spool-up"),
+            ("up, HTTP", http_url, "proxy-spool-http"),
+            ("down (HTTP)", f"http://127.0.0.1:{closed_port()}", "proxy-spool-down"),
         ]
         for name, url, spool in cases:
-            print(f"  database {name.strip()} ({url.split('@')[-1]}):")
-            res[name] = await proxy_case(url, str(spool), a.proxy_connections, a.proxy_seconds,
-                                         a.proxy_paced_rate, a.forward_ratio)
-            print(f"    shares sent and answered: {res[name]['sent']}")
-    print(f"  {'database':13}  {'closed loop':>12}  {'p50':>8}  {'p99':>8}  | {'paced':>8}  {'p50':>8}  {'p99':>8}  {'p99.9':>8}")
-    for name, r in res.items():
-        print(f"  {name} : {r['shares_per_s']:9,.0f}/s  {r['p50_ms']:5.2f} ms  {r['p99_ms']:5.2f} ms  | "
+            for mode in a.durability:
+                key = f"{name}, {mode}"
+                print(f"  database {name} ({url.split('@')[-1]}), durability {mode}:")
+                res[key] = await proxy_case(url, str(tmp / f"{spool}-{mode}"), a.proxy_connections, a.proxy_seconds,
+                                            a.proxy_paced_rate, a.forward_ratio, mode)
+                print(f"    shares sent and answered: {res[key]['sent']}")
+    print(f"  {'database, durability':22}  {'closed loop':>12}  {'p50':>8}  {'p99':>8}  | {'paced':>8}  {'p50':>8}  "
+          f"{'p99':>8}  {'p99.9':>8}")
+    for key, r in res.items():
+        print(f"  {key:22}: {r['shares_per_s']:9,.0f}/s  {r['p50_ms']:5.2f} ms  {r['p99_ms']:5.2f} ms  | "
               f"{r['paced_per_s']:6,.0f}/s  {r['paced_p50_ms']:5.2f} ms  {r['paced_p99_ms']:5.2f} ms  "
               f"{r['paced_p999_ms']:5.2f} ms")
-    down = res["down (HTTP) "]
-    for name in ("up, chdb    ", "up, HTTP    "):
-        up = res[name]
-        print(f"  down / {name.strip()}: throughput {float(down['shares_per_s']) / float(up['shares_per_s']):.2f}, "  # type: ignore[arg-type]
-              f"paced p99 {float(down['paced_p99_ms']) / float(up['paced_p99_ms']):.2f}")  # type: ignore[arg-type]
+    if "fast" in a.durability and "sync" in a.durability:
+        for name, _, _ in cases:
+            f, y = res[f"{name}, fast"], res[f"{name}, sync"]
+            print(f"  sync / fast, database {name}: throughput "
+                  f"{float(y['shares_per_s']) / float(f['shares_per_s']):.2f}, "  # type: ignore[arg-type]
+                  f"paced p50 {float(y['paced_p50_ms']) / float(f['paced_p50_ms']):.2f}, "  # type: ignore[arg-type]
+                  f"paced p99 {float(y['paced_p99_ms']) / float(f['paced_p99_ms']):.2f}")  # type: ignore[arg-type]
 
 
 async def main() -> None:
@@ -267,12 +279,15 @@ async def main() -> None:
     p.add_argument("--forward-ratio", type=float, default=0.1)
     p.add_argument("--skip-pipeline", action="store_true", help="only the proxy-level figure")
     p.add_argument("--skip-proxy", action="store_true", help="only the pipeline figures")
+    p.add_argument("--durability", nargs="+", choices=["fast", "sync"], default=["fast", "sync"],
+                   help="clickhouse.durability modes to measure, side by side")
+    p.add_argument("--skip-latency", action="store_true", help="no ShareLog.submit() call-latency figure")
     p.add_argument("--serve-proxy", nargs=2, metavar=("URL", "SPOOL_DIR"), help=argparse.SUPPRESS)
     p.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     a = p.parse_args()
     bench_proxy.raise_nofile()
     if a.serve_proxy:
-        await serve_proxy(a.serve_proxy[0], a.serve_proxy[1], a.forward_ratio, a.max_connections)
+        await serve_proxy(a.serve_proxy[0], a.serve_proxy[1], a.forward_ratio, a.max_connections, a.durability[0])
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-shares-"))
     if not a.skip_pipeline:
@@ -286,11 +301,14 @@ async def pipeline_figures(tmp: Path, a: argparse.Namespace) -> None:
     emb = ClickHouseSettings(url=f"chdb://{tmp / 'db'}", spool_dir=str(tmp / "spool"), **base)
     recs = records(a.rows)
     print(f"share log bench: {a.rows} rows, batch {a.batch_size}, embedded chdb at {tmp / 'db'}")
-    rate, t_sub = await pipeline_rate(recs, emb)
     prate = plain_rate(recs, emb, a.batch_size)
-    print(f"  pipeline (ShareLog -> chdb)        : {rate:12,.0f} rows/s  (submit() of all rows took {t_sub:.2f} s)")
+    for mode in a.durability:
+        rate, t_sub = await pipeline_rate(recs, emb.model_copy(update={"durability": mode}))
+        print(f"  pipeline (ShareLog -> chdb), {mode:4} : {rate:12,.0f} rows/s  (answer() of all rows took "
+              f"{t_sub:.2f} s)  ratio to plain {rate / prate:.2f}")
     print(f"  plain clickhouse-connect -> chdb   : {prate:12,.0f} rows/s")
-    print(f"  ratio pipeline / plain             : {rate / prate:12.2f}")
+    if a.skip_latency:
+        return
 
     lrecs = records(a.latency_shares, "bench-lat")
     print(f"ShareLog.submit() latency inside a running event loop, {a.latency_shares} shares at "

@@ -10,6 +10,7 @@ SV1 codec -- is the real code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +110,11 @@ class ShareLogDouble:
 
     def submit_pool_verdict(self, record: PoolVerdictRecord) -> None:
         self.verdicts.append(record)
+
+    def answer(self, miner: object, write: Callable[[bytes], None], line: bytes, record: ShareRecord | None) -> None:
+        write(line)  # as the share log in durability "fast": reply first, then the record
+        if record is not None:
+            self.submit(record)
 
 
 class Rig:

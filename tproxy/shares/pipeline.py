@@ -44,42 +44,32 @@ Flow::
   rest, including a batch whose insert is still in flight (its token makes a
   late landing harmless).
 
-* Open-batch journal (``journal_open_batches``, on by default): every record
-  is also appended, with no fsync, to a small file per batch under
-  ``spool_dir/journal/`` (``{kind}-{run_id hex}-{batch number}.jnl``): the
-  records ``submit()`` got during one event-loop tick go out in one plain
-  ``write()`` from a ``call_soon`` callback (and before the batch is sealed). The file
-  is deleted once its batch is in ClickHouse or in the spool. The OS page
-  cache survives a killed process, so after a SIGKILL (or OOM kill, or a
-  crash) the next start finds the files of the batches that were still open
-  or in flight, appends each to the spool under the token that batch had or
-  would have had (its number is fixed when its first record arrives), and
-  replays them like any spooled batch: one that did land is dropped by
-  ClickHouse's deduplication.
+* Open-batch journal (``journal_open_batches``, on by default;
+  ``tproxy.shares.journal``): every record is also appended to a small file
+  per batch under ``spool_dir/journal/`` until its batch is in ClickHouse or
+  the spool. After a SIGKILL (or OOM kill, or a crash) the next start finds the
+  files of the batches that were still open or in flight, appends each to the
+  spool under the token that batch had or would have had, and replays them
+  like any spooled batch: one that did land is dropped by ClickHouse's
+  deduplication.
+* Durability (``durability``): in ``"sync"`` (default) the hub's reply to a
+  share (``answer()``) is held until the journal's group commit (write +
+  fdatasync on the journal thread) holding the record returned, so a SIGKILL
+  loses no answered share; in ``"fast"`` the reply is written at once and the
+  journal gets one plain ``write()`` per loop tick: a SIGKILL can lose the
+  records of the loop iteration it interrupts (docs/SHARE_LOG.md).
 
-What a SIGKILL can lose: with the journal on, only the records submitted in
-the event-loop iteration the kill interrupts (their write() runs at the start
-of the next iteration). Without it: records not yet sealed into a batch (at
-most ``batch_max_age_s`` old) and a batch whose first direct insert is in
-flight and does not land. A power loss or kernel crash can still lose the
-journal (it is not fsynced) and so the open batch; everything spooled is
-fsynced when ``spool_fsync`` is on.
-
-``submit`` must be called from the event loop's thread.
+``submit`` and ``answer`` must be called from the event loop's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import marshal
 import os
 import secrets
-import struct
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,6 +78,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from tproxy.shares.fdreserve import FdReserve
+from tproxy.shares.journal import KIND_LETTER, Journal
 from tproxy.shares.ratelog import RateLimitedLog
 from tproxy.shares.record import PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
@@ -98,10 +89,10 @@ from tproxy.text import clean_text
 log = logging.getLogger("tproxy.shares")
 
 T = TypeVar("T")
-_KIND_LETTER = ("s", "v")
+_KIND_LETTER = KIND_LETTER
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 DOWN_LOG_INTERVAL_S = 60.0
 ERROR_LOG_INTERVAL_S = 60.0  # identical file-system errors: first one, then a count this often
-_JREC = struct.Struct("<II")  # journal record: body length, CRC-32 of the body; body = marshal
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +130,10 @@ class ShareLogStats:
     fs_errors: int = 0  # spool/journal file operations that failed and will be retried
     spool_ok: bool = True  # the last spool write (or probe) succeeded
     journal_on: bool = False  # the open-batch journal is writing
+    durability: str = "fast"  # "sync": share replies wait for the journal's fdatasync
+    durability_waiting: int = 0  # replies held until their commit returns (sync)
+    durability_degraded: int = 0  # share replies written before their record was known on disk (sync)
+    journal_commits: int = 0  # group commits (write + fdatasync) the journal made (sync)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +182,8 @@ class _Batch:
 class ShareLog:
     """The durable, exactly-once share log (see the module docstring)."""
 
-    def __init__(self, settings: ClickHouseSettings, instance_id: str, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, settings: ClickHouseSettings, instance_id: str, *, now: Callable[[], float] = time.time,
+                 fdatasync: Callable[[int], None] = _fdatasync) -> None:
         self.settings = settings
         self.instance_id = instance_id
         self._now = now
@@ -241,16 +237,12 @@ class ShareLog:
         self._started = False
         self._closing = False
         self._closed = False
-        self._journal_dir = Path(settings.spool_dir) / "journal"
-        self._journal_ready = False  # enabled, directory made, old journals recovered
-        self._journal_on = False  # writing now (off for spool_retry_s after a failure)
-        self._journal_retry_at = 0.0
-        self._journal_failing = False  # the last journal write failed and none succeeded since
-        self._jfd: list[int | None] = [None, None]
-        self._jpath: list[str | None] = [None, None]
-        self._jbuf: list[list[bytes]] = [[], []]  # encoded records waiting for this tick's write()
-        self._jflush_scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync = settings.durability == "sync"
+        self._journal = Journal(
+            Path(settings.spool_dir) / "journal", instance_id, self.run_id, sync=self._sync,
+            retry_s=settings.spool_retry_s, max_waiting=settings.durability_max_waiting,
+            stall_s=settings.durability_stall_s, rlog=self._rlog, fdatasync=fdatasync,
+        )
 
     # ------------------------------------------------------------------ hot path
 
@@ -259,6 +251,24 @@ class ShareLog:
 
         String fields are stored as ``clean_text`` makes them; the ASCII check
         in front of it is the same rule's fast path (ASCII is stored as is)."""
+        self._submit_share(record)
+
+    def answer(self, miner: object, write: Callable[[bytes], None], line: bytes, record: ShareRecord | None) -> None:
+        """The hub's reply ``line`` to one request of ``miner``, and the share it carried (if any).
+
+        ``durability = "fast"``: the reply is written, then the record queued (as
+        ``submit``). ``"sync"``: the record is queued and journaled, and the reply is
+        written once the journal's group commit holding it has returned (fdatasync); any
+        reply to that miner meanwhile waits behind it, so its replies keep their order."""
+        if not self._sync:
+            write(line)
+            if record is not None:
+                self._submit_share(record)
+            return
+        journaled = record is not None and self._submit_share(record)
+        self._journal.answer(miner, write, line, record is not None, journaled)
+
+    def _submit_share(self, record: ShareRecord) -> bool:
         r = record
         i, w, j, e, h, v = r.instance_id, r.worker_name, r.sv1_job_id, r.extranonce, r.share_hash, r.verdict
         try:
@@ -267,7 +277,7 @@ class ShareLog:
             plain = False
         if not plain:
             i, w, j, e, h, v = (clean_text(x) if isinstance(x, str) else x for x in (i, w, j, e, h, v))
-        self._add(
+        return self._add(
             KIND_SHARES,
             (
                 r.received_at_ms, i, self.run_id, r.share_seq, w, r.client_id,
@@ -287,20 +297,20 @@ class ShareLog:
             (r.received_at_ms, i, self.run_id, r.channel_id, r.sequence_number, r.share_seq, v),
         )
 
-    def _add(self, kind: int, row: tuple[object, ...]) -> None:
+    def _add(self, kind: int, row: tuple[object, ...]) -> bool:
+        """Queue one row; True when it is also in the journal's buffer."""
         self._received[kind] += 1
         if self._closed:
             self._dropped += 1
             if self._dropped == 1:
                 log.error("share log: record submitted after close(); it is lost (counted in dropped)")
-            return
+            return False
         b = self._building[kind]
         if not b:
             self._building_first_ms[kind] = int(self._now() * 1000)
-            if self._journal_on:
-                self._journal_open(kind)
-        if self._jfd[kind] is not None:
-            self._journal_write(kind, row)
+            # The batch being opened will be sealed as number batch_no + 1: its token is known now.
+            self._journal.open(kind, self._batch_no[kind] + 1)
+        journaled = self._journal.append(kind, row)
         b.append(row)
         self._mem[kind] += 1
         if len(b) >= self._batch_size:
@@ -309,6 +319,7 @@ class ShareLog:
             # Over the memory bound: the spooler moves the oldest sealed batches to
             # disk (on its thread; this call does not wait for it).
             self._wake_spooler.set()
+        return journaled
 
     def _seal(self, kind: int) -> None:
         rows = self._building[kind]
@@ -317,124 +328,14 @@ class ShareLog:
         self._building[kind] = []
         self._batch_no[kind] += 1
         token = f"{self.instance_id}:{self.run_id:x}:{_KIND_LETTER[kind]}:{self._batch_no[kind]}"
-        journal = self._jpath[kind]
-        if self._jbuf[kind]:
-            self._journal_flush_kind(kind)
-        fd, self._jfd[kind], self._jpath[kind] = self._jfd[kind], None, None
-        if fd is not None:
-            self._journal_close(fd)
+        journal = self._journal.seal(kind)
         self._ready.append(_Batch(kind, token, rows, self._building_first_ms[kind], journal))
         self._wake_writer.set()
         self._wake_spooler.set()
 
-    # ------------------------------------------------------------------ open-batch journal
-
-    def _journal_name(self, kind: int, batch_no: int) -> str:
-        return str(self._journal_dir / f"{_KIND_LETTER[kind]}-{self.run_id:x}-{batch_no}.jnl")
-
-    def _journal_open(self, kind: int) -> None:
-        # The batch being opened will be sealed as number batch_no + 1: its token is known now.
-        path = self._journal_name(kind, self._batch_no[kind] + 1)
-        try:
-            assert self._reserve is not None
-            fd = self._reserve.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
-        except OSError as e:
-            self._journal_failed(e)
-            return
-        self._jfd[kind], self._jpath[kind] = fd, path
-        self._journal_write(kind, (self.instance_id, self.run_id, kind, self._batch_no[kind] + 1))
-
-    def _journal_write(self, kind: int, row: tuple[object, ...]) -> None:
-        # Buffered for the rest of this event-loop tick: one write() per tick and kind, not per
-        # record (each write releases the GIL, and a busy database thread then holds the loop up).
-        body = marshal.dumps(row, 4)  # type: ignore[arg-type]  # rows hold plain values only
-        self._jbuf[kind].append(_JREC.pack(len(body), zlib.crc32(body)) + body)
-        if not self._jflush_scheduled and self._loop is not None:
-            self._jflush_scheduled = True
-            self._loop.call_soon(self._journal_flush)
-
-    def _journal_flush(self) -> None:
-        self._jflush_scheduled = False
-        for kind in (0, 1):
-            if self._jbuf[kind]:
-                self._journal_flush_kind(kind)
-
-    def _journal_flush_kind(self, kind: int) -> None:
-        data = b"".join(self._jbuf[kind])
-        self._jbuf[kind].clear()
-        fd = self._jfd[kind]
-        if fd is None:
-            return
-        try:
-            # No fsync: survives a kill, not a power loss. A short write means a full disk.
-            if os.write(fd, data) != len(data):
-                raise OSError(errno.ENOSPC, "short write")
-        except OSError as e:
-            self._journal_failed(e)
-            return
-        if self._journal_failing:
-            self._journal_failing = False
-            log.info("share log: open-batch journal in %s is writing again", self._journal_dir)
-
-    def _journal_close(self, fd: int) -> None:
-        try:
-            if self._reserve is not None:
-                self._reserve.close(fd)
-            else:
-                os.close(fd)
-        except OSError:
-            pass
-
-    def _journal_failed(self, e: OSError) -> None:
-        self._fs_errors += 1
-        self._rlog.log(logging.ERROR, "share log: open-batch journal in %s failed (%s); off, retried every %gs: "
-                       "a killed process can meanwhile lose the records of the open batch",
-                       self._journal_dir, e, self.settings.spool_retry_s, key=f"journal:{e.errno}")
-        self._journal_on = False
-        self._journal_failing = True
-        self._journal_retry_at = time.monotonic() + self.settings.spool_retry_s
-        for k in (0, 1):
-            self._jbuf[k].clear()
-            fd, self._jfd[k] = self._jfd[k], None
-            if fd is not None:
-                self._journal_close(fd)
-
-    def _journal_probe(self) -> None:
-        """Ticker: turn a failed journal back on once its retry time has come; the next
-        batch's open and write are the probe (a failure turns it off again)."""
-        if self._journal_ready and not self._journal_on and time.monotonic() >= self._journal_retry_at:
-            self._journal_on = True
-
-    @staticmethod
-    def _journal_done(batch: _Batch) -> None:
-        if batch.journal is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(batch.journal)
-            batch.journal = None
-
-    def _recover_journals(self) -> tuple[int, int]:
-        """Spool thread, at start: turn the journals a killed run left behind into spool frames
-        under their batches' tokens, then delete them. Returns (batches, records)."""
-        batches = records = 0
-        for path in sorted(self._journal_dir.glob("*.jnl")):
-            data = self._spool.read_file(path)
-            off, rows = 0, []
-            while off + _JREC.size <= len(data):
-                n, crc = _JREC.unpack_from(data, off)
-                body = data[off + _JREC.size : off + _JREC.size + n]
-                if len(body) < n or zlib.crc32(body) != crc:
-                    break  # torn tail (power loss): keep the whole records before it
-                rows.append(marshal.loads(body))
-                off += _JREC.size + n
-            if len(rows) > 1:
-                instance_id, run_id, kind, batch_no = rows[0]
-                token = f"{instance_id}:{run_id:x}:{_KIND_LETTER[kind]}:{batch_no}"
-                body_rows = rows[1:]
-                self._spool.append(kind, token, int(body_rows[0][0]), body_rows)
-                batches += 1
-                records += len(body_rows)
-            path.unlink()
-        return batches, records
+    def _journal_done(self, batch: _Batch) -> None:
+        self._journal.done(batch.journal)
+        batch.journal = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -454,7 +355,7 @@ class ShareLog:
         # even when the rest of the process has used up RLIMIT_NOFILE.
         self._reserve = FdReserve(self.settings.fd_reserve)
         self._spool.reserve = self._reserve
-        self._loop = asyncio.get_running_loop()
+        self._journal.attach(asyncio.get_running_loop(), self._reserve)
         await self._open_spool()
         await self._migrate()
         log.info(
@@ -478,16 +379,16 @@ class ShareLog:
             report = await self._in_spool(self._spool.open)
             jb = jr = 0
             if self.settings.journal_open_batches:
-                await self._in_spool(self._journal_dir.mkdir, 0o700, True, True)
-                jb, jr = await self._in_spool(self._recover_journals)
+                await self._in_spool(self._journal.directory.mkdir, 0o700, True, True)
+                jb, jr = await self._in_spool(self._journal.recover, self._spool)
         except OSError as e:
             self._fs_error("cannot open the spool (retrying)", e)
             self._spool_ok = False
             return False
         self._spool_open = self._spool_ok = True
         self._recovered = list(self._spool_rows)
-        if self.settings.journal_open_batches:
-            self._journal_ready = self._journal_on = True
+        if self.settings.journal_open_batches and not self._journal.ready:
+            self._journal.enable()
         if jb:
             log.warning("share log: recovered %d records of %d batches a killed run had not made "
                         "durable (open-batch journal); they are spooled for replay", jr, jb)
@@ -558,6 +459,7 @@ class ShareLog:
         for kind in (KIND_SHARES, KIND_VERDICTS):
             self._seal(kind)
         left = 0
+        await self._journal.close()  # every held reply goes out; nothing journals after this
         while self._ready:
             batch = self._ready.popleft()
             if not await self._spool_batch(batch, retry_on_error=False):
@@ -610,9 +512,13 @@ class ShareLog:
             received=self._received[KIND_SHARES],
             recovered=self._recovered[KIND_SHARES],
             quarantined_rows=self._quarantined_rows[KIND_SHARES],
-            fs_errors=self._fs_errors + self._ack_failures,
+            fs_errors=self._fs_errors + self._ack_failures + self._journal.fs_errors,
             spool_ok=self._spool_ok,
-            journal_on=self._journal_on and not self._journal_failing,
+            journal_on=self._journal.on and not self._journal.failing,
+            durability="sync" if self._sync else "fast",
+            durability_waiting=self._journal.waiting,
+            durability_degraded=self._journal.degraded,
+            journal_commits=self._journal.commits,
         )
 
     async def worker_hashrate(self, window_minutes: int) -> list[WorkerStats]:
@@ -997,7 +903,7 @@ class ShareLog:
             for kind in (KIND_SHARES, KIND_VERDICTS):
                 if self._building[kind] and now_ms - self._building_first_ms[kind] >= max_age_ms:
                     self._seal(kind)
-            self._journal_probe()
+            self._journal.probe()
             self._rlog.tick()
             if self._reserve is not None and self._reserve.held < self._reserve.size:
                 self._reserve.refill()

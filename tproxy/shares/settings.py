@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
@@ -72,7 +72,19 @@ class ClickHouseSettings(BaseModel):
     """fsync every spooled batch (survives power loss, not only a killed process)."""
     journal_open_batches: bool = True
     """Also append every record to a per-batch file in ``spool_dir/journal`` (plain write, no
-    fsync) until its batch is in ClickHouse or the spool, so a killed process loses nothing."""
+    fsync in ``durability = "fast"``) until its batch is in ClickHouse or the spool."""
+    durability: Literal["sync", "fast"] = "sync"
+    """``"sync"``: a share's reply goes to its miner only once the share is on disk (journal
+    written and fdatasync'ed, one group commit for all shares that arrived meanwhile), so a
+    SIGKILL loses no answered share. ``"fast"``: one plain ``write()`` per event-loop tick and
+    no wait; a SIGKILL can lose the shares of the loop iteration it interrupts although their
+    miners were answered (docs/SHARE_LOG.md). ``"sync"`` needs ``journal_open_batches``."""
+    durability_max_waiting: int = Field(default=50_000, ge=1)
+    """Sync mode: replies that may wait for the disk at once; above it the event loop waits for
+    the commit in flight (no miner is read meanwhile), at most ``durability_stall_s``."""
+    durability_stall_s: float = Field(default=5.0, gt=0)
+    """Sync mode: a commit the disk has not confirmed after this long (with the wait bound
+    reached) gets its held replies written unconfirmed, counted in ``durability_degraded``."""
 
     spool_retry_s: float = Field(default=1.0, gt=0)
     """After a spool or journal write failed (disk full, out of descriptors...), how often it is
@@ -112,6 +124,12 @@ class ClickHouseSettings(BaseModel):
         if v is not None and not re.match(r"^[A-Za-z0-9_.-]+$", v):
             raise ValueError("must be a cluster name from remote_servers")
         return v or None
+
+    @model_validator(mode="after")
+    def _check_durability(self) -> ClickHouseSettings:
+        if self.durability == "sync" and not self.journal_open_batches:
+            raise ValueError('durability = "sync" needs journal_open_batches = true (or durability = "fast")')
+        return self
 
     @model_validator(mode="after")
     def _split_url(self) -> ClickHouseSettings:

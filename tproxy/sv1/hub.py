@@ -58,6 +58,11 @@ class ShareSink(Protocol):
 
     def submit_pool_verdict(self, record: PoolVerdictRecord) -> None: ...
 
+    def answer(self, miner: object, write: Callable[[bytes], None], line: bytes, record: ShareRecord | None) -> None:
+        """Write ``line`` (the reply to one request of ``miner``) and take ``record`` (its share,
+        if any). The sink may hold the reply until the share is on disk (durability "sync");
+        it then keeps the order of that miner's replies."""
+
 
 class _NoUpstream:
     """The upstream side before the runtime connects one: forwards nothing."""
@@ -179,18 +184,30 @@ class Hub:
     def handle(self, miner: Miner, req: p.Request) -> None:
         """One request from a miner: the session answers; its event goes where it belongs."""
         line, event = miner.session.handle(req, self._now())
-        miner.write(line)
-        if event is None:
-            return
         if type(event) is Share:
+            sink = self.share_sink
+            if sink is None:
+                miner.write(line)
             seq = next(self._share_seq)
             forwarded_to = self.upstream.forward(event, seq) if event.accepted else None
-            sink = self.share_sink
             if sink is not None:
-                sink.submit(ShareRecord.from_share(event, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to))
-        else:
+                # The share log writes the reply: at once, or once the share is on disk.
+                sink.answer(miner, miner.write, line, ShareRecord.from_share(
+                    event, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to))
+            return
+        self._reply(miner, line)
+        if event is not None:
             assert isinstance(event, MinerReady)
             self._on_ready(miner, event)
+
+    def _reply(self, miner: Miner, line: bytes) -> None:
+        """A reply that carries no share. With a share log, the log writes it: behind any reply
+        it holds for this miner until a share is on disk (durability "sync"), so order is kept."""
+        sink = self.share_sink
+        if sink is None:
+            miner.write(line)
+        else:
+            sink.answer(miner, miner.write, line, None)
 
     def _on_ready(self, miner: Miner, event: MinerReady) -> None:
         self.upstream.on_miner(event)

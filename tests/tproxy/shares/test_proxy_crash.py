@@ -13,136 +13,24 @@ opened with ``tproxy.shares.spool.Spool``), not a counter the proxy reports abou
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-from devnet.chdb_front import ChdbHttpFront
-from devnet.pool import DevPool, PoolSettings
-from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
-from tests.helpers.sv1_client import Sv1TestClient
-from tproxy.shares.spool import KIND_SHARES, Spool
+import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-AUTH_SECRET, AUTH_XONLY = generate_keypair()
-MINER_DIFF = 1e-10  # the target clamps to 2**256-1: every nonce is a valid share, no grinding
-POOL_DIFF = 2.0**-32 / 0.25  # about a quarter of the shares meet the pool target and are forwarded
-INSTANCE = "crash-proxy"
+from devnet.chdb_front import ChdbHttpFront
+from tests.helpers.proxy_process import (
+    INSTANCE,
+    ProxyProcess,
+    pool,
+    spooled_shares,
+    wait_until,
+    write_config,
+)
+from tests.helpers.sv1_client import Sv1TestClient
+
 CLIENTS = 3
 PER_CLIENT = 60  # valid shares per client; duplicates and unknown jobs come on top
-
-
-def pool() -> DevPool:
-    return DevPool(PoolSettings(
-        port=0, authority_secret_key=encode_secret_key(AUTH_SECRET), fixed_difficulty=POOL_DIFF,
-        share_batch_size=1, new_block_interval_s=0, new_job_interval_s=0,
-    ))
-
-
-def write_config(path: Path, pool_port: int, url: str, spool: Path, *, batch_max_age_s: float = 0.05,
-                 batch_size: int = 50, journal: bool = True) -> None:
-    path.write_text(f"""
-log_level = "info"
-[[upstreams]]
-address = "127.0.0.1"
-port = {pool_port}
-authority_pubkey = "{encode_public_key(AUTH_XONLY)}"
-user_identity = "farm"
-
-[downstream]
-address = "127.0.0.1"
-port = 0
-
-[difficulty]
-start_difficulty = {MINER_DIFF}
-min_difficulty = {MINER_DIFF}
-vardiff = false
-
-[proxy]
-instance_id = "{INSTANCE}"
-job_keepalive_interval_s = 0
-
-[monitoring]
-enabled = false
-
-[clickhouse]
-url = "{url}"
-spool_dir = "{spool}"
-batch_size = {batch_size}
-batch_max_age_s = {batch_max_age_s}
-connect_timeout_s = 0.5
-insert_timeout_s = 1
-retry_backoff_base_s = 0.05
-retry_backoff_max_s = 0.3
-close_timeout_s = 3
-journal_open_batches = {str(journal).lower()}
-""")
-
-
-class ProxyProcess:
-    """``python -m tproxy.cli run --config FILE`` with its log in a file (read for the SV1 port)."""
-
-    def __init__(self, config: Path, logfile: Path) -> None:
-        self.logfile = logfile
-        self._log = open(logfile, "w")  # noqa: SIM115 - closed in wait()
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "tproxy.cli", "run", "--config", str(config)],
-            cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
-
-    def log(self) -> str:
-        return self.logfile.read_text()
-
-    async def sv1_port(self, timeout: float = 30.0) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(r"listening for SV1 miners on 127\.0\.0\.1:(\d+)", self.log())
-            if m:
-                return int(m.group(1))
-            assert self.p.poll() is None, f"proxy exited rc={self.p.returncode}:\n{self.log()}"
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"proxy did not start listening:\n{self.log()}")
-
-    def kill(self) -> None:
-        self.p.send_signal(signal.SIGKILL)
-        self.wait()
-        assert self.p.returncode == -signal.SIGKILL
-
-    def terminate(self) -> None:
-        self.p.send_signal(signal.SIGTERM)
-        self.wait()
-        assert self.p.returncode == 0, self.log()
-
-    def wait(self) -> None:
-        try:
-            self.p.wait(30)
-        finally:
-            if self.p.poll() is None:
-                self.p.kill()
-                self.p.wait(5)
-            self._log.close()
-
-
-def spooled_shares(spool: Path, scratch: Path) -> int:
-    """Share rows in the spool on disk, read from a copy (open() may cut a torn tail)."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    for f in sorted(spool.glob("*.seg")) + sorted(spool.glob("*.ack")) if spool.exists() else []:
-        with contextlib.suppress(FileNotFoundError):  # the live proxy may delete a file meanwhile
-            shutil.copyfile(f, scratch / f.name)
-    s = Spool(scratch, fsync=False)
-    s.open()
-    n = s.pending_by_kind[KIND_SHARES]
-    s.close()
-    return n
 
 
 async def mine(port: int, worker: str, shares: int, *, first_nonce: int = 0) -> Counter[str]:
@@ -176,14 +64,6 @@ async def mine_all(port: int, *, first_nonce: int = 0, per_client: int = PER_CLI
     results = await asyncio.gather(*(mine(port, f"farm.w{i}", per_client, first_nonce=first_nonce)
                                      for i in range(CLIENTS)))
     return sum(results, Counter())
-
-
-async def wait_until(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def rows(front: ChdbHttpFront) -> tuple[int, int, int, int]:
@@ -267,26 +147,31 @@ async def test_proxy_sigkill_with_database_down_then_replay(front: ChdbHttpFront
         await dev_pool.close()
 
 
-async def test_proxy_sigkill_right_after_the_last_reply_loses_nothing(front: ChdbHttpFront, tmp_path: Path) -> None:
+@pytest.mark.parametrize("durability", ["fast", "sync"])
+async def test_proxy_sigkill_right_after_the_last_reply_loses_nothing(front: ChdbHttpFront, tmp_path: Path,
+                                                                      durability: str) -> None:
     """The window the issue cares about: shares answered but not yet sealed into a batch when the
     kill comes. Batches seal only after 2 s here, so every share of the run is still in the open
-    batch (memory + the open-batch journal, no fsync) when the proxy is killed 0.2 s after the
-    last reply (one loop turn: the documented one-iteration window); the restart recovers the
-    journal and the table holds exactly N."""
+    batch (memory + the open-batch journal: plain write in "fast", fdatasync'ed before each reply
+    in "sync") when the proxy is killed 0.2 s after the last reply (in "fast", one loop turn: the
+    documented one-iteration window); the restart recovers the journal and the table holds
+    exactly N."""
     spool = tmp_path / "spool"
     front.stop()
     dev_pool = pool()
     await dev_pool.start()
     try:
         cfg = tmp_path / "proxy1.toml"
-        write_config(cfg, dev_pool.port, front.url, spool, batch_max_age_s=2.0, batch_size=100_000)
+        write_config(cfg, dev_pool.port, front.url, spool, batch_max_age_s=2.0, batch_size=100_000,
+                     durability=durability)
         p1 = ProxyProcess(cfg, tmp_path / "proxy1.log")
         try:
             port = await p1.sv1_port()
             sent = await mine_all(port, per_client=30)
-            # The journal's write() for the records of one loop iteration runs at the start of the
-            # next one (docs/SHARE_LOG.md): give the proxy's loop that turn, far less than the 2 s
-            # after which the batch would be sealed.
+            # "fast": the journal's write() for the records of one loop iteration runs at the start
+            # of the next one (docs/SHARE_LOG.md): give the proxy's loop that turn, far less than the
+            # 2 s after which the batch would be sealed. ("sync" needs no turn: nothing is answered
+            # before it is on disk.)
             await asyncio.sleep(0.2)
         finally:
             p1.kill()

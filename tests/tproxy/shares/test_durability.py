@@ -1,0 +1,215 @@
+"""Durability mode "sync" of the share log (tproxy/shares/journal.py): group commit and the reply gate.
+
+The fdatasync the journal's commit thread calls is replaced by a seam that waits on a
+``threading.Event`` (a slow disk, made controllable) and then calls the real
+``os.fdatasync``. The database is an HTTP URL on a closed port (down): the journal does
+not depend on it. Replies are plain ``list.append`` callables (what the hub hands over
+is the SV1 server's write function).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from tests.helpers.share_log import INSTANCE, fast_settings, shares, wait_until
+from tproxy.shares.journal import JREC
+from tproxy.shares.pipeline import ShareLog
+from tproxy.shares.settings import ClickHouseSettings
+
+
+def down_url() -> str:
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sk.getsockname()[1]}"
+
+
+class SlowDisk:
+    """fdatasync seam: blocks until ``gate`` is set (or raises ``fail`` once), then syncs for real."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.synced = 0  # fdatasync calls that returned
+        self.fail: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        assert self.gate.wait(30), "test never opened the gate"
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        os.fdatasync(fd)
+        self.synced += 1
+
+
+def settings(tmp_path: Path, **kw: Any) -> ClickHouseSettings:
+    return fast_settings(down_url(), tmp_path / "spool", batch_max_age_s=60, batch_size=100_000, **kw)
+
+
+def journal_rows(tmp_path: Path) -> int:
+    """Records (header excluded) in the journal files on disk."""
+    n = 0
+    for path in (tmp_path / "spool" / "journal").glob("*.jnl"):
+        data, off, records = path.read_bytes(), 0, 0
+        while off + JREC.size <= len(data):
+            size, _ = JREC.unpack_from(data, off)
+            off += JREC.size + size
+            records += 1
+        n += max(0, records - 1)
+    return n
+
+
+async def turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0.005)
+
+
+async def test_replies_wait_for_fdatasync_and_keep_their_order(tmp_path: Path) -> None:
+    disk = SlowDisk()
+    log = ShareLog(settings(tmp_path), INSTANCE, fdatasync=disk)
+    await log.start()
+    try:
+        out_a: list[tuple[bytes, int]] = []  # (reply, fdatasync calls returned when it was written)
+        out_b: list[bytes] = []
+        a, b = object(), object()
+
+        def write_a(line: bytes) -> None:
+            out_a.append((line, disk.synced))
+
+        for i, r in enumerate(shares(3)):
+            log.answer(a, write_a, f"share{i}".encode(), r)
+        log.answer(a, write_a, b"after", None)  # a non-share reply queues behind the held ones
+        log.answer(b, out_b.append, b"b-hello", None)  # a miner with nothing held: at once
+        assert out_b == [b"b-hello"]
+        await turns()  # the first commit is in flight, stuck in fdatasync
+        assert out_a == [] and log.stats().durability_waiting == 4
+        for i, r in enumerate(shares(100, start=4)):  # all of these wait for the next commit
+            log.answer(a, write_a, f"m{i}".encode(), r)
+        await turns()
+        assert out_a == [] and disk.synced == 0
+        disk.gate.set()
+        await wait_until(lambda: len(out_a) == 104, what="every reply")
+        assert [line for line, _ in out_a] == [b"share0", b"share1", b"share2", b"after"] + [
+            f"m{i}".encode() for i in range(100)]
+        # Each reply went out only after the fdatasync of the commit holding its share returned.
+        assert all(synced >= 1 for _, synced in out_a[:4]) and all(synced >= 2 for _, synced in out_a[4:])
+        st = log.stats()
+        assert st.journal_commits == 2 and disk.synced == 2  # 103 shares, two group commits
+        assert st.durability == "sync" and st.durability_degraded == 0 and st.durability_waiting == 0
+        assert journal_rows(tmp_path) == 103
+    finally:
+        disk.gate.set()
+        await log.close()
+
+
+async def test_fast_mode_answers_at_once_and_never_syncs(tmp_path: Path) -> None:
+    disk = SlowDisk()  # gate never opened: a call would fail the test (after 30 s)
+    log = ShareLog(settings(tmp_path, durability="fast"), INSTANCE, fdatasync=disk)
+    await log.start()
+    try:
+        out: list[bytes] = []
+        for i, r in enumerate(shares(50)):
+            log.answer(object(), out.append, f"s{i}".encode(), r)
+            assert len(out) == i + 1  # written inside answer(), before the record is journaled
+        assert journal_rows(tmp_path) == 0
+        await turns(2)  # one loop turn: the journal's plain write()
+        assert journal_rows(tmp_path) == 50
+        st = log.stats()
+        assert st.durability == "fast" and st.journal_commits == 0 and st.received == 50
+    finally:
+        disk.gate.set()
+        await log.close()
+    assert disk.synced == 0
+
+
+async def test_failed_commit_releases_replies_as_degraded_then_recovers(tmp_path: Path) -> None:
+    disk = SlowDisk()
+    disk.fail = OSError(errno.EIO, "injected fdatasync failure")
+    disk.gate.set()
+    log = ShareLog(settings(tmp_path, spool_retry_s=0.05), INSTANCE, fdatasync=disk)
+    await log.start()
+    try:
+        out: list[bytes] = []
+        m = object()
+        for i, r in enumerate(shares(5)):
+            log.answer(m, out.append, f"s{i}".encode(), r)
+        await wait_until(lambda: len(out) == 5, what="replies after the failed commit")
+        st = log.stats()
+        assert st.durability_degraded == 5 and not st.journal_on and st.fs_errors >= 1
+        # The ticker turns the journal back on; records of the next batch are held and synced again.
+        await wait_until(lambda: log._journal.on, what="journal probed again")
+        log._seal(0)  # the next record opens a new batch, whose journal open is the probe
+        for i, r in enumerate(shares(3, start=6)):
+            log.answer(m, out.append, f"t{i}".encode(), r)
+        await wait_until(lambda: len(out) == 8, what="replies after recovery")
+        st = log.stats()
+        assert st.durability_degraded == 5 and st.journal_on and disk.synced >= 1
+    finally:
+        await log.close()
+
+
+async def test_too_many_waiting_replies_block_then_give_up_on_a_stalled_disk(tmp_path: Path) -> None:
+    disk = SlowDisk()
+    log = ShareLog(settings(tmp_path, durability_max_waiting=5, durability_stall_s=0.2), INSTANCE, fdatasync=disk)
+    await log.start()
+    try:
+        out: list[bytes] = []
+        m = object()
+        recs = shares(12)
+        for i in range(5):
+            log.answer(m, out.append, f"s{i}".encode(), recs[i])
+        await turns()
+        assert out == []  # at the bound, not over it: held
+        # Over the bound with the disk stalled: the call blocks up to durability_stall_s, then
+        # every held reply goes out unconfirmed (memory stays bounded, the loop goes on).
+        log.answer(m, out.append, b"s5", recs[5])
+        assert out == [f"s{i}".encode() for i in range(6)]
+        st = log.stats()
+        assert st.durability_degraded == 6 and st.durability_waiting == 0
+        # A disk that answers within the stall bound: the call returns with the replies confirmed.
+        for i in range(6, 11):
+            log.answer(m, out.append, f"s{i}".encode(), recs[i])
+        threading.Timer(0.05, disk.gate.set).start()
+        log.answer(m, out.append, b"s11", recs[11])
+        await wait_until(lambda: len(out) == 12, what="the rest")
+        assert out == [f"s{i}".encode() for i in range(12)]
+        assert log.stats().durability_degraded == 6
+    finally:
+        disk.gate.set()
+        await log.close()
+
+
+async def test_close_waits_for_the_commit_and_releases_held_replies(tmp_path: Path) -> None:
+    disk = SlowDisk()
+    log = ShareLog(settings(tmp_path), INSTANCE, fdatasync=disk)
+    await log.start()
+    out: list[bytes] = []
+    m = object()
+    for i, r in enumerate(shares(4)):
+        log.answer(m, out.append, f"s{i}".encode(), r)
+    log.answer(m, out.append, b"ping", None)
+    await turns()
+    closing = asyncio.create_task(log.close())
+    await turns()
+    assert out == [] and not closing.done()
+    disk.gate.set()
+    await closing
+    assert out == [b"s0", b"s1", b"s2", b"s3", b"ping"]
+    st = log.stats()
+    assert st.durability_degraded == 0 and st.spool_pending == 4  # database down: spooled at close
+
+
+def test_sync_needs_the_journal() -> None:
+    assert ClickHouseSettings().durability == "sync"
+    with pytest.raises(pydantic.ValidationError, match="journal_open_batches"):
+        ClickHouseSettings(journal_open_batches=False)
+    assert ClickHouseSettings(journal_open_batches=False, durability="fast").durability == "fast"
+    with pytest.raises(pydantic.ValidationError):
+        ClickHouseSettings(durability="fsync")

@@ -1,0 +1,450 @@
+"""The open-batch journal, and the reply gate of durability mode "sync".
+
+Owns the per-batch journal files under ``spool_dir/journal/`` (open, append,
+seal, delete, recovery at start), their failure and re-enable rules, and,
+when ``durability = "sync"``, the group commit and the replies held for it.
+
+File: ``{s|v}-{run_id hex}-{batch number}.jnl``; first record a header
+``(instance_id, run_id, kind, batch number)``, then one record per row:
+``len u32 | crc32 u32 | marshal(row)``. A batch's number (and so its
+deduplication token) is fixed when its first record arrives.
+
+Two modes (``ClickHouseSettings.durability``):
+
+* ``"fast"``: the records of one event-loop tick go out in one plain
+  ``write()`` from a ``call_soon`` callback; no fsync. The reply to a share is
+  written by the hub before that, so a SIGKILL can lose the records of the
+  interrupted loop iteration although their miners hold an answer.
+* ``"sync"`` (default): the buffered records go to a commit thread, which
+  ``write()``s and ``fdatasync()``s them (plus the directory once after a new
+  file) and reports back to the loop. One commit is in flight at a time;
+  everything that arrives meanwhile waits in the buffer and goes out in the
+  next one (group commit: one fdatasync per commit, not per share). The reply
+  to a share is held (``answer()``) until the commit holding its record has
+  returned; a later reply to the same miner waits behind it, so each miner
+  sees its replies in request order. A SIGKILL then loses no answered share.
+
+  Bounds: at most ``durability_max_waiting`` replies wait. Above it the loop
+  blocks on the commit in flight (the miners wait: nothing is read meanwhile),
+  for at most ``durability_stall_s``; a disk that stalls longer gets every held
+  reply released unconfirmed (counted in ``degraded``) and an error line. A
+  journal that cannot be written (disk full, out of descriptors) is turned off
+  as in fast mode; replies are then written at once and counted in
+  ``degraded`` (the records are in memory and reach ClickHouse or the spool as
+  usual; only a kill in that time can lose them) until a write succeeds again.
+
+Every journal file descriptor is opened and closed on the event loop's
+thread; the commit thread only writes and syncs descriptors that stay open
+until its commit has been reported back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import logging
+import marshal
+import os
+import struct
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+from tproxy.shares.fdreserve import FdReserve
+from tproxy.shares.ratelog import RateLimitedLog
+from tproxy.shares.spool import Spool
+
+log = logging.getLogger("tproxy.shares")
+
+KIND_LETTER = ("s", "v")
+JREC = struct.Struct("<II")  # journal record: body length, CRC-32 of the body; body = marshal
+_NON_SHARE, _SHARE, _SHARE_UNJOURNALED = 0, 1, 2
+_fdatasync_default: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+Write = Callable[[bytes], None]
+
+
+class _Held(NamedTuple):
+    group: int  # released once this commit group is settled
+    key: object  # the miner
+    write: Write
+    line: bytes
+    what: int  # _NON_SHARE, _SHARE, _SHARE_UNJOURNALED
+
+
+class _Commit(NamedTuple):
+    fut: Future[None]
+    group: int
+    closes: list[int]  # descriptors sealed before this commit: closed once it returned
+
+
+def batch_token(instance_id: str, run_id: int, kind: int, batch_no: int) -> str:
+    return f"{instance_id}:{run_id:x}:{KIND_LETTER[kind]}:{batch_no}"
+
+
+class Journal:
+    """The open-batch journal of one ShareLog (see the module docstring). Loop thread only,
+    except ``recover`` (spool thread, at start) and ``_commit_io`` (commit thread)."""
+
+    def __init__(self, directory: Path, instance_id: str, run_id: int, *, sync: bool, retry_s: float,
+                 max_waiting: int, stall_s: float, rlog: RateLimitedLog,
+                 fdatasync: Callable[[int], None] = _fdatasync_default) -> None:
+        self.directory = directory
+        self.instance_id, self.run_id = instance_id, run_id
+        self.sync = sync
+        self._retry_s, self._max_waiting, self._stall_s = retry_s, max_waiting, stall_s
+        self._rlog = rlog
+        self._fdatasync = fdatasync  # a seam: the tests slow it down
+        self.ready = False  # enabled, directory made, old journals recovered
+        self.on = False  # writing now (off for retry_s after a failure)
+        self.failing = False  # the last write failed and none succeeded since
+        self._retry_at = 0.0
+        self.fs_errors = 0
+        self._fd: list[int | None] = [None, None]
+        self._path: list[str | None] = [None, None]
+        self._buf: dict[int, list[bytes]] = {}  # fd -> encoded records not yet written
+        self._flush_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reserve: FdReserve | None = None
+        # sync mode
+        self._exec: ThreadPoolExecutor | None = None
+        self._dirfd: int | None = None
+        self._new_file = False  # a file was created since the last commit: sync the directory too
+        self._to_close: list[int] = []  # sealed descriptors whose records are all in the buffer
+        self._inflight: _Commit | None = None
+        self._group = 1  # the open group: records appended now are committed with it
+        self._durable_upto = 0  # groups whose commit returned without error
+        self._release_upto = 0  # groups whose replies may go out (durable, or given up on)
+        self._held: deque[_Held] = deque()
+        self._held_by: dict[object, int] = {}  # miner -> replies of it in _held
+        self.commits = 0
+        self.degraded = 0  # share replies written before their record was known to be on disk
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def attach(self, loop: asyncio.AbstractEventLoop, reserve: FdReserve) -> None:
+        self._loop, self._reserve = loop, reserve
+        if self.sync and self._exec is None:
+            self._exec = ThreadPoolExecutor(1, thread_name_prefix="sharelog-journal")
+
+    def enable(self) -> None:
+        """After recovery (the directory exists): start journaling."""
+        self.ready = self.on = True
+        if self.sync and self._dirfd is None:
+            try:
+                assert self._reserve is not None
+                self._dirfd = self._reserve.open(self.directory, os.O_RDONLY)
+            except OSError as e:
+                self._failed(e)  # retried by probe()
+
+    def probe(self) -> None:
+        """Ticker: turn a failed journal back on once its retry time has come; the next
+        batch's open and write are the probe (a failure turns it off again)."""
+        if self.ready and not self.on and time.monotonic() >= self._retry_at:
+            self.on = True
+            if self.sync and self._dirfd is None:
+                with contextlib.suppress(OSError):
+                    assert self._reserve is not None
+                    self._dirfd = self._reserve.open(self.directory, os.O_RDONLY)
+
+    async def close(self) -> None:
+        """At ``ShareLog.close()``, after the last batch was sealed: commit what is buffered,
+        release every held reply, close every descriptor."""
+        while self._inflight is not None or (self._buf and self.sync):
+            if self._inflight is None:
+                self._start_commit()
+            c = self._inflight
+            assert c is not None
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(c.fut)
+            self._settle(c)
+            await asyncio.sleep(0)
+        self._flush()
+        self._give_up("share log closing")
+        for fd in self._to_close:
+            self._close_fd(fd)
+        self._to_close = []
+        if self._dirfd is not None:
+            self._close_fd(self._dirfd)
+            self._dirfd = None
+        if self._exec is not None:
+            self._exec.shutdown(wait=False)
+            self._exec = None
+
+    # ------------------------------------------------------------------ files
+
+    def _name(self, kind: int, batch_no: int) -> str:
+        return str(self.directory / f"{KIND_LETTER[kind]}-{self.run_id:x}-{batch_no}.jnl")
+
+    def open(self, kind: int, batch_no: int) -> None:
+        """The first record of batch ``batch_no`` arrives: create its file (when on)."""
+        if not self.on:
+            return
+        path = self._name(kind, batch_no)
+        try:
+            assert self._reserve is not None
+            fd = self._reserve.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        except OSError as e:
+            self._failed(e)
+            return
+        self._fd[kind], self._path[kind] = fd, path
+        self._new_file = True
+        self.append(kind, (self.instance_id, self.run_id, kind, batch_no))
+
+    def append(self, kind: int, row: tuple[object, ...]) -> bool:
+        """Buffer one record for this tick's write. False when the journal is not writing."""
+        fd = self._fd[kind]
+        if fd is None:
+            return False
+        # One write() per tick (and commit), not per record: each write releases the GIL,
+        # and a busy database thread then holds the loop up.
+        body = marshal.dumps(row, 4)  # type: ignore[arg-type]  # rows hold plain values only
+        chunk = JREC.pack(len(body), zlib.crc32(body)) + body
+        buf = self._buf.get(fd)
+        if buf is None:
+            self._buf[fd] = [chunk]
+        else:
+            buf.append(chunk)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        return True
+
+    def seal(self, kind: int) -> str | None:
+        """The batch of ``kind`` is sealed: detach its file; returns its path (deleted by
+        ``done()`` once the batch is durable). Fast mode writes what is buffered for it now;
+        sync mode leaves that to the next commit and closes the file after it."""
+        fd, path = self._fd[kind], self._path[kind]
+        self._fd[kind] = self._path[kind] = None
+        if fd is None:
+            return path
+        if not self.sync:
+            chunks = self._buf.pop(fd, None)
+            if chunks:
+                self._write_now(fd, chunks)
+            self._close_fd(fd)
+        elif fd in self._buf or self._inflight is not None:
+            self._to_close.append(fd)
+        else:
+            self._close_fd(fd)
+        return path
+
+    @staticmethod
+    def done(path: str | None) -> None:
+        """The batch is in ClickHouse or in the spool: its journal is no longer needed."""
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def _close_fd(self, fd: int) -> None:
+        try:
+            if self._reserve is not None:
+                self._reserve.close(fd)
+            else:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.sync:
+            if self._inflight is None and self._buf:
+                self._start_commit()
+            return
+        buf, self._buf = self._buf, {}
+        for fd, chunks in buf.items():
+            if not self._write_now(fd, chunks):
+                return
+
+    def _write_now(self, fd: int, chunks: list[bytes]) -> bool:
+        data = b"".join(chunks)
+        try:
+            # No fsync: survives a kill, not a power loss. A short write means a full disk.
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError as e:
+            self._failed(e)
+            return False
+        self._recovered()
+        return True
+
+    def _recovered(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info("share log: open-batch journal in %s is writing again", self.directory)
+
+    def _failed(self, e: OSError) -> None:
+        self.fs_errors += 1
+        self._rlog.log(logging.ERROR, "share log: open-batch journal in %s failed (%s); off, retried every %gs: "
+                       "a killed process can meanwhile lose the records of the open batch%s",
+                       self.directory, e, self._retry_s,
+                       "; replies are not held for the disk meanwhile (durability_degraded)" if self.sync else "",
+                       key=f"journal:{e.errno}")
+        self.on = False
+        self.failing = True
+        self._retry_at = time.monotonic() + self._retry_s
+        self._buf.clear()
+        for k in (0, 1):
+            # The path stays: the partial file is deleted with its batch (seal() hands it over).
+            fd, self._fd[k] = self._fd[k], None
+            if fd is not None:
+                self._to_close.append(fd)
+        if self._inflight is None:
+            for fd in self._to_close:
+                self._close_fd(fd)
+            self._to_close = []
+        # Records of the open group were discarded: their replies must not wait for a commit.
+        self._release_upto = max(self._release_upto, self._group)
+        self._group += 1
+        if self._inflight is None:
+            self._release()
+
+    # ------------------------------------------------------------------ group commit (sync mode)
+
+    def _start_commit(self) -> None:
+        assert self._exec is not None and self._loop is not None
+        work = [(fd, b"".join(chunks)) for fd, chunks in self._buf.items()]
+        self._buf = {}
+        dirfd = self._dirfd if self._new_file else None
+        self._new_file = False
+        group = self._group
+        self._group += 1
+        closes, self._to_close = self._to_close, []
+        fut = self._exec.submit(self._commit_io, work, dirfd)
+        commit = _Commit(fut, group, closes)
+        self._inflight = commit
+        loop = self._loop
+        fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._settle, commit))
+
+    def _commit_io(self, work: list[tuple[int, bytes]], dirfd: int | None) -> None:
+        # Commit thread. os.write and os.fdatasync release the GIL.
+        for fd, data in work:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write")
+        for fd, _ in work:
+            self._fdatasync(fd)
+        if dirfd is not None:
+            os.fsync(dirfd)  # the new file's directory entry
+
+    def _settle(self, c: _Commit) -> None:
+        """Loop: a commit returned. Release the replies it covers, close the files sealed
+        before it, and start the next commit with whatever arrived meanwhile."""
+        if self._inflight is not c:
+            return  # already settled (close() or a stall wait got here first)
+        self._inflight = None
+        self.commits += 1
+        exc = c.fut.exception()
+        if exc is None:
+            self._durable_upto = c.group
+            self._release_upto = max(self._release_upto, c.group)
+            self._recovered()
+        for fd in c.closes:
+            self._close_fd(fd)
+        if exc is not None:
+            self._failed(exc if isinstance(exc, OSError) else OSError(errno.EIO, str(exc)))
+        self._release()
+        if self._inflight is None:
+            if self._buf:
+                self._start_commit()  # takes the sealed descriptors along
+            else:
+                for fd in self._to_close:
+                    self._close_fd(fd)
+                self._to_close = []
+
+    # ------------------------------------------------------------------ replies (sync mode)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._held)
+
+    def answer(self, key: object, write: Write, line: bytes, share: bool, journaled: bool) -> None:
+        """Write the reply ``line`` to miner ``key``: at once, or (sync mode) once the commit
+        holding its share's record returned, and never before an earlier held reply of
+        that miner."""
+        if share and journaled:
+            self._hold(_Held(self._group, key, write, line, _SHARE))
+        elif key in self._held_by:
+            self._hold(_Held(self._group - 1, key, write, line, _SHARE_UNJOURNALED if share else _NON_SHARE))
+        else:
+            if share:
+                self.degraded += 1
+            write(line)
+            return
+        if len(self._held) > self._max_waiting:
+            self._backpressure()
+
+    def _hold(self, h: _Held) -> None:
+        self._held.append(h)
+        self._held_by[h.key] = self._held_by.get(h.key, 0) + 1
+
+    def _release(self) -> None:
+        held, upto, durable = self._held, self._release_upto, self._durable_upto
+        while held and held[0].group <= upto:
+            h = held.popleft()
+            n = self._held_by[h.key] - 1
+            if n:
+                self._held_by[h.key] = n
+            else:
+                del self._held_by[h.key]
+            if h.what == _SHARE_UNJOURNALED or (h.what == _SHARE and h.group > durable):
+                self.degraded += 1
+            try:
+                h.write(h.line)
+            except Exception:  # one broken connection must not keep the others' replies
+                log.debug("share log: a held reply could not be written", exc_info=True)
+
+    def _backpressure(self) -> None:
+        """Too many replies wait: block the loop (no miner is read meanwhile) on the commit
+        in flight, at most ``stall_s``; a disk stalled longer gets them released unconfirmed."""
+        deadline = time.monotonic() + self._stall_s
+        while len(self._held) > self._max_waiting:
+            if self._inflight is None:
+                if not self._buf:
+                    break
+                self._start_commit()
+            c = self._inflight
+            assert c is not None
+            left = deadline - time.monotonic()
+            if left <= 0 or not concurrent.futures.wait([c.fut], timeout=left).done:
+                self._give_up(f"the disk did not confirm a commit within {self._stall_s:g}s")
+                return
+            self._settle(c)
+
+    def _give_up(self, why: str) -> None:
+        if self._held:
+            self._rlog.log(logging.ERROR, "share log: %s; %d replies written before their shares were known "
+                           "to be on disk (durability_degraded)", why, len(self._held), key="journal:stall")
+        self._release_upto = max(self._release_upto, self._group)
+        self._group += 1
+        self._release()
+
+    # ------------------------------------------------------------------ recovery (spool thread, at start)
+
+    def recover(self, spool: Spool) -> tuple[int, int]:
+        """Turn the journals a killed run left behind into spool frames under their batches'
+        tokens, then delete them. Returns (batches, records)."""
+        batches = records = 0
+        for path in sorted(self.directory.glob("*.jnl")):
+            data = spool.read_file(path)
+            off, rows = 0, []
+            while off + JREC.size <= len(data):
+                n, crc = JREC.unpack_from(data, off)
+                body = data[off + JREC.size : off + JREC.size + n]
+                if len(body) < n or zlib.crc32(body) != crc:
+                    break  # torn tail (power loss, or a kill during a commit): keep the whole records
+                rows.append(marshal.loads(body))
+                off += JREC.size + n
+            if len(rows) > 1:
+                instance_id, run_id, kind, batch_no = rows[0]
+                body_rows = rows[1:]
+                spool.append(kind, batch_token(instance_id, run_id, kind, batch_no), int(body_rows[0][0]), body_rows)
+                batches += 1
+                records += len(body_rows)
+            path.unlink()
+        return batches, records
