@@ -487,3 +487,13 @@ def test_share_memory_is_bounded() -> None:
         v.record_share(i * 1e-4)
     assert len(v._shares) <= vd.MAX_WINDOW_SHARES
     assert v.estimated_hashrate(0.5) > 0
+
+
+def test_estimate_is_finite_when_shares_come_with_no_time_elapsed() -> None:
+    # A share recorded at the very instant the window starts (a simulated clock that has not
+    # moved) gave exposure 0 and a ZeroDivisionError in the hub's monitoring read.
+    v = Vardiff(shares_per_minute=6.0, start_difficulty=1.0, min_difficulty=1e-8, max_difficulty=1e15, now=100.0)
+    for _ in range(5):
+        v.record_share(100.0, 1.0)
+    rate = v.estimated_hashrate(100.0)
+    assert math.isfinite(rate) and rate > 0

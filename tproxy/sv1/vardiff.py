@@ -295,7 +295,9 @@ class Vardiff:
         n, exposure = self._window(now)
         if n <= 0:
             return 0.0
-        if n < MIN_SHARES_FOR_ESTIMATE:
+        if n < MIN_SHARES_FOR_ESTIMATE or exposure <= 0.0:
+            # (no time has passed at all, e.g. every share at one instant of a simulated clock:
+            # the same floor keeps the estimate finite)
             exposure = max(exposure, n * self.share_interval_s / self._difficulty)
         return n * HASHES_PER_DIFF1 / exposure
 
