@@ -4,8 +4,11 @@ Owns every knob of the dev pool (listener, authority key, certificate
 lifetime, share acknowledgement batching and timer, extranonce layout, target policy,
 block/job timers, coinbase contents, resource bounds) and
 ``load_pool_settings``, which reads a flat TOML file and lets every key be
-overridden from the environment as ``TPROXY_POOL__<KEY>``. Errors are
-``tproxy.errors.ConfigError`` and name the offending key.
+overridden from the environment as ``TPROXY_POOL__<KEY>``, through
+pydantic-settings as ``tproxy.config`` does for the proxy. ``PoolSettings``
+itself is a plain model: built directly, it never reads the environment.
+Errors are ``tproxy.errors.ConfigError`` and name the offending key (and the
+variable that set it); a ``TPROXY_POOL__*`` variable that names no key is one.
 """
 
 from __future__ import annotations
@@ -14,10 +17,22 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from sv2.errors import KeyFormatError
 from sv2.keys import (
@@ -27,6 +42,7 @@ from sv2.keys import (
     generate_keypair,
     xonly_from_secret,
 )
+from tproxy.config import format_validation_error
 from tproxy.errors import ConfigError
 
 ENV_PREFIX = "TPROXY_POOL__"
@@ -189,13 +205,95 @@ class PoolSettings(BaseModel):
         return bytes.fromhex(self.coinbase_output_script)
 
 
-def _format_error(e: ValidationError, env_keys: Mapping[str, str]) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
-        src = f" (from env {env_keys[loc]})" if loc in env_keys else ""
-        parts.append(f"{loc}{src}: {err.get('msg', 'invalid value')}")
-    return "; ".join(parts)
+# ------------------------------------------------------------------ loading
+
+# Environment values that unset a key (e.g. TPROXY_POOL__FIXED_DIFFICULTY=none).
+_NONE_VALUES = frozenset({"", "none", "null"})
+_NONE_MARK = "null"  # what they are normalised to: pydantic-settings' env_parse_none_str
+
+
+@dataclass(frozen=True)
+class _LoadInputs:
+    path: Path | None
+    environ: Mapping[str, str]
+
+
+# Settings sources are chosen by a classmethod, so one load_pool_settings() call hands its
+# file and environment over here (a ContextVar: concurrent loads cannot see each other's).
+_LOAD: ContextVar[_LoadInputs | None] = ContextVar("pool_settings_load", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of ``os.environ``.
+
+    ``_load_env_vars`` is the hook the library's own env-like sources (dotenv, cloud
+    secrets) override; the mapping is normalised the way it normalises ``os.environ``.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = {k: _NONE_MARK if v.strip().lower() in _NONE_VALUES else v for k, v in environ.items()}
+        super().__init__(settings_cls, env_parse_none_str=_NONE_MARK)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _PoolToml(TomlConfigSettingsSource):
+    """The TOML file: flat keys, or a single ``[pool]`` table holding them; errors name the file."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{file_path}: invalid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"pool config file {file_path}: {e.strerror or e}") from None
+        if len(data) == 1 and isinstance(data.get("pool"), dict):
+            return dict(data["pool"])  # tolerate a single [pool] table
+        return data
+
+
+class _PoolSettingsLoader(PoolSettings, BaseSettings):
+    """``PoolSettings`` fed by pydantic-settings: overrides > environment > file > defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        load = _LOAD.get()
+        if load is None:  # only load_pool_settings() builds this class
+            raise RuntimeError("_PoolSettingsLoader is built by load_pool_settings()")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _MappingEnvSource(settings_cls, load.environ)]
+        if load.path is not None:
+            sources.append(_PoolToml(settings_cls, toml_file=load.path))
+        return tuple(sources)
+
+
+def check_pool_environment(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Validate every ``TPROXY_POOL__*`` variable; return {(setting,): its variable name}.
+
+    pydantic-settings ignores a prefixed variable that names no field; here it is a
+    ``ConfigError`` naming the variable (as ``tproxy.config.check_environment`` does
+    for ``TPROXY__*``). Names are matched case-insensitively, as the library reads them.
+    """
+    found: dict[tuple[str, ...], str] = {}
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in PoolSettings.model_fields:
+            raise ConfigError(f"environment variable {name}: no such setting ({key or 'empty name'})")
+        found[(key,)] = name
+    return found
 
 
 def load_pool_settings(
@@ -206,31 +304,25 @@ def load_pool_settings(
 ) -> PoolSettings:
     """Load ``PoolSettings`` from an optional flat TOML file, the environment and ``overrides``.
 
-    Precedence: ``overrides`` > environment (``TPROXY_POOL__KEY``, case-insensitive)
-    > file > defaults. Raises ``ConfigError`` naming every bad key.
+    Precedence: ``overrides`` > environment (``TPROXY_POOL__KEY``, case-insensitive;
+    ``env`` replaces ``os.environ``) > file > defaults. Raises ``ConfigError`` naming
+    every bad key (and the variable that set it), an unknown ``TPROXY_POOL__*``
+    variable, or a missing or unreadable file.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"pool config file not found: {p}")
-        try:
-            with p.open("rb") as f:
-                data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{p}: invalid TOML: {e}") from None
-        if "pool" in data and isinstance(data["pool"], dict) and len(data) == 1:
-            data = dict(data["pool"])  # tolerate a single [pool] table
-    env_keys: dict[str, str] = {}
-    for name, value in (os.environ if env is None else env).items():
-        if name.upper().startswith(ENV_PREFIX):
-            key = name[len(ENV_PREFIX) :].lower()
-            if not key:
-                continue
-            env_keys[key] = name
-            data[key] = None if value.strip().lower() in ("", "none", "null") else value
-    data.update(overrides)
+    toml_path = None if path is None else Path(path)
+    if toml_path is not None and not toml_path.is_file():
+        raise ConfigError(f"pool config file not found: {toml_path}")
+    environ = os.environ if env is None else env
+    # An override hides the variable for the same key: its errors are not the variable's.
+    env_vars = {k: f"env {v}" for k, v in check_pool_environment(environ).items() if k[0] not in overrides}
+    token = _LOAD.set(_LoadInputs(toml_path, environ))
     try:
-        return PoolSettings(**data)
+        loaded = _PoolSettingsLoader(**overrides)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, env_keys)) from None
+        raise ConfigError(format_validation_error(e, env_vars)) from None
+    except SettingsError as e:  # a source failed to parse a value
+        raise ConfigError(f"pool settings: {e}") from None
+    finally:
+        _LOAD.reset(token)
+    # Hand back a plain PoolSettings (equality, repr); the values were validated above.
+    return PoolSettings.model_construct(_fields_set=loaded.model_fields_set, **dict(loaded))

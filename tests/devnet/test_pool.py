@@ -682,6 +682,54 @@ def test_settings_toml_env_and_errors(tmp_path: Path) -> None:
         load_pool_settings(tmp_path / "missing.toml", env={})
 
 
+def test_settings_unknown_env_variable_is_named() -> None:
+    for name in ("TPROXY_POOL__BOGUS", "tproxy_pool__bogus", "TPROXY_POOL__"):
+        with pytest.raises(ConfigError, match=rf"environment variable {name}: no such setting"):
+            load_pool_settings(None, env={name: "1", "TPROXY_POOL__PORT": "4001"})
+    # Other prefixes are not the pool's business (the proxy's TPROXY__ among them).
+    assert load_pool_settings(None, env={"TPROXY__BOGUS": "1", "TPROXY_POOLX": "1"}).port == 34254
+
+
+def test_settings_bad_env_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^port \(from env tproxy_pool__port\): .*valid integer"):
+        load_pool_settings(None, env={"tproxy_pool__port": "not-a-port"})
+    with pytest.raises(ConfigError, match=r"fixed_difficulty \(from env TPROXY_POOL__FIXED_DIFFICULTY\)") as e:
+        load_pool_settings(None, env={"TPROXY_POOL__FIXED_DIFFICULTY": "-1", "TPROXY_POOL__NBITS": "zz"})
+    assert "nbits (from env TPROXY_POOL__NBITS)" in str(e.value)  # every bad key, not just the first
+
+
+def test_settings_env_beats_file_and_overrides_beat_env(tmp_path: Path) -> None:
+    f = tmp_path / "pool.toml"
+    f.write_text('port = 4000\npool_tag = "from-file"\nfixed_difficulty = 0.001\n')
+    s = load_pool_settings(f, env={"TPROXY_POOL__PORT": "4001", "TPROXY_POOL__FIXED_DIFFICULTY": "none"})
+    assert (s.port, s.pool_tag, s.fixed_difficulty) == (4001, "from-file", None)  # "none" unsets a key
+    s = load_pool_settings(f, env={"TPROXY_POOL__PORT": "4001"}, port=4002)
+    assert (s.port, s.pool_tag) == (4002, "from-file")
+    # An override hides the variable: its error is the override's, not blamed on the environment.
+    with pytest.raises(ConfigError, match=r"^port: ") as e:
+        load_pool_settings(f, env={"TPROXY_POOL__PORT": "4001"}, port=-1)
+    assert "TPROXY_POOL__PORT" not in str(e.value)
+    assert type(s) is PoolSettings and s == PoolSettings(**dict(s))  # a plain PoolSettings, frozen
+    with pytest.raises(ValueError, match="frozen"):
+        s.port = 1
+
+
+def test_settings_pool_table_and_process_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "pool.toml"
+    f.write_text("[pool]\nport = 4000\n")
+    monkeypatch.setenv("TPROXY_POOL__SHARE_BATCH_SIZE", "7")
+    s = load_pool_settings(f)  # env=None reads os.environ
+    assert (s.port, s.share_batch_size) == (4000, 7)
+    assert load_pool_settings(f, env={}).share_batch_size == 10  # env= replaces os.environ
+    assert PoolSettings().share_batch_size == 10  # the model alone never reads the environment
+    f.write_text("[pool]\nport = 4000\n[other]\n")
+    with pytest.raises(ConfigError, match="pool: Extra inputs"):
+        load_pool_settings(f, env={})
+    f.write_text("port = = 1\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_pool_settings(f, env={})
+
+
 def test_config_example_loads_and_documents_its_public_key() -> None:
     path = REPO / "config-examples" / "pool.toml"
     s = load_pool_settings(path, env={})
