@@ -44,9 +44,12 @@ HASHRATE = 40_000.0
 SHARES = 6
 
 
+RETARGET_HANG_GUARD_S = 120.0  # a retarget needs the window to see the new rate; generous on a loaded machine
+
+
 async def grows(value: Callable[[], int], start: int, by: int = 1) -> None:
-    """Wait until ``value()`` reached ``start + by``."""
-    await until(lambda: value() >= start + by)
+    """Wait until ``value()`` reached ``start + by`` (the timeout is a hang guard, not asserted)."""
+    await until(lambda: value() >= start + by, timeout=RETARGET_HANG_GUARD_S)
 
 
 def assert_clean_run(st: FirmwareStack, c: FirmwareClient) -> None:
