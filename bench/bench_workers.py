@@ -64,24 +64,24 @@ def tree_cpu(pid: int) -> tuple[float, float]:
 async def serve(workers: int, forward_ratio: float, max_connections: int) -> None:
     from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
-    from tproxy.config import Settings, UpstreamSettings
+    from tproxy.config import Settings
     from tproxy.runtime import Proxy, tune_gc
     from tproxy.workers import Cluster
 
     secret, xonly = generate_keypair()
     pool = DevPool(
-        PoolSettings(
-            port=0, authority_secret_key=encode_secret_key(secret), fixed_difficulty=2.0**-32 / forward_ratio,
-            new_block_interval_s=0, new_job_interval_s=0, share_batch_size=10,
-        )
+        PoolSettings.model_validate({
+            "port": 0, "authority_secret_key": encode_secret_key(secret), "fixed_difficulty": 2.0**-32 / forward_ratio,
+            "new_block_interval_s": 0, "new_job_interval_s": 0, "share_batch_size": 10,
+        })
     )
     await pool.start()
-    settings = Settings(
-        upstreams=[UpstreamSettings(address="127.0.0.1", port=pool.port, authority_pubkey=encode_public_key(xonly))],
-        downstream={"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
-        difficulty={"start_difficulty": MINER_DIFFICULTY, "min_difficulty": MINER_DIFFICULTY, "vardiff": False},
-        proxy={"instance_id": "bench", "job_keepalive_interval_s": 0, "workers": workers},
-    )
+    settings = Settings.model_validate({
+        "upstreams": [{"address": "127.0.0.1", "port": pool.port, "authority_pubkey": encode_public_key(xonly)}],
+        "downstream": {"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
+        "difficulty": {"start_difficulty": MINER_DIFFICULTY, "min_difficulty": MINER_DIFFICULTY, "vardiff": False},
+        "proxy": {"instance_id": "bench", "job_keepalive_interval_s": 0, "workers": workers},
+    })
     cluster = workers > 1 or os.environ.get("BENCH_CLUSTER") == "1"
     proxy: Proxy | Cluster = Cluster(settings, share_log=False) if cluster else Proxy(settings, share_log=False)
     await proxy.start()
@@ -117,7 +117,7 @@ def _line(p: subprocess.Popen[str]) -> dict[str, int]:
     assert p.stdout is not None
     line = p.stdout.readline()
     if not line:
-        raise RuntimeError(f"child {p.args} exited early")
+        raise RuntimeError(f"child {p.args!r} exited early")
     out: dict[str, int] = json.loads(line)
     return out
 
