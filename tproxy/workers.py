@@ -18,8 +18,8 @@ tproxy.workers FD``, ``worker_main``) and the one pipe between them.
   worker: ``("spec", WorkerSpec)``, ``("go",)`` (connect upstream: sent once
   every listener, monitoring included, is bound), ``("stop",)``. Worker to
   parent: ``("ready", port)`` or ``("error", message)`` once the SV1 listener
-  is bound (or not); ``("rows", shares, verdicts)``, the records of one event
-  loop tick as plain tuples (``ShareRecord`` / ``PoolVerdictRecord`` fields in
+  is bound (or not); ``("rows", shares, verdicts)``, the records of the last
+  ``FLUSH_DELAY_S`` as plain tuples (``ShareRecord`` / ``PoolVerdictRecord`` fields in
   column order); ``("view", WorkerView)`` every half refresh interval.
 
 Identities stay unique across workers and their restarts (the share log
@@ -66,6 +66,9 @@ CHANNEL_ID_SHIFT = 24
 START_TIMEOUT_S = 60.0  # spawn to SV1 listener bound (a cold interpreter on a loaded host)
 STOP_TIMEOUT_S = 30.0  # "stop" to exit: miners told to reconnect, last records sent
 RESTART_BACKOFF_S = (0.5, 30.0)  # first wait, cap; doubled while a worker dies within a minute
+# Rows are sent at most this long after their share: one write (and one wake-up of the parent)
+# per batch of ticks rather than per event-loop tick; the share log batches far longer anyway.
+FLUSH_DELAY_S = 0.01
 
 _LEN = struct.Struct(">I")
 
@@ -103,7 +106,7 @@ class WorkerSpec:
 
 
 class PipeSink:
-    """The worker's ``ShareSink``: records with cluster-unique ids, sent to the parent once per tick."""
+    """The worker's ``ShareSink``: records with cluster-unique ids, sent to the parent in batches."""
 
     def __init__(self, writer: asyncio.StreamWriter, spec: WorkerSpec) -> None:
         self._writer = writer
@@ -139,7 +142,7 @@ class PipeSink:
     def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
 
     def flush(self) -> None:
         self._scheduled = False
