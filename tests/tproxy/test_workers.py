@@ -11,11 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from devnet.pool import DevPool
 from tests.helpers.monitoring_http import raw_get
@@ -24,6 +30,7 @@ from tests.helpers.stack import pool_settings, proxy_settings
 from tests.helpers.sv1_client import Sv1TestClient
 from tests.helpers.waiting import until
 from tproxy.config import Settings
+from tproxy.errors import ConfigError
 from tproxy.workers import CLIENT_ID_SHIFT, SHARE_SEQ_SHIFT, Cluster
 
 MINERS = 12
@@ -192,3 +199,80 @@ async def test_a_killed_worker_is_restarted_and_its_miners_move_to_the_other() -
         finally:
             for cl in clients:
                 await cl.close()
+
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "tproxy"
+COUNT_ROWS = """
+import sys, clickhouse_connect
+c = clickhouse_connect.get_client(dsn="chdb://" + sys.argv[1])
+print(c.query("SELECT count(), uniqExact(share_seq) FROM tproxy.shares").result_rows[0])
+"""
+
+
+def run_config(tmp_path: Path, pool_port: int) -> Path:
+    s = proxy_settings([pool_port])
+    up = s.upstreams[0]
+    text = (
+        f'[[upstreams]]\naddress = "127.0.0.1"\nport = {pool_port}\nauthority_pubkey = "{up.authority_pubkey}"\n'
+        f'\n[downstream]\naddress = "127.0.0.1"\nport = 0\n'
+        f"\n[difficulty]\nstart_difficulty = {s.difficulty.start_difficulty}\nvardiff = false\n"
+        f'\n[proxy]\nworkers = 2\ninstance_id = "run"\n'
+        f'\n[clickhouse]\nurl = "chdb://{tmp_path / "db"}"\nspool_dir = "{tmp_path / "spool"}"\n'
+    )
+    path = tmp_path / "tproxy.toml"
+    path.write_text(text)
+    return path
+
+
+async def test_tproxy_run_with_workers_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    """``tproxy run``: SIGTERM to the parent; every miner is told to reconnect, every share is in the log."""
+    pool = DevPool(pool_settings())
+    await pool.start()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TPROXY__")}
+    child = await asyncio.create_subprocess_exec(
+        str(CONSOLE_SCRIPT), "run", "--config", str(run_config(tmp_path, pool.port)), cwd=tmp_path, env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stderr is not None
+    lines: list[str] = []
+    clients: list[Sv1TestClient] = []
+    try:
+        async with asyncio.timeout(120):  # until the banner names the port
+            while not (m := re.search(r"SV1 miners connect to stratum\+tcp://127\.0\.0\.1:(\d+)", "\n".join(lines))):
+                line = await child.stderr.readline()
+                assert line, f"tproxy run exited early: {lines}"
+                lines.append(line.decode().rstrip("\n"))
+        clients = await connect_and_share(int(m.group(1)), 6)
+        child.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            _, rest = await child.communicate()
+        for cl in clients:
+            await cl.wait_for(lambda cl=cl: any(n.get("method") == "client.reconnect" for n in cl.notifications))
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        for cl in clients:
+            await cl.close()
+        await pool.close()
+    text = "\n".join([*lines, rest.decode()])
+    assert child.returncode == 0 and "Traceback" not in text, text
+    count = subprocess.run(
+        [sys.executable, "-c", COUNT_ROWS, str(tmp_path / "db")], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert count.stdout.strip() == "(6, 6)", count
+
+
+async def test_a_port_in_use_is_one_configuration_error_before_any_worker_starts() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        s = cluster_settings(1)
+        s = s.model_copy(update={"downstream": s.downstream.model_copy(update={"port": busy.getsockname()[1]})})
+        c = Cluster(s, share_log=False)
+        try:
+            with pytest.raises(ConfigError, match=r"downstream\.port \d+: address already in use"):
+                await c.start()
+        finally:
+            await c.close()
+        assert c.worker_pids() == [None, None]
