@@ -52,6 +52,7 @@ from tproxy.errors import ConfigError
 from tproxy.monitor_source import ClusterMonitoringSource, ProxyMonitoringSource, WorkerView
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import PoolVerdictRecord, ShareRecord
+from tproxy.shares.settings import ClickHouseSettings
 from tproxy.startup import listener_errors
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ RESTART_BACKOFF_S = (0.5, 30.0)  # first wait, cap; doubled while a worker dies 
 # Rows are sent at most this long after their share: one write (and one wake-up of the parent)
 # per batch of ticks rather than per event-loop tick; the share log batches far longer anyway.
 FLUSH_DELAY_S = 0.01
+MAX_PIPE_BUFFER = 64 << 20  # bytes of rows queued for a parent that does not read
 
 _LEN = struct.Struct(">I")
 
@@ -150,7 +152,12 @@ class PipeSink:
             return
         shares, verdicts = self._shares, self._verdicts
         self._shares, self._verdicts = [], []
-        if self._writer.is_closing():
+        transport = self._writer.transport
+        if self._writer.is_closing() or transport.get_write_buffer_size() > MAX_PIPE_BUFFER:
+            # The parent is gone or stalled: bound this process's memory (the parent's share log
+            # is where records wait, spool included).
+            if not self.lost:
+                log.error("share records lost: the parent does not read the pipe")
             self.lost += len(shares) + len(verdicts)
             return
         self._writer.write(encode(("rows", shares, verdicts)))
@@ -329,9 +336,15 @@ class Cluster:
         log.info("%d workers listening for SV1 miners on %s:%d", len(self.slots), ds.address, self._port)
 
     def _spec(self, slot: _Slot) -> WorkerSpec:
-        ds = self.settings.downstream.model_copy(update={"port": self._port})
+        s = self.settings
+        # The workers neither write the share log nor serve monitoring: they get neither's secrets.
+        update = {
+            "downstream": s.downstream.model_copy(update={"port": self._port}),
+            "monitoring": s.monitoring.model_copy(update={"token": None}),
+            "clickhouse": ClickHouseSettings(spool_dir=s.clickhouse.spool_dir),
+        }
         return WorkerSpec(
-            settings=self.settings.model_copy(update={"downstream": ds}),
+            settings=s.model_copy(update=update),
             index=slot.index,
             generation=slot.generation,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
@@ -346,19 +359,27 @@ class Cluster:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tproxy.workers", str(theirs.fileno()), pass_fds=(theirs.fileno(),)
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         slot.pid = proc.pid
         reader, writer = await asyncio.open_connection(sock=ours)
         slot.writer = writer
-        writer.write(encode(("spec", self._spec(slot))))
-        async with asyncio.timeout(START_TIMEOUT_S):
-            first = await read_message(reader)
+        first: tuple[Any, ...] | None = None
+        try:
+            writer.write(encode(("spec", self._spec(slot))))
+            async with asyncio.timeout(START_TIMEOUT_S):
+                first = await read_message(reader)
+        finally:
+            if first is None or first[0] != "ready":  # failed, timed out or cancelled: no half-started worker
+                writer.close()
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
         if first is not None and first[0] == "ready":
             return proc, reader
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
         if first is not None and first[0] == "error":
             raise ConfigError(first[1])
         raise RuntimeError(f"worker {slot.index} exited with code {proc.returncode} before listening")
