@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from devnet.pool import DevPool
+from monitoring.source import UpstreamState
 from tests.helpers.monitoring_http import raw_get
 from tests.helpers.share_log import fast_settings
 from tests.helpers.stack import pool_settings, proxy_settings
@@ -31,7 +32,8 @@ from tests.helpers.sv1_client import Sv1TestClient
 from tests.helpers.waiting import until
 from tproxy.config import Settings
 from tproxy.errors import ConfigError
-from tproxy.workers import CLIENT_ID_SHIFT, SHARE_SEQ_SHIFT, Cluster
+from tproxy.monitor_source import ClusterMonitoringSource, WorkerView
+from tproxy.workers import CLIENT_ID_SHIFT, SHARE_SEQ_SHIFT, Cluster, encode, read_message
 
 MINERS = 12
 
@@ -276,3 +278,32 @@ async def test_a_port_in_use_is_one_configuration_error_before_any_worker_starts
         finally:
             await c.close()
         assert c.worker_pids() == [None, None]
+
+
+# ------------------------------------------------------------------ pieces without processes
+
+
+def _up(connected: bool, since: float, address: str = "pool:1") -> UpstreamState:
+    return UpstreamState(connected=connected, channel_open=connected, address=address, since=since)
+
+
+def test_merged_upstream_is_connected_only_when_every_reporting_worker_is() -> None:
+    src = ClusterMonitoringSource(None)
+    assert src.upstream() == UpstreamState(connected=False, channel_open=False, address=None, since=None)
+    src.update(0, WorkerView(_up(True, 10.0), (), ()))
+    src.update(1, WorkerView(_up(True, 20.0), (), ()))
+    assert src.upstream() == _up(True, 20.0)  # connected since the last one connected
+    src.update(1, WorkerView(_up(False, 30.0, "pool:2"), (), ()))
+    up = src.upstream()
+    assert (up.connected, up.channel_open, up.since, up.address) == (False, True, 30.0, "pool:1")
+    src.drop(1)  # a worker that exited is left out until its successor reports
+    assert src.upstream() == _up(True, 10.0)
+
+
+async def test_a_frame_cut_short_reads_as_end_of_stream() -> None:
+    reader = asyncio.StreamReader()
+    whole = encode(("rows", [(1, "a")], []))
+    reader.feed_data(whole + whole[:-1])
+    reader.feed_eof()
+    assert await read_message(reader) == ("rows", [(1, "a")], [])
+    assert await read_message(reader) is None
