@@ -61,6 +61,16 @@ def tree_cpu(pid: int) -> tuple[float, float]:
 # ---------------------------------------------------------------- child: pool + proxy
 
 
+class DiscardSink:
+    """A share sink that drops the records (a worker builds them too, and sends them to its parent)."""
+
+    def submit(self, record: object) -> None:
+        pass
+
+    def submit_pool_verdict(self, record: object) -> None:
+        pass
+
+
 async def serve(workers: int, forward_ratio: float, max_connections: int) -> None:
     from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
@@ -84,6 +94,8 @@ async def serve(workers: int, forward_ratio: float, max_connections: int) -> Non
     })
     cluster = workers > 1 or os.environ.get("BENCH_CLUSTER") == "1"
     proxy: Proxy | Cluster = Cluster(settings, share_log=False) if cluster else Proxy(settings, share_log=False)
+    if isinstance(proxy, Proxy):
+        proxy.hub.share_sink = DiscardSink()  # records are built in both modes, as with a share log
     await proxy.start()
     tune_gc()
     print(json.dumps({"port": proxy.sv1_port}), flush=True)
@@ -132,14 +144,17 @@ def run_case(workers: int, n: int, seconds: float, generators: int, forward_rati
         gens = [_child("--generate", str(port), str(k), "--seconds", str(seconds)) for k in per]
         for g in gens:
             _line(g)
-        cpu0 = tree_cpu(server.pid)
+        cpu0, gcpu0 = tree_cpu(server.pid), sum(cpu_seconds(g.pid) for g in gens)
         for g in gens:
             assert g.stdin is not None
             g.stdin.write("go\n")
             g.stdin.flush()
         done = sum(_line(g)["done"] for g in gens)
-        cpu1 = tree_cpu(server.pid)
-        return {"shares_per_s": done / seconds, "parent_cpu_s": cpu1[0] - cpu0[0], "workers_cpu_s": cpu1[1] - cpu0[1]}
+        cpu1, gcpu1 = tree_cpu(server.pid), sum(cpu_seconds(g.pid) for g in gens)
+        return {
+            "shares_per_s": done / seconds, "parent_cpu_s": cpu1[0] - cpu0[0], "workers_cpu_s": cpu1[1] - cpu0[1],
+            "generators_cpu_s": gcpu1 - gcpu0,
+        }
     finally:
         for p in [*gens, server]:
             p.terminate()
@@ -173,7 +188,8 @@ def main() -> None:
         base = base or r["shares_per_s"]
         print(f"  workers = {w}: {r['shares_per_s']:9,.0f} shares/s   x{r['shares_per_s'] / base:.2f}"
               f"   CPU: pool+parent {r['parent_cpu_s'] / args.seconds:.2f} cores, workers {r['workers_cpu_s'] / args.seconds:.2f}"
-              f" ({1e6 * (r['parent_cpu_s'] + r['workers_cpu_s']) / max(1.0, r['shares_per_s'] * args.seconds):.0f} CPU-us/share)"
+              f" ({1e6 * (r['parent_cpu_s'] + r['workers_cpu_s']) / max(1.0, r['shares_per_s'] * args.seconds):.0f} CPU-us/share),"
+              f" generators {r['generators_cpu_s'] / args.seconds:.2f}"
               f"   load average {os.getloadavg()[0]:.2f}", flush=True)
 
 
