@@ -90,9 +90,12 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
         body = await reader.readexactly(_LEN.unpack(head)[0])
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
-    message = pickle.loads(body)  # our own child or parent: a trusted peer
-    assert isinstance(message, tuple)
-    return message
+    try:
+        message = pickle.loads(body)  # our own child or parent: a trusted peer
+    except Exception as e:  # a bug on the other side: end this pipe, not the process
+        log.error("unreadable message on the worker pipe (%s: %s); closing it", type(e).__name__, e)
+        return None
+    return message if isinstance(message, tuple) and message else None
 
 
 @dataclass(frozen=True)
@@ -315,6 +318,8 @@ class Cluster:
         return [s.pid for s in self.slots]
 
     async def start(self) -> None:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise ConfigError(f"proxy.workers = {len(self.slots)}: needs SO_REUSEPORT, which this system lacks")
         if self.share_log is not None:
             await self.share_log.start()
         ds, ms = self.settings.downstream, self.settings.monitoring
@@ -417,19 +422,24 @@ class Cluster:
 
     async def _pump(self, slot: _Slot, reader: asyncio.StreamReader) -> None:
         """Everything a worker sends, until it closes the pipe."""
-        sink = self.share_log
         while (msg := await read_message(reader)) is not None:
-            kind = msg[0]
-            if kind == "rows":
-                if sink is not None:
-                    for row in msg[1]:
-                        sink.submit(ShareRecord(*row))
-                    for row in msg[2]:
-                        sink.submit_pool_verdict(PoolVerdictRecord(*row))
-            elif kind == "view":
-                self.monitoring_source.update(slot.index, msg[1])
+            try:
+                self._dispatch(slot, msg)
+            except Exception:  # a bug in one message must not end the worker's supervision
+                log.exception("worker %d: message %r failed", slot.index, msg[0])
         if slot.writer is not None:
             slot.writer.close()
+
+    def _dispatch(self, slot: _Slot, msg: tuple[Any, ...]) -> None:
+        kind, sink = msg[0], self.share_log
+        if kind == "rows":
+            if sink is not None:
+                for row in msg[1]:
+                    sink.submit(ShareRecord(*row))
+                for row in msg[2]:
+                    sink.submit_pool_verdict(PoolVerdictRecord(*row))
+        elif kind == "view":
+            self.monitoring_source.update(slot.index, msg[1])
 
     async def close(self) -> None:
         """Stop the workers (miners told to reconnect, their last records received), then the share log."""
