@@ -140,6 +140,8 @@ async def test_two_workers_share_the_port_and_monitoring_shows_every_miner() -> 
             status, body = await raw_get(c.monitoring_port or 0, "/metrics")
             assert status == 200
             assert f"sv1_clients {MINERS}" in body.decode()
+            health = await api(c, "/api/v1/health")
+            assert health["status"] == "ok", health  # every worker has its pool
         finally:
             for cl in clients:
                 await cl.close()
