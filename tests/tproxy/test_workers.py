@@ -130,6 +130,8 @@ async def test_two_workers_share_the_port_and_monitoring_shows_every_miner() -> 
             gens = {generation(x["client_id"]) for x in seen}
             assert gens == {1, 2}, f"the kernel gave every miner to one worker: {gens}"
             assert len({x["client_id"] for x in seen}) == MINERS
+            one = max(seen, key=lambda x: x["client_id"])  # a client of worker 1: id above 2**33
+            assert (await api(c, f"/api/v1/sv1/clients/{one['client_id']}"))["worker_name"] == one["worker_name"]
             assert {x["worker_name"] for x in seen} == {f"farm.w{i}" for i in range(MINERS)}
             forwarded = await pool_settled(pool, c)
             assert pool.total_accepted == forwarded == MINERS  # DIFF equals the pool's: every share forwarded
