@@ -151,6 +151,10 @@ class ProxySettings(BaseModel):
     verdict_timeout_s: float = Field(default=60.0, gt=0)
     """A forwarded share the pool has not answered within this long is counted as timed
     out (verdict "timeout" in the share log) and no longer awaited."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Processes serving the SV1 port together (SO_REUSEPORT, Linux): each has its own pool connection
+    and channels; one share log and one monitoring server cover them all (docs/ARCHITECTURE.md,
+    "Workers"). 1 = everything in one process. More than the machine's cores gains nothing."""
     upstream_silence_timeout_s: float = Field(default=30.0, ge=0)
     """A pool that sends no frame for this long while shares wait for its answer (or that does not
     read what we send) is treated as lost: fail over, /health 503. 0 turns the check off. Keep it

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from monitoring.source import (
@@ -53,7 +54,50 @@ def channel_extras(ch: LiveChannel, lifetime_timed_out: int) -> dict[str, int]:
     }
 
 
-class ProxyMonitoringSource:
+class ShareLogReadings:
+    """The share-log half of ``MonitoringSource`` (the same for one process and for workers)."""
+
+    share_log_: ShareLog | None
+
+    def share_log(self) -> ShareLogState | None:
+        if self.share_log_ is None:
+            return None
+        st = self.share_log_.stats()
+        return ShareLogState(
+            queued=st.queued,
+            written=st.written,
+            spooled=st.spooled,
+            replayed=st.replayed,
+            retried=st.retried,
+            failed_batches=st.failed_batches,
+            dropped=st.dropped,
+            oldest_unwritten_age_s=st.oldest_unwritten_age_s,
+            db_up=st.db_up,
+            spool_pending=st.spool_pending,
+        )
+
+    async def worker_stats(self, windows: Sequence[int]) -> Sequence[WorkerWindowStats]:
+        if self.share_log_ is None:
+            return []
+        out: list[WorkerWindowStats] = []
+        for window_s in windows:
+            minutes = max(1, window_s // 60)
+            for w in await self.share_log_.worker_hashrate(minutes):
+                out.append(
+                    WorkerWindowStats(
+                        worker_name=w.worker_name,
+                        window_s=window_s,
+                        shares_accepted=w.accepted_shares,
+                        shares_rejected=w.shares - w.accepted_shares,
+                        accepted_difficulty_sum=w.accepted_difficulty,
+                        last_share_at=w.last_share_at,
+                        measured_s=w.window_s,  # minute-aligned: between window_s - 60 and window_s
+                    )
+                )
+        return out
+
+
+class ProxyMonitoringSource(ShareLogReadings):
     """Implements ``monitoring.source.MonitoringSource`` for a running proxy."""
 
     def __init__(self, view: ProxyView, share_log: ShareLog | None) -> None:
@@ -134,39 +178,51 @@ class ProxyMonitoringSource:
 
         return gen()
 
-    def share_log(self) -> ShareLogState | None:
-        if self.share_log_ is None:
-            return None
-        st = self.share_log_.stats()
-        return ShareLogState(
-            queued=st.queued,
-            written=st.written,
-            spooled=st.spooled,
-            replayed=st.replayed,
-            retried=st.retried,
-            failed_batches=st.failed_batches,
-            dropped=st.dropped,
-            oldest_unwritten_age_s=st.oldest_unwritten_age_s,
-            db_up=st.db_up,
-            spool_pending=st.spool_pending,
-        )
 
-    async def worker_stats(self, windows: Sequence[int]) -> Sequence[WorkerWindowStats]:
-        if self.share_log_ is None:
-            return []
-        out: list[WorkerWindowStats] = []
-        for window_s in windows:
-            minutes = max(1, window_s // 60)
-            for w in await self.share_log_.worker_hashrate(minutes):
-                out.append(
-                    WorkerWindowStats(
-                        worker_name=w.worker_name,
-                        window_s=window_s,
-                        shares_accepted=w.accepted_shares,
-                        shares_rejected=w.shares - w.accepted_shares,
-                        accepted_difficulty_sum=w.accepted_difficulty,
-                        last_share_at=w.last_share_at,
-                        measured_s=w.window_s,  # minute-aligned: between window_s - 60 and window_s
-                    )
-                )
-        return out
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    """What one worker process reports of itself (``tproxy.workers``), ids already made cluster-unique."""
+
+    upstream: UpstreamState
+    channels: tuple[UpstreamChannelState, ...]
+    clients: tuple[Sv1ClientState, ...]
+
+
+class ClusterMonitoringSource(ShareLogReadings):
+    """``MonitoringSource`` of the parent of several workers: their last reported views, merged.
+
+    Each worker sends a ``WorkerView`` every refresh interval; a worker that exits is dropped
+    until its replacement reports. The upstream counts as connected when every reporting
+    worker is connected (a worker without its pool leaves its miners without work).
+    """
+
+    def __init__(self, share_log: ShareLog | None) -> None:
+        self.share_log_ = share_log
+        self._views: dict[int, WorkerView] = {}
+
+    def update(self, index: int, view: WorkerView) -> None:
+        self._views[index] = view
+
+    def drop(self, index: int) -> None:
+        self._views.pop(index, None)
+
+    def views(self) -> list[WorkerView]:
+        return [v for _, v in sorted(self._views.items())]
+
+    def upstream(self) -> UpstreamState:
+        ups = [v.upstream for v in self.views()]
+        if not ups:
+            return UpstreamState(connected=False, channel_open=False, address=None, since=None)
+        connected = all(u.connected for u in ups)
+        # Connected: since the last worker connected; down: since the first went down.
+        changes = [u.since for u in ups if u.connected == connected and u.since is not None]
+        since = (max(changes) if connected else min(changes)) if changes else None
+        address = next((u.address for u in ups if u.connected), ups[0].address)
+        return UpstreamState(connected=connected, channel_open=any(u.channel_open for u in ups), address=address, since=since)
+
+    def channels(self) -> Sequence[UpstreamChannelState]:
+        return [ch for v in self.views() for ch in v.channels]
+
+    def sv1_clients(self) -> Iterator[Sv1ClientState]:
+        views = self.views()  # a copy: a worker reporting meanwhile does not disturb the iteration
+        return (c for v in views for c in v.clients)

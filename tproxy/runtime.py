@@ -35,6 +35,7 @@ from tproxy.upstream.supervisor import UpstreamStatus, UpstreamSupervisor
 
 if TYPE_CHECKING:
     from monitoring.service import Monitoring
+    from tproxy.workers import Cluster
 
 log = logging.getLogger("tproxy")
 
@@ -102,17 +103,26 @@ class Proxy:
                 log.exception("periodic tick failed")
 
     async def start(self) -> None:
+        await self.start_serving()
+        from monitoring.service import start_monitoring
+
+        ms = self.settings.monitoring
+        with listener_errors("monitoring", ms.address, ms.port):
+            self._monitoring = await start_monitoring(self.monitoring_source, ms)
+        self.start_upstream()  # only once every listener is bound
+
+    async def start_serving(self, *, reuse_port: bool = False) -> None:
+        """Share log, periodic tick, SV1 listener (``reuse_port``: one of several workers on one port)."""
         if self.share_log is not None:
             await self.share_log.start()
         self._tick_task = asyncio.create_task(self._tick_loop(), name="proxy-tick")
-        ds, ms = self.settings.downstream, self.settings.monitoring
+        ds = self.settings.downstream
         with listener_errors("downstream", ds.address, ds.port):  # bind failures: one line, exit 2
-            await self.sv1.start()
-        from monitoring.service import start_monitoring
+            await self.sv1.start(reuse_port=reuse_port)
 
-        with listener_errors("monitoring", ms.address, ms.port):
-            self._monitoring = await start_monitoring(self.monitoring_source, ms)
-        self.supervisor.start()  # only once every listener is bound
+    def start_upstream(self) -> None:
+        """Connect upstream; called once every listener is bound."""
+        self.supervisor.start()
         log.info(
             "proxy %s listening for SV1 miners on %s:%d (%s mode)",
             self.settings.proxy.instance_id,
@@ -161,7 +171,13 @@ async def run_until_signalled(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):  # before start(): a signal during start-up is a stop too
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    proxy = Proxy(settings)
+    proxy: Proxy | Cluster
+    if settings.proxy.workers > 1:
+        from tproxy.workers import Cluster
+
+        proxy = Cluster(settings)
+    else:
+        proxy = Proxy(settings)
     try:
         await proxy.start()
         with reporting(proxy):  # banner, held start-up logs, periodic status line

@@ -78,9 +78,10 @@ class Sv1Server:
         sock = self._server.sockets[0]
         return int(sock.getsockname()[1])
 
-    async def start(self) -> None:
+    async def start(self, *, reuse_port: bool = False) -> None:
         self._server = await asyncio.start_server(
-            self._accept, self.settings.address, self.settings.port, backlog=1024, limit=MINER_READ_CHUNK
+            self._accept, self.settings.address, self.settings.port, backlog=1024, limit=MINER_READ_CHUNK,
+            reuse_port=reuse_port,
         )
 
     async def close(self, *, reconnect_wait_s: int = 5) -> None:
