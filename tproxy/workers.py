@@ -44,6 +44,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +136,14 @@ class PipeSink:
             r.share_difficulty, r.verdict, r.forwarded,
         ))  # fmt: skip
         self._schedule()
+
+    def answer(self, miner: object, write: Callable[[bytes], None], line: bytes, record: ShareRecord | None) -> None:
+        """A worker answers at once and ships the record (as durability "fast"): the reply does not
+        wait for the parent's journal, so a killed worker can lose its last ~10 ms of answered
+        shares (docs/ARCHITECTURE.md, Workers)."""
+        write(line)
+        if record is not None:
+            self.submit(record)
 
     def submit_pool_verdict(self, record: PoolVerdictRecord) -> None:
         r = record
