@@ -55,7 +55,8 @@ class Proxy:
         self.share_log: ShareLog | None = (
             ShareLog(settings.clickhouse, settings.proxy.instance_id, now=now) if share_log else None
         )
-        self.hub = Hub(settings, self.share_log, now=now)
+        # Events go to the share log too; the difficulty memory persists beside its spool.
+        self.hub = Hub(settings, self.share_log, now=now, event_sink=self.share_log, persist_memory=share_log)
         self.manager = ChannelManager(settings, self.hub, now=now)
         self.hub.connect_upstream(self.manager)
         self.sv1 = Sv1Server(settings.downstream, self.hub)
@@ -126,6 +127,7 @@ class Proxy:
             await self._monitoring.close()
         await self.supervisor.stop()
         await self.sv1.close()
+        self.hub.events.close()  # the difficulty memory, after every miner's disconnect
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(BaseException):
