@@ -61,7 +61,7 @@ class Proxy:
         self.hub.connect_upstream(self.manager)
         self.sv1 = Sv1Server(settings.downstream, self.hub)
         self.supervisor = UpstreamSupervisor(settings.upstreams, settings.proxy, self.manager, now=now)
-        self.monitoring_source = ProxyMonitoringSource(self, self.share_log)
+        self.monitoring_source = ProxyMonitoringSource(self, self.share_log, lambda: self.hub.events.counts)
         self._monitoring: Monitoring | None = None
         self._tick_task: asyncio.Task[None] | None = None
 

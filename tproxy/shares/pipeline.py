@@ -672,6 +672,20 @@ class ShareLog:
             for w, n, acc, dsum, ssum, f, last in rows
         ]
 
+    async def events(
+        self, *, worker: str | None, event_type: str | None, since_ms: int | None, offset: int, limit: int
+    ) -> tuple[int, list[tuple[Any, ...]]]:
+        """(total matching, one page newest first) of this instance's events (``Schema.events_query``
+        columns). Raises if the database cannot be queried."""
+        sc = self._store.schema
+        flags = {"worker": worker is not None, "event_type": event_type is not None, "since": since_ms is not None}
+        params: dict[str, Any] = {"instance_id": self.instance_id, "worker": worker, "event_type": event_type,
+                                  "since_ms": since_ms, "limit": limit, "offset": offset}
+        params = {k: v for k, v in params.items() if v is not None}
+        total = await self._query_rows(sc.events_count_query(**flags), params)
+        rows = await self._query_rows(sc.events_query(**flags), params)
+        return int(total[0][0]), rows
+
     async def _query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query on the database thread (also used by tests and the bench)."""
         if self._db_exec is None:

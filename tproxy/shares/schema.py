@@ -398,8 +398,8 @@ class Schema:
             "GROUP BY worker_name ORDER BY worker_name"
         )
 
-    def events_query(self, *, worker: bool, event_type: bool, since: bool) -> str:
-        """Events of one instance, newest first, with optional filters; paginated by LIMIT/OFFSET."""
+    @staticmethod
+    def _events_where(worker: bool, event_type: bool, since: bool) -> list[str]:
         where = ["instance_id = {instance_id:String}"]
         if worker:
             where.append("worker_name = {worker:String}")
@@ -407,12 +407,21 @@ class Schema:
             where.append("event_type = {event_type:String}")
         if since:
             where.append("time >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
+        return where
+
+    def events_count_query(self, *, worker: bool, event_type: bool, since: bool) -> str:
+        where = self._events_where(worker, event_type, since)
+        return f"SELECT count() FROM {self.q(self.events)} WHERE {' AND '.join(where)}"
+
+    def events_query(self, *, worker: bool, event_type: bool, since: bool) -> str:
+        """Events of one instance, newest first, with optional filters; paginated by LIMIT/OFFSET."""
+        where = self._events_where(worker, event_type, since)
         return (
             "SELECT toUnixTimestamp64Milli(time), run_id, event_seq, event_type, worker_name, client_id, address,\n"
             "    user_agent, reason, old_difficulty, difficulty, channel_id, detail\n"
             f"FROM {self.q(self.events)}\nWHERE {' AND '.join(where)}\n"
             "ORDER BY time DESC, run_id DESC, event_seq DESC\n"
-            "LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
+            "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
         )
 
     def worker_state_query(self) -> str:

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from devnet.pool import DevPool
+from monitoring.openapi import openapi_document
+from tests.helpers.monitoring_http import raw_get, running
+from tests.helpers.schema_check import ResponseChecker
 from tests.helpers.share_log import fast_settings
 from tests.helpers.stack import DIFF, pool_settings, proxy_settings
 from tests.helpers.sv1_client import Sv1TestClient
@@ -89,10 +92,32 @@ async def test_connect_share_disconnect_reconnect_events_and_state(tmp_path: Pat
         name, online, _since, last_share_ms, diff, ua, _addr, _cid, last_event, _upd = state[0]
         assert (name, online, diff, ua, last_event) == ("farm.rig17", True, DIFF, "test-client/1.0", r.EVENT_AUTHORIZE)
         assert last_share_ms == 0  # the new connection has not shared yet
+        await _check_api(proxy)
         await c2.close()
     finally:
         await proxy.close()
         await pool.close()
+
+
+async def _check_api(proxy: Proxy) -> None:
+    """/api/v1/events pages and filters the same rows; /metrics counts events per type."""
+    checker = ResponseChecker(openapi_document())
+    async with running(proxy.monitoring_source, limits=None) as server:
+        status, body = await raw_get(server.port, "/api/v1/events?worker=farm.rig17&limit=2")
+        page = json.loads(body)
+        checker.check("/api/v1/events", status, page)
+        assert (page["total"], page["limit"]) == (3, 2)
+        assert [e["type"] for e in page["items"]] == [r.EVENT_AUTHORIZE, r.EVENT_DISCONNECT]  # newest first
+        status, body = await raw_get(server.port, "/api/v1/events?type=connect&offset=1")
+        page = json.loads(body)
+        assert page["total"] == 2 and len(page["items"]) == 1 and page["items"][0]["worker_name"] == ""
+        status, body = await raw_get(server.port, "/api/v1/events?since=4102444800")  # year 2100
+        assert json.loads(body)["total"] == 0
+        status, body = await raw_get(server.port, "/api/v1/events?since=yesterday")
+        assert status == 400 and json.loads(body)["parameter"] == "since"
+        status, body = await raw_get(server.port, "/metrics")
+        assert b'tproxy_events_total{type="connect"} 2.0' in body
+        assert b'tproxy_events_total{type="offline"} 0.0' in body
 
 
 async def _mine_until_retarget(proxy: Proxy, c: Sv1TestClient, worker: str) -> None:
