@@ -112,3 +112,29 @@ async def test_events_survive_outage_and_restart(front: ChdbHttpFront, tmp_path:
     assert int(front.scalar("SELECT uniqExact(worker_name, event_seq) FROM tproxy.events")) == 160
     assert front.scalar("SELECT online FROM tproxy.worker_state FINAL WHERE worker_name = 'b'") in (0, False, "false")
     assert float(front.scalar("SELECT difficulty FROM tproxy.worker_state FINAL WHERE worker_name = 'b'")) == 119.0
+
+
+def test_documented_example_queries_run_and_answer(tmp_path: Path) -> None:
+    """The SQL of docs/SHARE_LOG.md "Example queries" runs on the embedded engine and gives the
+    expected answers for a worker that was away 5 minutes and came back once."""
+    import re
+
+    st = Store(fast_settings(f"chdb://{tmp_path / 'db'}", tmp_path / "spool"), "farm1-proxy-a")
+    try:
+        st.migrate()
+        t0 = int(time.time() * 1000) - 1_800_000
+        evs = [
+            EventRecord(t0, "farm1-proxy-a", 1, EVENT_AUTHORIZE, "farm.rig17", 1, "a", "u", online=True, since_ms=t0),
+            EventRecord(t0 + 600_000, "farm1-proxy-a", 2, EVENT_DISCONNECT, "farm.rig17", 1, "a", "u", "idle",
+                        online=False, since_ms=t0 + 600_000),
+            EventRecord(t0 + 900_000, "farm1-proxy-a", 3, EVENT_AUTHORIZE, "farm.rig17", 2, "a", "u", online=True,
+                        since_ms=t0 + 900_000),
+        ]
+        st.insert(KIND_EVENTS, rows_of(evs), "doc")
+        doc = (Path(__file__).parents[3] / "docs" / "SHARE_LOG.md").read_text()
+        downtime, reconnects, why = re.findall(r"```sql\n(.*?)```", doc[doc.index("### Example queries"):], re.S)[:3]
+        assert sum(r[2] for r in st.query_rows(downtime)) == 5.0  # minutes offline
+        assert sum(r[2] for r in st.query_rows(reconnects)) == 1
+        assert [(r[1], r[2]) for r in st.query_rows(why)] == [(EVENT_DISCONNECT, "idle")]
+    finally:
+        st.close()
