@@ -7,7 +7,9 @@
   worker online again with its user agent, address and last share;
 * a worker mines until vardiff raises its difficulty, the proxy is restarted, the worker
   reconnects and its first ``mining.set_difficulty`` carries the remembered difficulty (and a
-  worker that sends ``mining.suggest_difficulty`` gets its own figure instead).
+  worker that sends ``mining.suggest_difficulty`` gets its own figure instead);
+* the database (HTTP front) is down while miners come and go over two proxy runs: every event
+  of both runs lands exactly once once it is back.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tests.helpers.sv1_client import Sv1TestClient
 from tproxy.config import Settings
 from tproxy.runtime import Proxy
 from tproxy.shares import record as r
+from tproxy.shares.spool import KIND_EVENTS
 
 
 async def until(pred: Any, timeout: float = 15.0, what: str = "") -> None:
@@ -175,3 +178,54 @@ async def test_difficulty_remembered_across_restart(tmp_path: Path) -> None:
             await proxy.close()
     finally:
         await pool.close()
+
+
+async def test_events_survive_database_outage_and_proxy_restart(tmp_path: Path) -> None:
+    """The database (over HTTP, devnet/chdb_front.py) is down while miners come and go and the
+    proxy is restarted; once it is back every event of both runs is in the table exactly once."""
+    from devnet.chdb_front import ChdbHttpFront
+
+    front = ChdbHttpFront(str(tmp_path / "front-db"))
+    front.start()
+    pool = DevPool(pool_settings())
+    await pool.start()
+    s = proxy_settings([pool.port]).model_copy(update={"clickhouse": fast_settings(
+        front.url, tmp_path / "spool", insert_timeout_s=1.0, connect_timeout_s=1.0)})
+    emitted = 0
+    try:
+        for run in range(2):
+            proxy = Proxy(s)
+            await proxy.start()
+            try:
+                if run == 0:
+                    front.stop()  # down from here until the second run is under way
+                for k in range(3):
+                    c = await Sv1TestClient.connect(proxy.sv1_port)
+                    await c.handshake(f"farm.r{run}w{k}")
+                    await c.wait_job()
+                    await c.close()
+                await until(lambda p=proxy: not p.hub.miners, what="disconnects seen")  # type: ignore[misc]
+                if run == 1:
+                    front.start()
+            finally:
+                await proxy.close()
+            emitted += sum(proxy.hub.events.counts.values())
+            if run == 0:  # nothing reached the database: every event of the run went to the spool
+                assert proxy.share_log is not None
+                assert proxy.share_log._spooled[KIND_EVENTS] == sum(proxy.hub.events.counts.values())
+        proxy = Proxy(s)  # a third start replays what the second could not write
+        await proxy.start()
+        try:
+            log = proxy.share_log
+            assert log is not None and await log.flush(30)
+        finally:
+            await proxy.close()  # its upstream_down is written by close()
+        emitted += sum(proxy.hub.events.counts.values())
+        n = int(front.scalar("SELECT count() FROM tproxy.events"))
+        distinct = int(front.scalar("SELECT uniqExact(run_id, event_seq) FROM tproxy.events"))
+        assert (n, distinct) == (emitted, emitted)
+        assert int(front.scalar("SELECT countIf(event_type = 'disconnect') FROM tproxy.events")) == 6
+        assert int(front.scalar("SELECT count() FROM tproxy.worker_state FINAL WHERE NOT online")) == 6
+    finally:
+        await pool.close()
+        front.close()
