@@ -145,6 +145,12 @@ def test_difficulty_memory_file(tmp_path: Path) -> None:
     path.write_text("{not json")
     m3 = DifficultyMemory(path, max_age_s=100.0, max_workers=2)
     assert m3.load(50.0) == 0  # damaged: an empty memory, not an error
+    m3.remember("e", 7.0, 60.0)
+    m3.maybe_flush(60.0)  # on the memory's thread; flush() waits for it
+    m3.remember("f", 8.0, 60.5)
+    m3.maybe_flush(60.5)  # debounced: not before FLUSH_INTERVAL_S
+    assert m3.flush(61.0)
+    assert json.loads(path.read_text())["workers"] == {"e": [7.0, 60.0], "f": [8.0, 60.5]}
     mem_only = DifficultyMemory(None, max_age_s=100.0, max_workers=2)
     mem_only.remember("a", 1.0, 1.0)
     assert mem_only.flush(1.0) and mem_only.recall("a", 2.0) == 1.0

@@ -7,8 +7,9 @@ restarts. The hub reads it when a worker authorizes (a worker that comes
 back starts where it left, not at ``start_difficulty``; a
 ``mining.suggest_difficulty`` still wins) and writes it on every difficulty
 change and disconnect; the file is rewritten at most every
-``FLUSH_INTERVAL_S`` (from ``Hub.tick``) and at shutdown, atomically
-(temporary file, fsync, rename). A SIGKILL loses at most the changes of the
+``FLUSH_INTERVAL_S`` (from ``Hub.tick``, on a thread of its own so the
+event loop never waits for the disk) and at shutdown, atomically (temporary
+file, fsync, rename). A SIGKILL loses at most the changes of the
 last interval.
 
 Without a path (a hub built without a persistent location, e.g. in tests) the
@@ -25,7 +26,9 @@ import json
 import logging
 import math
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("tproxy.sv1.diffmemory")
 
@@ -43,6 +46,8 @@ class DifficultyMemory:
         self._entries: dict[str, tuple[float, float]] = {}  # insertion order = least recently seen first
         self._dirty = False
         self._last_flush = -math.inf
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[bool] | None = None
 
     def load(self, now: float) -> int:
         """Read the file (at start); returns how many entries are kept."""
@@ -84,28 +89,50 @@ class DifficultyMemory:
             del self._entries[next(iter(self._entries))]
 
     def maybe_flush(self, now: float) -> None:
-        """Debounced write (``Hub.tick``)."""
-        if self._dirty and now - self._last_flush >= FLUSH_INTERVAL_S:
-            self.flush(now)
+        """Debounced write (``Hub.tick``), on the memory's own thread; one write at a time."""
+        if not self._dirty or self.path is None or now - self._last_flush < FLUSH_INTERVAL_S:
+            return
+        if self._pending is not None and not self._pending.done():
+            return  # the previous write is still under way: the next tick tries again
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="diffmemory")
+        self._last_flush = now
+        self._dirty = False  # set again by the thread if the write fails
+        self._pending = self._writer.submit(self._write, self._payload(now))
 
     def flush(self, now: float) -> bool:
-        """Write the file now if anything changed (atomically); False if it could not be written."""
+        """Write the file now if anything changed (at shutdown; waits for a write under way).
+        False if it could not be written."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
         if not self._dirty or self.path is None:
             return True
         self._last_flush = now
+        self._dirty = False
+        return self._write(self._payload(now))
+
+    def _payload(self, now: float) -> dict[str, Any]:
         live = {k: [d, seen] for k, (d, seen) in self._entries.items() if now - seen <= self.max_age_s}
+        return {"format": _FORMAT, "workers": live}
+
+    def _write(self, payload: dict[str, Any]) -> bool:
+        assert self.path is not None
         tmp = self.path.with_name(self.path.name + ".tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"format": _FORMAT, "workers": live}, f, separators=(",", ":"))
+                json.dump(payload, f, separators=(",", ":"))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except OSError as e:
             log.warning("difficulty memory %s could not be written (%s); retried", self.path, e)
+            self._dirty = True
             return False
-        self._dirty = False
         return True
 
     def __len__(self) -> int:

@@ -21,6 +21,7 @@ verdict / upstream event); it never writes to a socket. Event types are the
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable, Iterable
@@ -88,25 +89,25 @@ class WorkerEvents:
 
     # ------------------------------------------------------------------ emit
 
-    def _emit(self, event_type: str, miner: Miner | None = None, **kw: object) -> None:
+    def _emit(
+        self, event_type: str, miner: Miner | None = None, *, reason: str = "", detail: str = "",
+        old_difficulty: float = 0.0,
+    ) -> None:
         self.counts[event_type] += 1
+        if self.sink is None:
+            return
         now = self._now()
-        fields: dict[str, object] = {}
+        rec = r.EventRecord(int(now * 1000), self.instance_id, next(self._seq), event_type, reason=reason,
+                            detail=detail, old_difficulty=old_difficulty)
         if miner is not None:
             s = miner.session
             w = self._workers.get(s.client_id)
             last = s.counters.last_share_at
-            fields = {
-                "worker_name": s.worker_name, "client_id": s.client_id, "address": s.peer,
-                "user_agent": s.user_agent, "difficulty": s.difficulty, "channel_id": miner.channel_id or 0,
-                "online": w.online if w is not None else False,
-                "since_ms": int((w.since if w is not None else now) * 1000),
-                "last_share_ms": int(last * 1000) if last else 0,
-            }
-        fields.update(kw)
-        if self.sink is None:
-            return
-        rec = r.EventRecord(int(now * 1000), self.instance_id, next(self._seq), event_type, **fields)  # type: ignore[arg-type]
+            rec = dataclasses.replace(
+                rec, worker_name=s.worker_name, client_id=s.client_id, address=s.peer, user_agent=s.user_agent,
+                difficulty=s.difficulty, channel_id=miner.channel_id or 0, online=w.online if w is not None else False,
+                since_ms=int((w.since if w is not None else now) * 1000), last_share_ms=int(last * 1000) if last else 0,
+            )
         self.sink.submit_event(rec)
 
     # ------------------------------------------------------------------ hub points
