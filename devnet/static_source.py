@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from monitoring.source import (
+    EventEntry,
     ShareLogState,
     Sv1ClientState,
     UpstreamChannelState,
@@ -102,6 +103,13 @@ class StaticSource:
         )
         self.worker_stats_error: Exception | None = None
         self.worker_stats_delay: float = 0.0
+        # One connect and one authorize per client, newest first (the events table's order).
+        self.event_list: list[EventEntry] = [
+            EventEntry(BASE_TIME + c.client_id + k / 10, 1, 2 * c.client_id - 1 + k, t,
+                       c.worker_name if k else "", c.client_id, f"{c.connection_ip}:4000", "cgminer/4.11",
+                       "", 0.0, 1024.0 + c.client_id, 1, "")
+            for c in reversed(list(self.clients.values())) for k, t in ((1, "authorize"), (0, "connect"))
+        ]
         self.calls: dict[str, int] = {"upstream": 0, "channels": 0, "sv1_clients": 0, "share_log": 0, "worker_stats": 0}
 
     # -- MonitoringSource ----------------------------------------------------
@@ -123,6 +131,14 @@ class StaticSource:
     def share_log(self) -> ShareLogState | None:
         self.calls["share_log"] += 1
         return self.share_log_state
+
+    async def events(
+        self, *, worker: str | None, event_type: str | None, since: float | None, offset: int, limit: int
+    ) -> tuple[int, Sequence[EventEntry]]:
+        rows = [e for e in self.event_list
+                if (worker is None or e.worker_name == worker) and (event_type is None or e.type == event_type)
+                and (since is None or e.at >= since)]
+        return len(rows), rows[offset : offset + limit]
 
     async def worker_stats(self, windows: Sequence[int]) -> Sequence[WorkerWindowStats]:
         self.calls["worker_stats"] += 1

@@ -43,6 +43,7 @@ Paths and field names are those of the stratum-apps reference monitoring
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -237,6 +238,28 @@ class _Handlers:
             return _error(404, f"worker {shown} not found")
         return _ok(body)
 
+    async def events(self, request: web.Request) -> web.Response:
+        offset, limit = parse_page(request.query)
+        q = request.query
+        since: float | None = None
+        if q.get("since") is not None:
+            try:
+                since = float(q["since"])
+            except ValueError:
+                since = -1.0
+            if not (since >= 0 and since < 1e11):
+                raise BadParameter("since", "since must be a unix time in seconds")
+        try:
+            total, items = await self._cache.events(
+                worker=q.get("worker"), event_type=q.get("type"), since=since, offset=offset, limit=limit
+            )
+        except Exception as e:  # the database is down or slow: the events live only there
+            log_limited(log, logging.WARNING, ("events", type(e).__name__), "events unavailable: %.200s", e)
+            return _error(503, "events unavailable: the share log's database cannot be queried now")
+        body = {"offset": offset, "limit": limit, "total": total,
+                "items": [dataclasses.asdict(x) for x in items]}
+        return _ok(dumps(body))
+
     async def history(self, request: web.Request) -> web.Response:
         return _ok(self._data().history)
 
@@ -384,6 +407,7 @@ def create_app(
         "/api/v1/workers": h.workers,
         "/api/v1/workers/{name}": h.worker,
         "/api/v1/history": h.history,
+        "/api/v1/events": h.events,
         "/metrics": h.metrics,
         "/api-docs/openapi.json": h.openapi,
     }

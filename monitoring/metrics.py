@@ -416,6 +416,12 @@ class MetricsRenderer:
             ("tproxy_share_log_retried", "Batch insert retries", s.retried),
             ("tproxy_share_log_failed_batches", "Batch inserts that failed", s.failed_batches),
             ("tproxy_share_log_dropped", "Share records lost", s.dropped),
+            ("tproxy_share_log_events_written", "Event rows written to ClickHouse", s.events_written),
         )
         for name, doc, n in counters:
             yield _Family("counter", name, doc, (), [((), float(n))])
+        yield _Family("gauge", "tproxy_share_log_events_pending", "Event rows in memory or in the spool", (),
+                      [((), float(s.events_pending))])
+        if s.events_by_type:
+            yield _Family("counter", "tproxy_events", "Worker and upstream events emitted, per type", ("type",),
+                          [((t,), float(n)) for t, n in sorted(s.events_by_type.items())])

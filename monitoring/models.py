@@ -231,6 +231,37 @@ class HistoryResponse(_Model):
     )
 
 
+class EventInfo(_Model):
+    """(tproxy) one worker or upstream event (a row of the share log's ``events`` table)"""
+
+    at: float = Field(description=f"{UNIX}, millisecond precision")
+    run_id: Count = _count("the proxy run that emitted it")
+    event_seq: Count = _count("per-run sequence number; (run_id, event_seq) is unique")
+    type: str = Field(
+        description="connect, authorize, disconnect, difficulty, offline, online, pool_reject_burst, "
+        "block_found, upstream_up, upstream_down"
+    )
+    worker_name: str = Field(description="empty for upstream events and before authorize")
+    client_id: Count
+    address: str = Field(description="the miner's ip:port")
+    user_agent: str
+    reason: str = Field(
+        description="disconnect: closed, outage, ...; difficulty: vardiff, suggest, floor, memory; "
+        "upstream_up: connected, reconnected, failover, failback, reconnect; upstream_down: the cause"
+    )
+    old_difficulty: float = Field(description="difficulty events: before the change (else 0)")
+    difficulty: float = Field(description="the worker's difficulty after the event")
+    channel_id: Count
+    detail: str = Field(description="free text: the upstream endpoint, a block hash, ...")
+
+
+class EventsResponse(_Model):
+    offset: Count
+    limit: Count
+    total: Count = _count("events matching the filters")
+    items: list[EventInfo] = Field(description="newest first")
+
+
 # Every model published under components/schemas, in document order.
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     ErrorResponse,
@@ -253,4 +284,6 @@ RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     WorkersResponse,
     HistorySample,
     HistoryResponse,
+    EventInfo,
+    EventsResponse,
 )

@@ -126,6 +126,19 @@ def _worker_param() -> list[Schema]:
     return [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
+def _events_params() -> list[Schema]:
+    return [
+        *_page_params(),
+        {"name": "worker", "in": "query", "required": False, "description": "only this worker name",
+         "schema": {"type": "string"}},
+        {"name": "type", "in": "query", "required": False, "description": "only this event type",
+         "schema": {"type": "string"}},
+        {"name": "since", "in": "query", "required": False,
+         "description": "only events at or after this unix time (seconds); not a number -> 400",
+         "schema": {"type": "number", "minimum": 0}},
+    ]
+
+
 _ERRORS: dict[int, str] = {
     400: "invalid query or path parameter",
     401: "bearer token missing or wrong (when a token is configured)",
@@ -198,6 +211,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("/api/v1/workers/{name}", "(tproxy) One worker", "WorkerInfo", "worker", _worker_param, (404,)),
     Endpoint("/api/v1/history", "(tproxy) Farm hashrate over the last hour and day (kept in memory)",
              "HistoryResponse", "history"),
+    Endpoint("/api/v1/events",
+             "(tproxy) Worker and upstream events from the share log, newest first; 503 while the database "
+             "cannot be queried", "EventsResponse", "events", _events_params, (400,)),
     Endpoint("/metrics", "Prometheus text exposition",
              {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}),
     Endpoint("/api-docs/openapi.json", "This document",

@@ -54,6 +54,7 @@ from monitoring.logs import log_limited
 from monitoring.metrics import MetricsInput, MetricsRenderer, RenderedMetrics
 from monitoring.slicing import Slicer
 from monitoring.source import (
+    EventEntry,
     MonitoringSource,
     ShareLogState,
     Sv1ClientState,
@@ -680,6 +681,20 @@ class SnapshotCache:
             await self.refresh_worker_stats()
 
     # -- worker statistics -------------------------------------------------------
+
+    async def events(
+        self, *, worker: str | None, event_type: str | None, since: float | None, offset: int, limit: int
+    ) -> tuple[int, Sequence[EventEntry]]:
+        """A page of the source's events (a live query, not from the snapshot), bounded by
+        ``worker_stats_timeout``. Raises when the source cannot answer."""
+        fetch = getattr(self._source, "events", None)
+        if fetch is None:
+            raise RuntimeError("this source has no events")
+        async with asyncio.timeout(self.worker_stats_timeout):
+            result: tuple[int, Sequence[EventEntry]] = await fetch(
+                worker=worker, event_type=event_type, since=since, offset=offset, limit=limit
+            )
+        return result
 
     async def refresh_worker_stats(self, *, timeout: float | None = None) -> bool:
         """Fetch per-worker window statistics; on failure keep the previous ones."""

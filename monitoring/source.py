@@ -23,7 +23,7 @@ Rules for implementers (the proxy):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -104,6 +104,28 @@ class ShareLogState:
     oldest_unwritten_age_s: float  # age of the oldest record not yet in ClickHouse; 0.0 if none
     db_up: bool  # the last insert (or probe) succeeded
     spool_pending: int = 0  # rows in the spool not yet replayed
+    events_by_type: Mapping[str, int] = field(default_factory=dict)  # events emitted since start, per type
+    events_written: int = 0  # event rows written to ClickHouse
+    events_pending: int = 0  # event rows in memory or in the spool
+
+
+@dataclass(frozen=True, slots=True)
+class EventEntry:
+    """One row of the share log's ``events`` table (worker or upstream event)."""
+
+    at: float  # unix seconds (millisecond precision)
+    run_id: int
+    event_seq: int
+    type: str
+    worker_name: str  # "" for upstream events and before authorize
+    client_id: int
+    address: str
+    user_agent: str
+    reason: str
+    old_difficulty: float
+    difficulty: float
+    channel_id: int
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,4 +173,11 @@ class MonitoringSource(Protocol):
         timeout; return one entry per (worker, window) that had any share.
         Raise (any exception) when the data is unavailable.
         """
+        ...
+
+    async def events(
+        self, *, worker: str | None, event_type: str | None, since: float | None, offset: int, limit: int
+    ) -> tuple[int, Sequence[EventEntry]]:
+        """(total matching, one page newest first) of the events table. May query the
+        database; raise (any exception) when it is unavailable."""
         ...

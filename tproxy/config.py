@@ -119,6 +119,16 @@ class DifficultySettings(BaseModel):
     """Non-aggregated mode: let a miner's difficulty go below its channel's upstream
     difficulty (its extra shares are then validated locally but not forwarded)."""
     honour_suggest_difficulty: bool = True
+    memory: bool = True
+    """Difficulty memory: a worker that reconnects (same name, also after a restart) starts at the
+    difficulty it had when it left, within min/max, instead of ``start_difficulty``."""
+    memory_max_age_s: float = Field(default=7 * 86400.0, gt=0)
+    """A remembered difficulty older than this is forgotten."""
+    memory_path: str | None = None
+    """The local file (JSON) of the difficulty memory; None: ``difficulty_memory.json`` beside
+    ``clickhouse.spool_dir``."""
+    memory_max_workers: int = Field(default=100_000, ge=1)
+    """The memory keeps at most this many workers (the most recently seen)."""
 
     @model_validator(mode="after")
     def _bounds(self) -> DifficultySettings:
@@ -257,6 +267,17 @@ class MonitoringSettings(BaseModel):
         return v
 
 
+class EventSettings(BaseModel):
+    """Worker and upstream events (the share log's ``events`` and ``worker_state`` tables)."""
+
+    model_config = {"extra": "forbid"}
+
+    worker_silence_s: float = Field(default=600.0, gt=0)
+    """A connected worker that sends no share for this long is marked offline (an ``offline`` event)."""
+    reject_burst_count: int = Field(default=10, ge=1)
+    """This many pool rejections of one worker in a row make one ``pool_reject_burst`` event."""
+
+
 class Settings(BaseSettings):
     """The whole proxy configuration."""
 
@@ -277,6 +298,7 @@ class Settings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
 
     _toml_file: Path | None = None
 

@@ -15,11 +15,12 @@ when the record declares them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from monitoring.source import (
+    EventEntry,
     ShareLogState,
     Sv1ClientState,
     UpstreamChannelState,
@@ -58,6 +59,7 @@ class ShareLogReadings:
     """The share-log half of ``MonitoringSource`` (the same for one process and for workers)."""
 
     share_log_: ShareLog | None
+    event_counts: Callable[[], Mapping[str, int]] | None = None  # events emitted per type
 
     def share_log(self) -> ShareLogState | None:
         if self.share_log_ is None:
@@ -74,7 +76,31 @@ class ShareLogReadings:
             oldest_unwritten_age_s=st.oldest_unwritten_age_s,
             db_up=st.db_up,
             spool_pending=st.spool_pending,
+            events_by_type=self._event_counts(),
+            events_written=st.events_written,
+            events_pending=st.events_pending,
         )
+
+    def _event_counts(self) -> dict[str, int]:
+        from tproxy.shares.record import EVENT_TYPES
+
+        counts = self.event_counts() if self.event_counts is not None else {}
+        out = {t: counts.get(t, 0) for t in EVENT_TYPES}  # every type, 0 included: stable series
+        return out
+
+    async def events(
+        self, *, worker: str | None, event_type: str | None, since: float | None, offset: int, limit: int
+    ) -> tuple[int, Sequence[EventEntry]]:
+        if self.share_log_ is None:
+            return 0, []
+        since_ms = int(since * 1000) if since is not None else None
+        total, rows = await self.share_log_.events(
+            worker=worker, event_type=event_type, since_ms=since_ms, offset=offset, limit=limit
+        )
+        return total, [
+            EventEntry(ms / 1000, int(run), int(seq), t, w, int(cid), a, ua, why, float(od), float(d), int(ch), det)
+            for ms, run, seq, t, w, cid, a, ua, why, od, d, ch, det in rows
+        ]
 
     async def worker_stats(self, windows: Sequence[int]) -> Sequence[WorkerWindowStats]:
         if self.share_log_ is None:
@@ -100,9 +126,15 @@ class ShareLogReadings:
 class ProxyMonitoringSource(ShareLogReadings):
     """Implements ``monitoring.source.MonitoringSource`` for a running proxy."""
 
-    def __init__(self, view: ProxyView, share_log: ShareLog | None) -> None:
+    def __init__(
+        self,
+        view: ProxyView,
+        share_log: ShareLog | None,
+        event_counts: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self.view = view
         self.share_log_ = share_log
+        self.event_counts = event_counts  # events emitted per type (the hub's WorkerEvents.counts)
 
     def upstream(self) -> UpstreamState:
         st = self.view.upstream_status()

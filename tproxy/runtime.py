@@ -56,12 +56,13 @@ class Proxy:
         self.share_log: ShareLog | None = (
             ShareLog(settings.clickhouse, settings.proxy.instance_id, now=now) if share_log else None
         )
-        self.hub = Hub(settings, self.share_log, now=now)
+        # Events go to the share log too; the difficulty memory persists beside its spool.
+        self.hub = Hub(settings, self.share_log, now=now, event_sink=self.share_log, persist_memory=share_log)
         self.manager = ChannelManager(settings, self.hub, now=now)
         self.hub.connect_upstream(self.manager)
         self.sv1 = Sv1Server(settings.downstream, self.hub)
         self.supervisor = UpstreamSupervisor(settings.upstreams, settings.proxy, self.manager, now=now)
-        self.monitoring_source = ProxyMonitoringSource(self, self.share_log)
+        self.monitoring_source = ProxyMonitoringSource(self, self.share_log, lambda: self.hub.events.counts)
         self._monitoring: Monitoring | None = None
         self._tick_task: asyncio.Task[None] | None = None
 
@@ -136,6 +137,7 @@ class Proxy:
             await self._monitoring.close()
         await self.supervisor.stop()
         await self.sv1.close()
+        self.hub.events.close()  # the difficulty memory, after every miner's disconnect
         if self._tick_task is not None:
             self._tick_task.cancel()
             with contextlib.suppress(BaseException):

@@ -7,6 +7,7 @@
   var TOKEN_KEY = "tproxy-monitoring-token";
   var POLL_MS = 5000;
   var PAGE = 100; // the API's largest page
+  var EVENTS_SHOWN = 50; // newest events in the events panel
   var MAX_ROWS = 1000; // workers and clients loaded per poll; beyond that the table says so
   var DIFF1 = BigInt("0xffff") << BigInt(208);
 
@@ -230,6 +231,33 @@
     });
   }
 
+  // -- events (the share log's events table; 503 while its database is down) --------
+
+  function renderEvents(page) {
+    var body = document.createElement("tbody");
+    (page.items || []).forEach(function (e) {
+      var tr = document.createElement("tr");
+      var diff = e.type === "difficulty" ? fmtDiff(e.old_difficulty) + " → " + fmtDiff(e.difficulty) : "";
+      [new Date(e.at * 1000).toLocaleString(), e.type, e.worker_name || "–", e.reason, diff, e.detail || e.address]
+        .forEach(function (text) {
+          var td = document.createElement("td");
+          td.textContent = text;
+          tr.appendChild(td);
+        });
+      body.appendChild(tr);
+    });
+    var table = $("events");
+    table.replaceChild(body, table.tBodies[0]);
+    setText("events-note", page.items ? "latest " + page.items.length + " of " + fmtCount(page.total)
+      : "unavailable: " + (page.error || "no answer"));
+  }
+
+  function pollEvents() {
+    return api("/api/v1/events?limit=" + EVENTS_SHOWN, [503]).then(renderEvents, function (e) {
+      if (!(e instanceof NeedToken)) renderEvents({ error: e.message });
+    });
+  }
+
   // -- the poll loop --------------------------------------------------------------
 
   function poll() {
@@ -238,6 +266,7 @@
     var summary = Promise.all([api("/api/v1/global"), api("/api/v1/server"), api("/api/v1/history"),
       allPages("/api/v1/server/channels", "extended_channels")]);
     var tables = Promise.all([allPages("/api/v1/workers", "items"), allPages("/api/v1/sv1/clients", "items")]);
+    pollEvents(); // on its own: the events' database being down must not blank the rest
     return Promise.all([health, summary, tables]).then(function (r) {
       var global = r[1][0], server = r[1][1], channels = r[1][3].items;
       var workers = r[2][0], clients = r[2][1].items;

@@ -28,7 +28,7 @@ from tests.helpers.stack import proxy_settings
 from tproxy.config import Settings
 from tproxy.errors import UpstreamClosed
 from tproxy.events import Job
-from tproxy.shares.record import PoolVerdictRecord, ShareRecord
+from tproxy.shares.record import EventRecord, PoolVerdictRecord, ShareRecord
 from tproxy.sv1.hub import Hub, Miner
 from tproxy.upstream.manager import ChannelManager
 
@@ -104,6 +104,7 @@ class ShareLogDouble:
     def __init__(self) -> None:
         self.shares: list[ShareRecord] = []
         self.verdicts: list[PoolVerdictRecord] = []
+        self.events: list[EventRecord] = []
 
     def submit(self, record: ShareRecord) -> None:
         self.shares.append(record)
@@ -116,6 +117,12 @@ class ShareLogDouble:
         if record is not None:
             self.submit(record)
 
+    def submit_event(self, record: EventRecord) -> None:
+        self.events.append(record)
+
+    def event_types(self, worker: str | None = None) -> list[str]:
+        return [e.event_type for e in self.events if worker is None or e.worker_name == worker]
+
 
 class Rig:
     """Hub + ChannelManager + doubles; helpers that speak for the miners and for the pool."""
@@ -124,7 +131,7 @@ class Rig:
         self.settings = settings or proxy_settings([3333], aggregated=aggregated, **proxy_kw)
         self.clock = Clock()
         self.log = ShareLogDouble()
-        self.hub = Hub(self.settings, self.log, now=self.clock)
+        self.hub = Hub(self.settings, self.log, now=self.clock, event_sink=self.log)
         self.manager = ChannelManager(self.settings, self.hub, now=self.clock)
         self.hub.connect_upstream(self.manager)
         self.pool = PoolWriterDouble()

@@ -62,7 +62,7 @@ from tproxy.shares.spool import Spool
 
 log = logging.getLogger("tproxy.shares")
 
-KIND_LETTER = ("s", "v")
+KIND_LETTER = ("s", "v", "e")  # shares, pool verdicts, events (spool KINDS order)
 JREC = struct.Struct("<II")  # journal record: body length, CRC-32 of the body; body = marshal
 _NON_SHARE, _SHARE, _SHARE_UNJOURNALED = 0, 1, 2
 _fdatasync_default: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
@@ -106,8 +106,8 @@ class Journal:
         self.failing = False  # the last write failed and none succeeded since
         self._retry_at = 0.0
         self.fs_errors = 0
-        self._fd: list[int | None] = [None, None]
-        self._path: list[str | None] = [None, None]
+        self._fd: list[int | None] = [None] * len(KIND_LETTER)
+        self._path: list[str | None] = [None] * len(KIND_LETTER)
         self._buf: dict[int, list[bytes]] = {}  # fd -> encoded records not yet written
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -290,7 +290,7 @@ class Journal:
         self.failing = True
         self._retry_at = time.monotonic() + self._retry_s
         self._buf.clear()
-        for k in (0, 1):
+        for k in range(len(KIND_LETTER)):
             # The path stays: the partial file is deleted with its batch (seal() hands it over).
             fd, self._fd[k] = self._fd[k], None
             if fd is not None:

@@ -80,9 +80,17 @@ from typing import Any, NamedTuple, TypeVar
 from tproxy.shares.fdreserve import FdReserve
 from tproxy.shares.journal import KIND_LETTER, Journal
 from tproxy.shares.ratelog import RateLimitedLog
-from tproxy.shares.record import PoolVerdictRecord, ShareRecord
+from tproxy.shares.record import EventRecord, PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
-from tproxy.shares.spool import KIND_SHARES, KIND_VERDICTS, FrameRef, Spool, SpoolCorrupt
+from tproxy.shares.spool import (
+    KIND_EVENTS,
+    KIND_SHARES,
+    KIND_VERDICTS,
+    KINDS,
+    FrameRef,
+    Spool,
+    SpoolCorrupt,
+)
 from tproxy.shares.store import Store, is_bad_data
 from tproxy.text import clean_text
 
@@ -134,6 +142,8 @@ class ShareLogStats:
     durability_waiting: int = 0  # replies held until their commit returns (sync)
     durability_degraded: int = 0  # share replies written before their record was known on disk (sync)
     journal_commits: int = 0  # group commits (write + fdatasync) the journal made (sync)
+    events_written: int = 0  # event rows written to ClickHouse
+    events_pending: int = 0  # events in memory or in the spool
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +172,11 @@ class _SpoolSnap(NamedTuple):
 
     seq: int
     frames: int
-    rows: tuple[int, int]
+    rows: tuple[int, ...]
     bytes: int
     head_ms: int | None
     quarantined: int
-    quarantined_rows: tuple[int, int]
+    quarantined_rows: tuple[int, ...]
     ack_failures: int
 
 
@@ -195,32 +205,32 @@ class ShareLog:
         self._rlog = RateLimitedLog(log, ERROR_LOG_INTERVAL_S)
         self._batch_size = settings.batch_size
         self._queue_size = settings.queue_size
-        self._building: list[list[tuple[object, ...]]] = [[], []]
-        self._building_first_ms = [0, 0]
-        self._batch_no = [0, 0]
+        self._building: list[list[tuple[object, ...]]] = [[] for _ in KINDS]
+        self._building_first_ms = [0] * len(KINDS)
+        self._batch_no = [0] * len(KINDS)
         self._ready: deque[_Batch] = deque()
         # Batches out of the ready deque but not yet in ClickHouse or on disk,
         # with the spool write's future when one is under way.
         self._transit: dict[int, tuple[_Batch, Future[Any] | None]] = {}
-        self._mem = [0, 0]  # records in memory, per kind
-        self._written = [0, 0]
-        self._spooled = [0, 0]
-        self._replayed = [0, 0]
+        self._mem = [0] * len(KINDS)  # records in memory, per kind
+        self._written = [0] * len(KINDS)
+        self._spooled = [0] * len(KINDS)
+        self._replayed = [0] * len(KINDS)
         self._retried = 0
         self._failed_batches = 0
         self._dropped = 0
-        self._received = [0, 0]
-        self._recovered = [0, 0]
+        self._received = [0] * len(KINDS)
+        self._recovered = [0] * len(KINDS)
         self._fs_errors = 0
         self._failed_tokens: set[str] = set()
         self._spool_open = False  # the spool was scanned (start(), retried until it works)
         self._spool_ok = True  # the last spool write or probe succeeded
         self._spool_frames = 0
-        self._spool_rows = [0, 0]
+        self._spool_rows = [0] * len(KINDS)
         self._spool_bytes = 0
         self._spool_head_ms: int | None = None
         self._quarantined = 0
-        self._quarantined_rows = [0, 0]
+        self._quarantined_rows = [0] * len(KINDS)
         self._ack_failures = 0
         self._snap_taken = 0  # written on the spool thread only
         self._snap_applied = 0
@@ -297,6 +307,22 @@ class ShareLog:
             (r.received_at_ms, i, self.run_id, r.channel_id, r.sequence_number, r.share_seq, v),
         )
 
+    def submit_event(self, record: EventRecord) -> None:
+        """Queue one worker or upstream event (same properties and guarantees as ``submit``)."""
+        r = record
+        texts = tuple(
+            clean_text(x) if isinstance(x, str) and not x.isascii() else x
+            for x in (r.instance_id, r.event_type, r.worker_name, r.address, r.user_agent, r.reason, r.detail)
+        )
+        i, t, w, a, u, why, detail = texts
+        self._add(
+            KIND_EVENTS,
+            (
+                r.time_ms, i, self.run_id, r.event_seq, t, w, r.client_id, a, u, why,
+                r.old_difficulty, r.difficulty, r.channel_id, detail, r.online, r.since_ms, r.last_share_ms,
+            ),
+        )
+
     def _add(self, kind: int, row: tuple[object, ...]) -> bool:
         """Queue one row; True when it is also in the journal's buffer."""
         self._received[kind] += 1
@@ -315,7 +341,7 @@ class ShareLog:
         self._mem[kind] += 1
         if len(b) >= self._batch_size:
             self._seal(kind)
-        if self._mem[0] + self._mem[1] > self._queue_size:
+        if sum(self._mem) > self._queue_size:
             # Over the memory bound: the spooler moves the oldest sealed batches to
             # disk (on its thread; this call does not wait for it).
             self._wake_spooler.set()
@@ -414,15 +440,15 @@ class ShareLog:
 
         Returns False on timeout (for tests, benches and orderly maintenance;
         the proxy itself never needs to call it)."""
-        self._seal(KIND_SHARES)
-        self._seal(KIND_VERDICTS)
+        for kind in KINDS:
+            self._seal(kind)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self._mem[0] or self._mem[1] or self._spool_frames or self._transit:
+        while any(self._mem) or self._spool_frames or self._transit:
             if loop.time() >= deadline:
                 return False
-            self._seal(KIND_SHARES)
-            self._seal(KIND_VERDICTS)
+            for kind in KINDS:
+                self._seal(kind)
             await asyncio.sleep(0.005)
         return True
 
@@ -435,8 +461,8 @@ class ShareLog:
             self._closed = True
             return
         self._closing = True
-        self._seal(KIND_SHARES)
-        self._seal(KIND_VERDICTS)
+        for kind in KINDS:
+            self._seal(kind)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.close_timeout_s
         while (self._ready or self._transit) and loop.time() < deadline:
@@ -456,7 +482,7 @@ class ShareLog:
             else:
                 self._transit.pop(id(batch), None)
                 self._ready.appendleft(batch)
-        for kind in (KIND_SHARES, KIND_VERDICTS):
+        for kind in KINDS:
             self._seal(kind)
         left = 0
         await self._journal.close()  # every held reply goes out; nothing journals after this
@@ -487,7 +513,7 @@ class ShareLog:
 
     def stats(self) -> ShareLogStats:
         now_ms = self._now() * 1000
-        firsts = [self._building_first_ms[k] for k in (0, 1) if self._building[k]]
+        firsts = [self._building_first_ms[k] for k in KINDS if self._building[k]]
         firsts.extend(b.first_ms for b in self._ready)
         firsts.extend(b.first_ms for b, _ in self._transit.values())
         if self._spool_head_ms is not None:
@@ -507,6 +533,8 @@ class ShareLog:
             db_up=self._db_up,
             verdicts_written=self._written[KIND_VERDICTS],
             verdicts_pending=self._mem[KIND_VERDICTS] + self._spool_rows[KIND_VERDICTS],
+            events_written=self._written[KIND_EVENTS],
+            events_pending=self._mem[KIND_EVENTS] + self._spool_rows[KIND_EVENTS],
             quarantined=self._quarantined,
             schema_version=self._schema_version,
             received=self._received[KIND_SHARES],
@@ -550,6 +578,20 @@ class ShareLog:
             for w, n, acc, dsum, ssum, f, last in rows
         ]
 
+    async def events(
+        self, *, worker: str | None, event_type: str | None, since_ms: int | None, offset: int, limit: int
+    ) -> tuple[int, list[tuple[Any, ...]]]:
+        """(total matching, one page newest first) of this instance's events (``Schema.events_query``
+        columns). Raises if the database cannot be queried."""
+        sc = self._store.schema
+        flags = {"worker": worker is not None, "event_type": event_type is not None, "since": since_ms is not None}
+        params: dict[str, Any] = {"instance_id": self.instance_id, "worker": worker, "event_type": event_type,
+                                  "since_ms": since_ms, "limit": limit, "offset": offset}
+        params = {k: v for k, v in params.items() if v is not None}
+        total = await self._query_rows(sc.events_count_query(**flags), params)
+        rows = await self._query_rows(sc.events_query(**flags), params)
+        return int(total[0][0]), rows
+
     async def _query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query on the database thread (also used by tests and the bench)."""
         if self._db_exec is None:
@@ -564,9 +606,9 @@ class ShareLog:
         # loop ignore a snapshot that arrives after a newer one.
         s = self._spool
         self._snap_taken += 1
-        return _SpoolSnap(self._snap_taken, s.pending_frames, (s.pending_by_kind[0], s.pending_by_kind[1]),
+        return _SpoolSnap(self._snap_taken, s.pending_frames, tuple(s.pending_by_kind),
                           s.pending_bytes, s.head_first_ms, len(s.quarantined),
-                          (s.quarantined_rows[0], s.quarantined_rows[1]), s.ack_failures)
+                          tuple(s.quarantined_rows), s.ack_failures)
 
     def _apply_snapshot(self, snap: _SpoolSnap) -> None:
         if snap.seq <= self._snap_applied:
@@ -635,7 +677,7 @@ class ShareLog:
             self._last_down_log = now
             log.warning(
                 "share log: database still failing after %.0fs (%s); %d records in the spool",
-                now - self._down_since, self._scrub(exc), self._spool_rows[0] + self._spool_rows[1],
+                now - self._down_since, self._scrub(exc), sum(self._spool_rows),
             )
         else:
             log.debug("share log: %s failed: %s", what, self._scrub(exc))
@@ -652,7 +694,7 @@ class ShareLog:
                 log.info(
                     "share log: database %s is back after %.1fs; replaying %d spooled records",
                     self.settings.redacted_url(), time.monotonic() - self._down_since,
-                    self._spool_rows[0] + self._spool_rows[1],
+                    sum(self._spool_rows),
                 )
             self._down_since = None
         self._db_up = True
@@ -716,7 +758,7 @@ class ShareLog:
             not self._db_up
             or self._schema_version == 0
             or self._spool_frames > 0
-            or self._mem[0] + self._mem[1] > self._queue_size
+            or sum(self._mem) > self._queue_size
         )
 
     async def _writer(self) -> None:
@@ -900,7 +942,7 @@ class ShareLog:
         while True:
             await asyncio.sleep(tick)
             now_ms = self._now() * 1000
-            for kind in (KIND_SHARES, KIND_VERDICTS):
+            for kind in KINDS:
                 if self._building[kind] and now_ms - self._building_first_ms[kind] >= max_age_ms:
                     self._seal(kind)
             self._journal.probe()

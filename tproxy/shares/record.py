@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from tproxy.events import VERDICT_ACCEPTED, Share
 
-__all__ = ["VERDICT_ACCEPTED", "PoolVerdictRecord", "ShareRecord"]
+__all__ = ["EVENT_TYPES", "VERDICT_ACCEPTED", "EventRecord", "PoolVerdictRecord", "ShareRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +116,60 @@ class PoolVerdictRecord:
         "sequence_number",
         "share_seq",
         "pool_verdict",
+    )
+
+    def as_row(self) -> tuple[object, ...]:
+        return tuple(getattr(self, c) for c in self.COLUMNS)
+
+
+# Event types (the ``event_type`` column of the ``events`` table; docs/SHARE_LOG.md).
+EVENT_CONNECT = "connect"  # a TCP connection was accepted (no worker name yet)
+EVENT_AUTHORIZE = "authorize"  # the first worker of a connection authorized (user agent, address)
+EVENT_DISCONNECT = "disconnect"  # the connection ended; ``reason`` says why
+EVENT_DIFFICULTY = "difficulty"  # the worker's difficulty changed (old, new; ``reason`` vardiff/suggest/floor/memory)
+EVENT_OFFLINE = "offline"  # a connected worker sent no share for ``events.worker_silence_s``
+EVENT_ONLINE = "online"  # a worker marked offline by silence sent a share again
+EVENT_POOL_REJECT_BURST = "pool_reject_burst"  # the pool rejected ``reject_burst_count`` shares of a worker in a row
+EVENT_BLOCK_FOUND = "block_found"  # a share met the network target of its job
+EVENT_UPSTREAM_UP = "upstream_up"  # a pool connection is up (``detail`` = endpoint; ``reason`` first/same/switch)
+EVENT_UPSTREAM_DOWN = "upstream_down"  # the pool connection was lost (``reason``)
+EVENT_TYPES: tuple[str, ...] = (
+    EVENT_CONNECT, EVENT_AUTHORIZE, EVENT_DISCONNECT, EVENT_DIFFICULTY, EVENT_OFFLINE, EVENT_ONLINE,
+    EVENT_POOL_REJECT_BURST, EVENT_BLOCK_FOUND, EVENT_UPSTREAM_UP, EVENT_UPSTREAM_DOWN,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One thing that happened to a worker or to the upstream: one row of ``events``.
+
+    Worker events carry the worker's whole state after the event (``online``,
+    ``since_ms``, ``last_share_ms``, ``difficulty``, user agent, address): the
+    ``worker_state`` table is a projection of these rows (materialized view), so
+    it needs no second write path. Upstream events have ``worker_name`` "".
+    """
+
+    time_ms: int
+    instance_id: str
+    event_seq: int  # per-run monotonic; (instance_id, run_id, event_seq) is unique
+    event_type: str
+    worker_name: str = ""
+    client_id: int = 0
+    address: str = ""
+    user_agent: str = ""
+    reason: str = ""
+    old_difficulty: float = 0.0  # difficulty events only
+    difficulty: float = 0.0  # the worker's difficulty after the event
+    channel_id: int = 0
+    detail: str = ""
+    online: bool = False
+    since_ms: int = 0  # when the worker went online/offline (the state it is in)
+    last_share_ms: int = 0  # its last share (0: none yet)
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "time_ms", "instance_id", "event_seq", "event_type", "worker_name", "client_id", "address",
+        "user_agent", "reason", "old_difficulty", "difficulty", "channel_id", "detail", "online",
+        "since_ms", "last_share_ms",
     )
 
     def as_row(self) -> tuple[object, ...]:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from tproxy.shares.settings import ClickHouseSettings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Insert column order; the pipeline builds row tuples in exactly this order.
 SHARE_COLUMNS: tuple[str, ...] = (
@@ -75,6 +75,27 @@ VERDICT_COLUMNS: tuple[str, ...] = (
     "share_seq",
     "pool_verdict",
 )
+
+EVENT_COLUMNS: tuple[str, ...] = (
+    "time",
+    "instance_id",
+    "run_id",
+    "event_seq",
+    "event_type",
+    "worker_name",
+    "client_id",
+    "address",
+    "user_agent",
+    "reason",
+    "old_difficulty",
+    "difficulty",
+    "channel_id",
+    "detail",
+    "online",
+    "since",
+    "last_share_at",
+)
+
 
 def _types(definition: str) -> dict[str, str]:
     out = {}
@@ -129,6 +150,41 @@ _MINUTE_DEF = """(
     last_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
 )"""
 
+_EVENTS_DEF = """(
+    time DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    instance_id LowCardinality(String),
+    run_id UInt64,
+    event_seq UInt64,
+    event_type LowCardinality(String),
+    worker_name String,
+    client_id UInt64,
+    address String,
+    user_agent String,
+    reason LowCardinality(String),
+    old_difficulty Float64,
+    difficulty Float64,
+    channel_id UInt32,
+    detail String,
+    online Bool,
+    since DateTime64(3, 'UTC'),
+    last_share_at DateTime64(3, 'UTC')
+)"""
+
+_STATE_DEF = """(
+    instance_id LowCardinality(String),
+    worker_name String,
+    online Bool,
+    since DateTime64(3, 'UTC'),
+    last_share_at DateTime64(3, 'UTC'),
+    difficulty Float64,
+    user_agent String,
+    address String,
+    client_id UInt64,
+    last_event LowCardinality(String),
+    updated_at DateTime64(3, 'UTC'),
+    version UInt64
+)"""
+
 _MIGRATIONS_DEF = """(
     version UInt32,
     description String,
@@ -139,6 +195,7 @@ _MIGRATIONS_DEF = """(
 
 SHARE_TYPES: tuple[str, ...] = tuple(_types(_SHARES_DEF)[c] for c in SHARE_COLUMNS)
 VERDICT_TYPES: tuple[str, ...] = tuple(_types(_VERDICTS_DEF)[c] for c in VERDICT_COLUMNS)
+EVENT_TYPES: tuple[str, ...] = tuple(_types(_EVENTS_DEF)[c] for c in EVENT_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +219,9 @@ class Schema:
         self.minute_mv = f"{p}worker_minute_mv"
         self.joined_view = f"{p}shares_with_verdict"
         self.migrations_table = f"{p}schema_migrations"
+        self.events = f"{p}events"
+        self.worker_state = f"{p}worker_state"
+        self.worker_state_mv = f"{p}worker_state_mv"
 
     # ------------------------------------------------------------------ naming
 
@@ -261,8 +321,41 @@ class Schema:
         ]
         return out
 
+    def v2_statements(self) -> list[str]:
+        """``events`` and ``worker_state`` (filled from events by ``worker_state_mv``).
+
+        Events are sharded by worker (upstream events, worker "", on one shard), so a
+        worker's state is built on the shard holding its events."""
+        shard_key = "cityHash64(instance_id, worker_name)"
+        state_local = self.local(self.worker_state)
+        engine = (
+            f"ReplicatedReplacingMergeTree('{self.s.replication_path}', '{{replica}}', version)"
+            if self.cluster
+            else "ReplacingMergeTree(version)"
+        )
+        return [
+            self._storage_table(self.events, _EVENTS_DEF, "MergeTree", "toYYYYMMDD(time)",
+                                "(worker_name, time)", "time"),
+            *self._distributed(self.events, shard_key),
+            f"CREATE TABLE IF NOT EXISTS {self.q(state_local)}{self.on_cluster}\n{_STATE_DEF}\n"
+            f"ENGINE = {engine}\nORDER BY (instance_id, worker_name)\nSETTINGS {self._dedup_setting()}",
+            *self._distributed(self.worker_state, "cityHash64(instance_id, worker_name)"),
+            # Every worker event carries the worker's whole state after it; the state row is the
+            # event's projection, and the newest version (time, then event_seq) wins.
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.q(self.local(self.worker_state_mv))}{self.on_cluster}\n"
+            f"TO {self.q(state_local)} AS\n"
+            "SELECT instance_id, worker_name, online, since, last_share_at, difficulty, user_agent, address,\n"
+            "    client_id, event_type AS last_event, time AS updated_at,\n"
+            "    bitOr(bitShiftLeft(toUInt64(toUnixTimestamp64Milli(time)), 20), bitAnd(event_seq, 1048575)) AS version\n"
+            f"FROM {self.q(self.local(self.events))}\n"
+            "WHERE worker_name != ''",
+        ]
+
     def migrations(self) -> list[Migration]:
-        return [Migration(1, "shares, pool_verdicts, worker_minute (+MV), shares_with_verdict", Schema.v1_statements)]
+        return [
+            Migration(1, "shares, pool_verdicts, worker_minute (+MV), shares_with_verdict", Schema.v1_statements),
+            Migration(2, "events, worker_state (+MV)", Schema.v2_statements),
+        ]
 
     def applied_versions(self) -> str:
         return f"SELECT max(version) FROM {self.q(self.migrations_table)}"
@@ -273,6 +366,7 @@ class Schema:
             (self.local(self.shares), "received_at"),
             (self.local(self.verdicts), "received_at"),
             (self.local(self.minute), "minute"),
+            (self.local(self.events), "time"),
         ]
 
     def modify_ttl(self, table: str, column: str) -> str:
@@ -302,6 +396,41 @@ class Schema:
             f"FROM {self.q(self.minute)}\n"
             "WHERE instance_id = {instance_id:String} AND minute >= toDateTime({window_start:UInt32}, 'UTC')\n"
             "GROUP BY worker_name ORDER BY worker_name"
+        )
+
+    @staticmethod
+    def _events_where(worker: bool, event_type: bool, since: bool) -> list[str]:
+        where = ["instance_id = {instance_id:String}"]
+        if worker:
+            where.append("worker_name = {worker:String}")
+        if event_type:
+            where.append("event_type = {event_type:String}")
+        if since:
+            where.append("time >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
+        return where
+
+    def events_count_query(self, *, worker: bool, event_type: bool, since: bool) -> str:
+        where = self._events_where(worker, event_type, since)
+        return f"SELECT count() FROM {self.q(self.events)} WHERE {' AND '.join(where)}"
+
+    def events_query(self, *, worker: bool, event_type: bool, since: bool) -> str:
+        """Events of one instance, newest first, with optional filters; paginated by LIMIT/OFFSET."""
+        where = self._events_where(worker, event_type, since)
+        return (
+            "SELECT toUnixTimestamp64Milli(time), run_id, event_seq, event_type, worker_name, client_id, address,\n"
+            "    user_agent, reason, old_difficulty, difficulty, channel_id, detail\n"
+            f"FROM {self.q(self.events)}\nWHERE {' AND '.join(where)}\n"
+            "ORDER BY time DESC, run_id DESC, event_seq DESC\n"
+            "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
+        )
+
+    def worker_state_query(self) -> str:
+        """The current state of every worker of one instance (FINAL: the newest version only)."""
+        return (
+            "SELECT worker_name, online, toUnixTimestamp64Milli(since), toUnixTimestamp64Milli(last_share_at),\n"
+            "    difficulty, user_agent, address, client_id, last_event, toUnixTimestamp64Milli(updated_at)\n"
+            f"FROM {self.q(self.worker_state)} FINAL\n"
+            "WHERE instance_id = {instance_id:String} ORDER BY worker_name"
         )
 
     def raw_worker_query(self) -> str:

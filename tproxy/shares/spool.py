@@ -74,6 +74,8 @@ MAX_BODY = 1 << 30
 
 KIND_SHARES = 0
 KIND_VERDICTS = 1
+KIND_EVENTS = 2  # worker and upstream events (issue 13)
+KINDS = (KIND_SHARES, KIND_VERDICTS, KIND_EVENTS)
 
 
 class SpoolCorrupt(Exception):
@@ -131,10 +133,10 @@ class Spool:
         self._active_size = 0
         self._next_seg = 1
         self.pending_rows = 0
-        self.pending_by_kind = [0, 0]
+        self.pending_by_kind = [0] * len(KINDS)
         self.pending_bytes = 0
         self.quarantined: list[str] = []
-        self.quarantined_rows = [0, 0]  # rows of indexed frames moved to quarantine, per kind
+        self.quarantined_rows = [0] * len(KINDS)  # rows of indexed frames moved to quarantine, per kind
         self.ack_failures = 0  # ack files that could not be written (replay is still exact: tokens)
 
     # ------------------------------------------------------------------ paths
@@ -158,7 +160,7 @@ class Spool:
         quarantined; calling ``open`` again starts the scan over."""
         self._close_active_keep()  # a retried open starts over
         self._pending.clear()
-        self.pending_rows, self.pending_by_kind, self.pending_bytes = 0, [0, 0], 0
+        self.pending_rows, self.pending_by_kind, self.pending_bytes = 0, [0] * len(KINDS), 0
         self.dir.mkdir(parents=True, exist_ok=True)
         for tmp in self.dir.glob("*.ack.tmp"):  # left by a write that died half-way
             with contextlib.suppress(OSError):
@@ -222,7 +224,7 @@ class Spool:
         if len(data) - off < _HDR.size:
             return None
         magic, ver, kind, tok_len, nrows, body_len, first_ms = _HDR.unpack_from(data, off)
-        if magic != FRAME_MAGIC or ver != FRAME_VERSION or kind not in (KIND_SHARES, KIND_VERDICTS) or body_len > MAX_BODY:
+        if magic != FRAME_MAGIC or ver != FRAME_VERSION or kind not in KINDS or body_len > MAX_BODY:
             raise SpoolCorrupt(f"bad frame header at offset {off}")
         end = off + _HDR.size + tok_len + body_len + _CRC.size
         if end > len(data):

@@ -29,9 +29,17 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import DataError
 
-from tproxy.shares.schema import SHARE_COLUMNS, SHARE_TYPES, VERDICT_COLUMNS, VERDICT_TYPES, Schema
+from tproxy.shares.schema import (
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    SHARE_COLUMNS,
+    SHARE_TYPES,
+    VERDICT_COLUMNS,
+    VERDICT_TYPES,
+    Schema,
+)
 from tproxy.shares.settings import ClickHouseSettings
-from tproxy.shares.spool import KIND_SHARES
+from tproxy.shares.spool import KIND_EVENTS, KIND_SHARES
 
 log = logging.getLogger("tproxy.shares.store")
 
@@ -168,11 +176,12 @@ class Store:
 
     def insert(self, kind: int, rows: Sequence[Sequence[object]], token: str) -> None:
         sc = self.schema
-        table, cols, types = (
-            (sc.q(sc.shares), SHARE_COLUMNS, SHARE_TYPES)
-            if kind == KIND_SHARES
-            else (sc.q(sc.verdicts), VERDICT_COLUMNS, VERDICT_TYPES)
-        )
+        if kind == KIND_SHARES:
+            table, cols, types = sc.q(sc.shares), SHARE_COLUMNS, SHARE_TYPES
+        elif kind == KIND_EVENTS:
+            table, cols, types = sc.q(sc.events), EVENT_COLUMNS, EVENT_TYPES
+        else:
+            table, cols, types = sc.q(sc.verdicts), VERDICT_COLUMNS, VERDICT_TYPES
         settings: dict[str, Any] = {
             "insert_deduplicate": 1,
             "insert_deduplication_token": token,

@@ -47,6 +47,7 @@ from tproxy.shares.record import PoolVerdictRecord, ShareRecord
 from tproxy.sv1 import protocol as p
 from tproxy.sv1.session import MinerSession
 from tproxy.sv1.vardiff import Vardiff
+from tproxy.sv1.worker_events import REASON_CLOSED, EventSink, WorkerEvents
 
 log = logging.getLogger("tproxy.sv1.hub")
 
@@ -98,9 +99,13 @@ class Hub:
         share_sink: ShareSink | None = None,
         *,
         now: Callable[[], float] = time.time,
+        event_sink: EventSink | None = None,
+        persist_memory: bool = False,
     ) -> None:
         self.settings = settings
         self.share_sink = share_sink
+        # Worker/upstream events and the difficulty memory (issue 13).
+        self.events = WorkerEvents(settings, event_sink, now, persist=persist_memory)
         self.upstream: UpstreamSide = _NoUpstream()
         self._now = now
         self.instance_id = settings.proxy.instance_id
@@ -169,13 +174,16 @@ class Hub:
         )
         miner = Miner(session, write, close)
         self.miners[session.client_id] = miner
+        self.events.on_open(miner)
         return miner
 
-    def close(self, miner: Miner) -> None:
-        """The connection is gone: release its extranonce1 and tell the upstream side."""
+    def close(self, miner: Miner, reason: str = REASON_CLOSED) -> None:
+        """The connection is gone (``reason``: why, for the disconnect event): release its
+        extranonce1 and tell the upstream side."""
         session = miner.session
         if self.miners.pop(session.client_id, None) is None:
             return
+        self.events.on_close(miner, reason)
         self._free_en1.append(int.from_bytes(session.extranonce1, "big"))
         if miner.channel_id is not None and self._owner.get(miner.channel_id) == session.client_id:
             del self._owner[miner.channel_id]
@@ -183,7 +191,11 @@ class Hub:
 
     def handle(self, miner: Miner, req: p.Request) -> None:
         """One request from a miner: the session answers; its event goes where it belongs."""
-        line, event = miner.session.handle(req, self._now())
+        s = miner.session
+        name_before, difficulty_before = s.worker_name, s.difficulty
+        line, event = s.handle(req, self._now())
+        if s.worker_name != name_before or s.difficulty != difficulty_before or event is not None:
+            self.events.after_request(miner, name_before, difficulty_before, event)
         if type(event) is Share:
             sink = self.share_sink
             if sink is None:
@@ -229,13 +241,18 @@ class Hub:
             self._floors[event.channel_id] = event.floor
             now = self._now()
             for m in self._members(event.channel_id):
+                old = m.session.difficulty
                 m.session.apply_floor(event.floor, now)
+                self.events.on_difficulty(m, old, "floor")
         elif isinstance(event, JobsRetired):
             self._on_retired(event)
         elif isinstance(event, UpstreamUp):
             self.outage_since = None
-        elif isinstance(event, UpstreamDown) and self.outage_since is None:
-            self.outage_since = self._now()
+            self.events.on_upstream(event)
+        elif isinstance(event, UpstreamDown):
+            self.events.on_upstream(event)
+            if self.outage_since is None:
+                self.outage_since = self._now()
 
     def demand(self, client_id: int | None) -> tuple[float, int]:
         if client_id is None:
@@ -272,7 +289,9 @@ class Hub:
             return
         self._owner[cid] = event.client_id
         owner.channel_id = cid
+        old = owner.session.difficulty
         owner.session.apply_floor(event.floor, self._now())
+        self.events.on_difficulty(owner, old, "floor")
         self._send_latest(owner, cid)
 
     def _on_retired(self, event: JobsRetired) -> None:
@@ -295,6 +314,7 @@ class Hub:
         m = self.miners.get(v.client_id)
         if m is not None:
             m.session.on_verdict(v.accepted, timed_out=v.verdict == VERDICT_TIMEOUT)
+            self.events.on_verdict(m, v)
         if self.share_sink is not None:
             self.share_sink.submit_pool_verdict(
                 PoolVerdictRecord(
@@ -352,12 +372,15 @@ class Hub:
                 if s.latest is None:
                     continue
                 floor = self._floors.get(m.channel_id, min_difficulty) if m.channel_id is not None else min_difficulty
+                old = s.difficulty
                 if s.maybe_retarget(now, floor):
+                    self.events.on_difficulty(m, old, "vardiff")
                     self._reissue(m, now)
         outage = self.outage_since
         if outage is not None and self.miners and now - outage >= self.settings.proxy.outage_reconnect_after_s:
             self._disconnect_all("upstream outage outlasted outage_reconnect_after_s")
             self.outage_since = now
+        self.events.tick(self.miners.values())
 
     def _reissue(self, miner: Miner, now: float) -> None:
         """After a retarget: set_difficulty, then the miner's current work under a NEW sv1_job_id

@@ -90,6 +90,7 @@ class MinerSession:
         self.server_version_mask = server_version_mask
         self.vardiff = vardiff
         self.honour_suggest_difficulty = honour_suggest_difficulty
+        self.suggested = False  # the miner sent mining.suggest_difficulty (it wins over the difficulty memory)
         self.connected_at = now
         self.user_agent = ""
         self.subscribed = False
@@ -200,6 +201,7 @@ class MinerSession:
 
     def _suggest_difficulty(self, req: p.Request, now: float) -> bytes:
         d = p.parse_suggest_difficulty(req.params)
+        self.suggested = True
         if self.honour_suggest_difficulty and not self.counters.accepted:
             new = self.vardiff.suggest(d)
             if new != self.difficulty:

@@ -69,7 +69,7 @@ async def test_fault_no_loss_no_duplicate(fault: str, front: ChdbHttpFront, tmp_
     on, off, heal_after = FAULTS[fault]
     s = fast_settings(front.url, tmp_path / "spool", batch_size=300, insert_timeout_s=1.0, connect_timeout_s=1.0)
     log = await opened(ShareLog(s, INSTANCE))
-    assert log.stats().db_up and log.stats().schema_version == 1
+    assert log.stats().db_up and log.stats().schema_version == 2
     await feed_through_fault(log, lambda: on(front), lambda: off(front), heal_after_s=heal_after)
     assert await log.flush(30), log.stats()
     st = log.stats()

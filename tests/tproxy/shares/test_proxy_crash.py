@@ -187,6 +187,15 @@ async def test_proxy_sigkill_right_after_the_last_reply_loses_nothing(front: Chd
         assert fwd > 0
         assert int(front.scalar("SELECT uniqExact(run_id, share_seq) FROM tproxy.pool_verdicts")) == fwd
         assert int(front.scalar("SELECT count() FROM tproxy.pool_verdicts")) == fwd
+        # Events (issue 13) were journaled the same way: the killed run's are all there, once
+        # (event_seq 1..count with no gap), each miner's connect, authorize and disconnect.
+        first = "(SELECT min(run_id) FROM tproxy.events)"
+        n_ev, distinct_ev, max_seq = (int(front.scalar(f"SELECT {f} FROM tproxy.events WHERE run_id = {first}"))
+                                      for f in ("count()", "uniqExact(event_seq)", "max(event_seq)"))
+        assert n_ev == distinct_ev == max_seq > 0
+        by_type = front.query(f"SELECT event_type, count() FROM tproxy.events WHERE run_id = {first} "
+                              "AND worker_name != '' GROUP BY event_type ORDER BY event_type", "CSV")
+        assert by_type.split() == ['"authorize",3', '"disconnect",3']
     finally:
         await dev_pool.close()
 

@@ -36,11 +36,11 @@ def share_rows(n: int, run_id: int = 7) -> list[tuple[object, ...]]:
 
 
 def test_migrations_idempotent_and_versioned(store: Store) -> None:
-    assert store.migrate() == 1
-    assert store.migrate() == 1
+    assert store.migrate() == 2
+    assert store.migrate() == 2
     sc = store.schema
-    rows = store.query_rows(f"SELECT version, count() FROM {sc.q(sc.migrations_table)} GROUP BY version")
-    assert rows == [(1, 1)]
+    rows = store.query_rows(f"SELECT version, count() FROM {sc.q(sc.migrations_table)} GROUP BY version ORDER BY version")
+    assert rows == [(1, 1), (2, 1)]
     tables = {r[0] for r in store.query_rows("SELECT name FROM system.tables WHERE database = 'tproxy'")}
     assert {"shares", "pool_verdicts", "worker_minute", "worker_minute_mv", "shares_with_verdict", "schema_migrations"} <= tables
     engine = store.query_rows("SELECT engine_full FROM system.tables WHERE database='tproxy' AND name='shares'")[0][0]
