@@ -323,6 +323,21 @@ class MetricsRenderer:
             (),
             [((), float(sum(c.blocks_found for c in channels)))],
         )
+        labels = ("channel_id", "user_identity")
+        yield _Family(
+            "gauge",
+            "tproxy_channel_verdicts_pending",
+            "Forwarded shares awaiting the pool's verdict",
+            labels,
+            [((str(c.channel_id), c.user_identity), float(c.verdicts_pending)) for c in channels],
+        )
+        yield _Family(
+            "counter",
+            "tproxy_channel_verdicts_timed_out",
+            "Forwarded shares the pool never answered within proxy.verdict_timeout_s",
+            labels,
+            [((str(c.channel_id), c.user_identity), float(c.verdicts_timed_out)) for c in channels],
+        )
 
     def _sv1_families(self, d: MetricsInput) -> Iterator[_Family]:
         """The miners' side: totals and the per-worker families (the large ones)."""

@@ -132,6 +132,8 @@ class ServerExtendedChannelInfo(_Model):
     validated_work_sum: float
     best_diff: float
     blocks_found: Count
+    verdicts_pending: Count = _count("forwarded shares awaiting the pool's verdict now")
+    verdicts_timed_out: Count = _count("forwarded shares the pool never answered within proxy.verdict_timeout_s")
 
 
 class ServerStandardChannelInfo(_Model):

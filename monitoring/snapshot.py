@@ -240,6 +240,8 @@ def _channel_json(c: UpstreamChannelState) -> dict[str, Any]:
         "validated_work_sum": _finite(float(c.validated_work_sum)),
         "best_diff": _finite(float(c.best_diff)),
         "blocks_found": c.blocks_found,
+        "verdicts_pending": c.verdicts_pending,
+        "verdicts_timed_out": c.verdicts_timed_out,
     }
 
 

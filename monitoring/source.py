@@ -61,6 +61,8 @@ class UpstreamChannelState:
     validated_work_sum: float  # summed difficulty of the shares forwarded
     best_diff: float  # best share difficulty forwarded on this channel
     blocks_found: int
+    verdicts_pending: int = 0  # forwarded shares awaiting the pool's verdict now
+    verdicts_timed_out: int = 0  # forwarded shares never verdicted within proxy.verdict_timeout_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,3 +187,19 @@ async def test_share_log_families_absent_without_share_log() -> None:
 def test_uptime_block_parses() -> None:
     text = MetricsRenderer().uptime_block(12.5).decode()
     assert _samples(text) == {"sv2_uptime_seconds": [({}, 12.5)]}
+
+
+async def test_pending_and_timed_out_verdicts_per_channel() -> None:
+    # Issue 10: the proxy shows how many forwarded shares await the pool's verdict, and how many
+    # were aged out (their pool verdict in the share log is "timeout").
+    import dataclasses
+
+    src = StaticSource(1)
+    ch = dataclasses.replace(src.channel_list[0], verdicts_pending=7, verdicts_timed_out=3)
+    text = (await MetricsRenderer().render(_input([ch]), Slicer(1.0))).body.decode()
+    types, samples = _types(text), _samples(text)
+    assert types["tproxy_channel_verdicts_pending"] == "gauge"
+    assert types["tproxy_channel_verdicts_timed_out"] == "counter"
+    labels = {"channel_id": str(ch.channel_id), "user_identity": ch.user_identity}
+    assert samples["tproxy_channel_verdicts_pending"] == [(labels, 7.0)]
+    assert samples["tproxy_channel_verdicts_timed_out_total"] == [(labels, 3.0)]

@@ -61,5 +61,6 @@ def test_channel_counters_are_lifetime_totals_across_a_reconnect_and_extras_are_
     assert extras["verdicts_pending"] == 1 and extras["connection_shares_submitted"] == 1
     assert extras["connection_shares_acknowledged"] == 0 and extras["verdicts_timed_out"] == 0
     declared = {f.name for f in dataclasses.fields(UpstreamChannelState)}
+    assert {"verdicts_pending", "verdicts_timed_out"} <= declared and st.verdicts_pending == 1
     for name in set(CHANNEL_EXTRAS) & declared:  # filled in once monitoring declares them
         assert getattr(st, name) == extras[name]
