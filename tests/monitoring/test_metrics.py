@@ -199,7 +199,7 @@ async def test_pending_and_timed_out_verdicts_per_channel() -> None:
     text = (await MetricsRenderer().render(_input([ch]), Slicer(1.0))).body.decode()
     types, samples = _types(text), _samples(text)
     assert types["tproxy_channel_verdicts_pending"] == "gauge"
-    assert types["tproxy_channel_verdicts_timed_out"] == "counter"
+    assert types["tproxy_channel_verdicts_timed_out_total"] == "counter"
     labels = {"channel_id": str(ch.channel_id), "user_identity": ch.user_identity}
     assert samples["tproxy_channel_verdicts_pending"] == [(labels, 7.0)]
     assert samples["tproxy_channel_verdicts_timed_out_total"] == [(labels, 3.0)]
