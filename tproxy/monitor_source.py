@@ -15,6 +15,7 @@ when the record declares them.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -102,13 +103,39 @@ class ShareLogReadings:
             for ms, run, seq, t, w, cid, a, ua, why, od, d, ch, det in rows
         ]
 
+    def sv1_clients(self) -> Iterator[Sv1ClientState]:
+        raise NotImplementedError  # both sources implement it; worker_stats reads connection times
+
+    def now(self) -> float:
+        """The clock the connection times were taken with."""
+        return time.time()
+
+    def _connected_since(self) -> dict[str, float]:
+        """worker_name -> when its oldest live connection was made."""
+        since: dict[str, float] = {}
+        for c in self.sv1_clients():
+            if c.worker_name:
+                since[c.worker_name] = min(c.connected_at, since.get(c.worker_name, c.connected_at))
+        return since
+
     async def worker_stats(self, windows: Sequence[int]) -> Sequence[WorkerWindowStats]:
+        """Per-worker figures over each window. A worker that has been connected for less than
+        the window is measured over the time it was there: from the earlier of its oldest live
+        connection and its first share in the window (a reconnect keeps the earlier shares'
+        time), so neither a fresh start-up nor a new miner reads low (issue 10.4). A worker
+        that is gone keeps the whole window."""
         if self.share_log_ is None:
             return []
+        since = self._connected_since()
         out: list[WorkerWindowStats] = []
         for window_s in windows:
             minutes = max(1, window_s // 60)
             for w in await self.share_log_.worker_hashrate(minutes):
+                measured = w.window_s  # minute-aligned: between window_s - 60 and window_s
+                connected = since.get(w.worker_name)
+                if connected is not None:
+                    start = connected if w.first_share_at is None else min(connected, w.first_share_at)
+                    measured = max(1.0, min(measured, self.now() - start))
                 out.append(
                     WorkerWindowStats(
                         worker_name=w.worker_name,
@@ -117,7 +144,7 @@ class ShareLogReadings:
                         shares_rejected=w.shares - w.accepted_shares,
                         accepted_difficulty_sum=w.accepted_difficulty,
                         last_share_at=w.last_share_at,
-                        measured_s=w.window_s,  # minute-aligned: between window_s - 60 and window_s
+                        measured_s=measured,
                     )
                 )
         return out
@@ -135,6 +162,9 @@ class ProxyMonitoringSource(ShareLogReadings):
         self.view = view
         self.share_log_ = share_log
         self.event_counts = event_counts  # events emitted per type (the hub's WorkerEvents.counts)
+
+    def now(self) -> float:
+        return self.view.now()
 
     def upstream(self) -> UpstreamState:
         st = self.view.upstream_status()
