@@ -279,9 +279,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_case(
-    mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0, profile: str | None = None
+    mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0, profile: str | None = None,
+    event_loop: str = "asyncio",
 ) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio), "--max-connections", str(n + 100)]
+    cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio),
+           "--max-connections", str(n + 100), "--event-loop", event_loop]
     if profile:
         cmd += ["--profile", profile]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -353,15 +355,21 @@ def report(n: int, proxy: dict[str, float], echo: dict[str, float], null: dict[s
 
 def serve(args: argparse.Namespace) -> None:
     """The child process: one of the three servers."""
-    if args.serve == "proxy":
-        profiler = cProfile.Profile() if args.profile else None
-        asyncio.run(serve_proxy(args.forward_ratio, args.max_connections, profiler))
-        if profiler is not None:
-            profiler.dump_stats(args.profile)
-    elif args.serve == "echo":
-        asyncio.run(serve_echo())
-    else:
-        asyncio.run(serve_null())
+    factory = None
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        if args.serve == "proxy":
+            profiler = cProfile.Profile() if args.profile else None
+            runner.run(serve_proxy(args.forward_ratio, args.max_connections, profiler))
+            if profiler is not None:
+                profiler.dump_stats(args.profile)
+        elif args.serve == "echo":
+            runner.run(serve_echo())
+        else:
+            runner.run(serve_null())
 
 
 def main() -> None:
@@ -371,6 +379,8 @@ def main() -> None:
     ap.add_argument("--forward-ratio", type=float, default=0.1, help="fraction of shares that meet the pool target")
     ap.add_argument("--paced-rate", type=float, default=2000.0, help="shares/s of the paced latency run (0 = skip)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the proxy child during the closed loop; stats to FILE")
+    ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="the servers' event loop (proxy, echo and null alike; the generator stays on asyncio)")
     ap.add_argument("--serve", choices=["proxy", "echo", "null"], help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -378,15 +388,16 @@ def main() -> None:
     if args.serve:
         serve(args)
         return
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, "
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, {args.event_loop} loop, "
           f"~{args.forward_ratio:.0%} of shares forwarded upstream")
     for wanted in args.connections:
         n = min(wanted, limit - FD_HEADROOM)
         if n < wanted:
             print(f"\nN = {wanted} capped to {n}: RLIMIT_NOFILE is {limit} here (the hard limit; raise it to measure {wanted})")
-        proxy = asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, args.profile))
-        echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate))
-        null = asyncio.run(run_case("null", n, args.seconds, args.forward_ratio))
+        loop = args.event_loop
+        proxy = asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, args.profile, loop))
+        echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate, event_loop=loop))
+        null = asyncio.run(run_case("null", n, args.seconds, args.forward_ratio, event_loop=loop))
         report(n, proxy, echo, null, args.paced_rate)
         if args.profile:
             print_profile(args.profile)

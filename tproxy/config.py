@@ -151,6 +151,8 @@ class ProxySettings(BaseModel):
     verdict_timeout_s: float = Field(default=60.0, gt=0)
     """A forwarded share the pool has not answered within this long is counted as timed
     out (verdict "timeout" in the share log) and no longer awaited."""
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """The event loop ``tproxy run`` uses; "uvloop" needs the ``fast`` extra (pip install 'tproxy[fast]')."""
     upstream_silence_timeout_s: float = Field(default=30.0, ge=0)
     """A pool that sends no frame for this long while shares wait for its answer (or that does not
     read what we send) is treated as lost: fail over, /health 503. 0 turns the check off. Keep it
