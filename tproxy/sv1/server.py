@@ -248,9 +248,10 @@ class _Deadline:
     share (about 8% of the share path under cProfile). This keeps one timer per
     connection, re-armed only when it fires before the deadline it was last moved
     to (or at once when the deadline moves earlier: the first-message deadline may
-    be later than the idle one). When it passes during a read, the task is cancelled (as asyncio.timeout
-    does, told apart from a shutdown by ``Task.uncancel``); when it passes while
-    the loop is not reading (draining), ``expired`` is checked before the next read.
+    be later than the idle one). When it passes during a read, the task is
+    cancelled (as asyncio.timeout does, told apart from a shutdown by
+    ``Task.uncancel``); when it passes while the loop is not reading (draining),
+    ``expired`` is checked before the next read.
     """
 
     __slots__ = ("_armed_at", "_handle", "_loop", "_task", "expired", "reading", "when")
