@@ -2,13 +2,9 @@
 
 For each N in --connections (default 1000 and 5000):
 
-1. starts the dev pool and the proxy in a child process (vardiff off, miner
-   difficulty so low that every nonce is a valid share, pool difficulty such
-   that about --forward-ratio of them are forwarded upstream), once per
-   --share-log mode: ``off`` (no share log), ``fast`` or ``sync`` (the share
-   log on an embedded chdb in a temporary directory, with that
-   ``clickhouse.durability``: in ``sync`` a share's reply waits for the
-   journal's fdatasync),
+1. starts the dev pool and the proxy in a child process (share log off, vardiff
+   off, miner difficulty so low that every nonce is a valid share, pool
+   difficulty such that about --forward-ratio of them are forwarded upstream),
 2. opens N SV1 connections from this process, subscribes and authorizes them,
    records the proxy's RSS before and after (memory per connection),
 3. runs a closed loop for --seconds: every connection keeps one mining.submit
@@ -16,10 +12,27 @@ For each N in --connections (default 1000 and 5000):
    latency,
 4. runs the same load generator against a bare asyncio JSON-line echo server
    (parse the line, answer result true) in a child process, and prints the
-   ratio.
+   ratio,
+5. runs it once more against a null server (answers every line with a
+   constant reply, no parsing, no StreamReader): the generator's own ceiling.
+   The echo ratio means something only while this ceiling is well above the
+   echo figure.
+
+Every run reports the server's CPU per share (utime+stime from /proc/PID/stat
+over the closed loop, divided by the shares answered) and the generator's own
+CPU share of one core over the same interval.
+
+--profile FILE runs the proxy child under cProfile during the closed loop
+only (connection set-up excluded) and prints the top entries by cumulative
+and by own time; FILE keeps the raw stats (python -m pstats FILE).
+
+Memory: RSS after opening N connections minus RSS before, per connection.
+Beyond about 28,000 connections from one source address the kernel runs out
+of ephemeral ports, so the generator spreads its connections over the source
+addresses 127.0.0.2, 127.0.0.3, ... (20,000 each). N is capped by
+RLIMIT_NOFILE (the soft limit is raised to the hard one); a cap is printed.
 
 Run: .venv/bin/python bench/bench_proxy.py [--connections 1000 5000] [--seconds 10]
-         [--share-log off fast sync]
 Everything stays on 127.0.0.1.
 """
 
@@ -28,14 +41,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import os
+import pstats
 import resource
-import statistics
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,11 +59,29 @@ sys.path.insert(0, str(ROOT))
 MINER_DIFFICULTY = 1e-10  # target clamps to 2**256-1: every hash is a valid share
 
 
-def raise_nofile() -> None:
+CONNS_PER_SOURCE = 20_000  # below the 28,232 ephemeral ports of Linux's default range
+FD_HEADROOM = 200  # listening sockets, the upstream connection, files, pipes
+
+
+def raise_nofile() -> int:
+    """Raise the soft limit on open files to the hard one; returns the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (fields 14 and 15 of /proc/PID/stat), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def rss_kib(pid: int) -> int:
@@ -61,7 +95,9 @@ def rss_kib(pid: int) -> int:
 # ---------------------------------------------------------------- child processes
 
 
-async def serve_proxy(forward_ratio: float, max_connections: int, share_log: str = "off") -> None:
+async def serve_proxy(
+    forward_ratio: float, max_connections: int, profiler: cProfile.Profile | None, share_log: str = "off"
+) -> None:
     from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings, UpstreamSettings
@@ -91,9 +127,16 @@ async def serve_proxy(forward_ratio: float, max_connections: int, share_log: str
         from tproxy.runtime import tune_gc
 
         tune_gc()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if profiler is not None:  # the parent brackets the closed loop with SIGUSR1 / SIGUSR2
+        loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
+        loop.add_signal_handler(signal.SIGUSR2, profiler.disable)
     print(json.dumps({"port": proxy.sv1_port}), flush=True)
-    while True:
-        await asyncio.sleep(1)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1)
         sys.stderr.write(json.dumps({"forwarded": proxy.manager.shares_forwarded, "pool_accepted": pool.total_accepted}) + "\n")
         sys.stderr.flush()
 
@@ -126,6 +169,35 @@ async def serve_echo() -> None:
     await asyncio.Event().wait()
 
 
+class NullProtocol(asyncio.Protocol):
+    """The generator's ceiling: answers the subscribe and authorize by id, then every
+    further line with one constant reply, without parsing or buffering it."""
+
+    REPLY = b'{"id":4,"result":true,"error":null}\n'
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.setup_left = 2
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.setup_left:  # subscribe and authorize, one at a time: the generator awaits each
+            *lines, self.buf = (self.buf + data).split(b"\n")
+            for ln in lines:
+                self.setup_left -= 1
+                reply = {"id": json.loads(ln)["id"], "result": True, "error": None}
+                self.transport.write(json.dumps(reply).encode() + b"\n")
+            return
+        self.transport.write(self.REPLY * data.count(b"\n"))
+
+
+async def serve_null() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(NullProtocol, "127.0.0.1", 0, backlog=4096)
+    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
+    await asyncio.Event().wait()
+
+
 # ---------------------------------------------------------------- load generator
 
 
@@ -153,7 +225,8 @@ async def open_conns(port: int, n: int, echo: bool) -> list[Conn]:
 
     async def one(i: int) -> Conn:
         async with sem:
-            r, w = await asyncio.open_connection("127.0.0.1", port)
+            source = f"127.0.0.{2 + i // CONNS_PER_SOURCE}"  # ephemeral ports are per source address
+            r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
             c = Conn(r, w, i)
             sub = await c.call(1, "mining.subscribe", ["bench/1.0"])
             if not echo:
@@ -221,20 +294,29 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_case(
-    mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0, share_log: str = "off"
+    mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0, profile: str | None = None,
+    event_loop: str = "asyncio", share_log: str = "off",
 ) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio), "--max-connections", str(n + 100),
-           "--share-log", share_log]
+    cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio),
+           "--max-connections", str(n + 100), "--event-loop", event_loop, "--share-log", share_log]
+    if profile:
+        cmd += ["--profile", profile]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert child.stdout is not None
         port = json.loads(child.stdout.readline())["port"]
-        await asyncio.sleep(0.5 if mode == "echo" else 1.5)  # let the upstream channel open
+        await asyncio.sleep(1.5 if mode == "proxy" else 0.5)  # let the upstream channel open
         rss0 = rss_kib(child.pid)
-        conns = await open_conns(port, n, echo=(mode == "echo"))
+        conns = await open_conns(port, n, echo=(mode != "proxy"))
         await asyncio.sleep(0.5)
         rss1 = rss_kib(child.pid)
+        if profile:
+            child.send_signal(signal.SIGUSR1)
+        cpu0, own0 = cpu_seconds(child.pid), own_cpu_seconds()
         done, lat = await drive(conns, seconds)
+        cpu1, own1 = cpu_seconds(child.pid), own_cpu_seconds()
+        if profile:
+            child.send_signal(signal.SIGUSR2)
         paced: dict[str, float] = {}
         if paced_rate:
             pdone, plat = await drive(conns, seconds, rate=paced_rate)
@@ -247,15 +329,62 @@ async def run_case(
             "p99_ms": pct(lat, 0.99) * 1000,
             "kib_per_conn": (rss1 - rss0) / n,
             "rss_mib": rss1 / 1024,
+            "cpu_us_per_share": (cpu1 - cpu0) / max(done, 1) * 1e6,
+            "server_cpu": (cpu1 - cpu0) / seconds,
+            "generator_cpu": (own1 - own0) / seconds,
         }
     finally:
         child.terminate()
         with contextlib.suppress(Exception):
-            child.wait(5)
+            child.wait(30)  # a profiled child writes its stats first
         if mode == "proxy" and child.stderr is not None:
             tail = [ln for ln in child.stderr.read().splitlines() if ln.startswith("{")]
             if tail:
                 print(f"    proxy counters at exit: {tail[-1]}")
+
+
+def print_profile(path: str, top: int = 15) -> None:
+    for key in ("cumulative", "tottime"):
+        print(f"\n  proxy profile, top {top} by {key} (closed loop only; raw stats in {path}):")
+        stats = pstats.Stats(path, stream=sys.stdout)
+        stats.strip_dirs().sort_stats(key).print_stats(top)
+
+
+def report(n: int, proxy: dict[str, float], echo: dict[str, float], null: dict[str, float], paced_rate: float) -> None:
+    print(f"\nN = {n} SV1 connections")
+    for name, r, unit in (("proxy", proxy, "shares/s"), ("echo", echo, "lines/s "), ("null", null, "lines/s ")):
+        print(f"  {name:5} : {r['shares_per_s']:10,.0f} {unit}  p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms"
+              f"   {r['kib_per_conn']:6.1f} KiB/conn (RSS {r['rss_mib']:.0f} MiB)"
+              f"   server {r['cpu_us_per_share']:5.1f} us CPU/line ({r['server_cpu']:.0%} of a core),"
+              f" generator {r['generator_cpu']:.0%} of a core")
+    print(f"  ratio proxy/echo throughput = {proxy['shares_per_s'] / echo['shares_per_s']:.2f}"
+          "   (closed loop: latency here is mostly queueing, N in flight / throughput)")
+    print(f"  generator ceiling (null server) = {null['shares_per_s']:,.0f} lines/s"
+          f" = {null['shares_per_s'] / echo['shares_per_s']:.2f} x echo")
+    print(f"  CPU per share: proxy {proxy['cpu_us_per_share']:.1f} us, echo {echo['cpu_us_per_share']:.1f} us")
+    if paced_rate:
+        print(f"  paced at {paced_rate:,.0f}/s total: proxy p50 {proxy['paced_p50_ms']:.2f} ms p99 {proxy['paced_p99_ms']:.2f} ms"
+              f" ({proxy['paced_per_s']:,.0f}/s); echo p50 {echo['paced_p50_ms']:.2f} ms p99 {echo['paced_p99_ms']:.2f} ms;"
+              f" p99 ratio {proxy['paced_p99_ms'] / echo['paced_p99_ms']:.2f}")
+
+
+def serve(args: argparse.Namespace) -> None:
+    """The child process: one of the three servers."""
+    factory = None
+    if args.event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        if args.serve == "proxy":
+            profiler = cProfile.Profile() if args.profile else None
+            runner.run(serve_proxy(args.forward_ratio, args.max_connections, profiler, args.share_log[0]))
+            if profiler is not None:
+                profiler.dump_stats(args.profile)
+        elif args.serve == "echo":
+            runner.run(serve_echo())
+        else:
+            runner.run(serve_null())
 
 
 def main() -> None:
@@ -264,39 +393,38 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--forward-ratio", type=float, default=0.1, help="fraction of shares that meet the pool target")
     ap.add_argument("--paced-rate", type=float, default=2000.0, help="shares/s of the paced latency run (0 = skip)")
-    ap.add_argument("--share-log", nargs="+", choices=["off", "fast", "sync"], default=["off", "fast", "sync"],
-                    help="proxy runs: without the share log, and with it in each clickhouse.durability mode")
-    ap.add_argument("--serve", choices=["proxy", "echo"], help=argparse.SUPPRESS)
+    ap.add_argument("--profile", metavar="FILE", help="cProfile the proxy child during the closed loop; stats to FILE")
+    ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
+                    help="the servers' event loop (proxy, echo and null alike; the generator stays on asyncio)")
+    ap.add_argument("--share-log", nargs="+", choices=["off", "fast", "sync"], default=["off"],
+                    help="proxy runs: without the share log (default), and/or with it in a clickhouse.durability "
+                         "mode (--share-log off fast sync compares the three against one echo/null baseline)")
+    ap.add_argument("--serve", choices=["proxy", "echo", "null"], help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    raise_nofile()
-    if args.serve == "proxy":
-        asyncio.run(serve_proxy(args.forward_ratio, args.max_connections, args.share_log[0]))
+    limit = raise_nofile()
+    if args.serve:
+        serve(args)
         return
-    if args.serve == "echo":
-        asyncio.run(serve_echo())
-        return
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, "
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, {args.event_loop} loop, "
           f"~{args.forward_ratio:.0%} of shares forwarded upstream")
-    for n in args.connections:
-        runs = {mode: asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, mode))
-                for mode in args.share_log}
-        echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate))
-        print(f"\nN = {n} SV1 connections (proxy share log: off = none; fast / sync = clickhouse.durability)")
-        for mode, proxy in runs.items():
-            print(f"  proxy {mode:4}: {proxy['shares_per_s']:10,.0f} shares/s   p50 {proxy['p50_ms']:7.2f} ms   "
-                  f"p99 {proxy['p99_ms']:7.2f} ms   {proxy['kib_per_conn']:6.1f} KiB/conn (RSS {proxy['rss_mib']:.0f} MiB)"
-                  f"   ratio to echo {proxy['shares_per_s'] / echo['shares_per_s']:.2f}")
-        print(f"  echo      : {echo['shares_per_s']:10,.0f} lines/s    p50 {echo['p50_ms']:7.2f} ms   p99 {echo['p99_ms']:7.2f} ms"
-              f"   {echo['kib_per_conn']:6.1f} KiB/conn")
-        print("  (closed loop: latency here is mostly queueing, N in flight / throughput)")
-        if args.paced_rate:
-            print(f"  paced at {args.paced_rate:,.0f}/s total:")
-            for mode, proxy in runs.items():
-                print(f"    proxy {mode:4}: p50 {proxy['paced_p50_ms']:6.2f} ms  p99 {proxy['paced_p99_ms']:6.2f} ms"
-                      f"  ({proxy['paced_per_s']:,.0f}/s)")
-            print(f"    echo      : p50 {echo['paced_p50_ms']:6.2f} ms  p99 {echo['paced_p99_ms']:6.2f} ms")
-    _ = statistics
+    for wanted in args.connections:
+        n = min(wanted, limit - FD_HEADROOM)
+        if n < wanted:
+            print(f"\nN = {wanted} capped to {n}: RLIMIT_NOFILE is {limit} here (the hard limit; raise it to measure {wanted})")
+        loop = args.event_loop
+        proxies = {
+            mode: asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, args.profile, loop, mode))
+            for mode in args.share_log
+        }
+        echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate, event_loop=loop))
+        null = asyncio.run(run_case("null", n, args.seconds, args.forward_ratio, event_loop=loop))
+        for mode, proxy in proxies.items():
+            if len(proxies) > 1:
+                print(f"\n-- share log: {mode}")
+            report(n, proxy, echo, null, args.paced_rate)
+        if args.profile:
+            print_profile(args.profile)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ so an image built without it simply has fewer commands.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from importlib.metadata import EntryPoint, entry_points
@@ -150,7 +149,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tproxy.config import load_settings
-    from tproxy.runtime import run_until_signalled
+    from tproxy.runtime import run
     from tproxy.startup import check_spool_dir, discard_logs, hold_logs, release_logs
 
     settings = load_settings(args.config)
@@ -159,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # error (a port in use) then prints the error line alone.
     hold_logs(_log_level(args, settings.log_level))
     try:
-        asyncio.run(run_until_signalled(settings))
+        run(settings)
     except ConfigError:
         discard_logs()
         raise

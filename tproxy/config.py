@@ -165,6 +165,8 @@ class ProxySettings(BaseModel):
     """Processes serving the SV1 port together (SO_REUSEPORT, Linux): each has its own pool connection
     and channels; one share log and one monitoring server cover them all (docs/ARCHITECTURE.md,
     "Workers"). 1 = everything in one process. More than the machine's cores gains nothing."""
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    """The event loop ``tproxy run`` uses; "uvloop" needs the ``fast`` extra (pip install 'tproxy[fast]')."""
     upstream_silence_timeout_s: float = Field(default=30.0, ge=0)
     """A pool that sends no frame for this long while shares wait for its answer (or that does not
     read what we send) is treated as lost: fail over, /health 503. 0 turns the check off. Keep it

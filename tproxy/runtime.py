@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from tproxy.config import Settings
+from tproxy.errors import ConfigError
 from tproxy.monitor_source import ProxyMonitoringSource
 from tproxy.shares.pipeline import ShareLog
 from tproxy.startup import listener_errors, reporting
@@ -164,6 +165,27 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``proxy.event_loop`` names (None: asyncio's default); uvloop is an
+    optional extra, so asking for it without it installed is a configuration error."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError(
+            'proxy.event_loop = "uvloop" but uvloop is not installed (pip install "tproxy[fast]")'
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run(settings: Settings) -> None:
+    """``tproxy run``: ``run_until_signalled`` on the configured event loop."""
+    with asyncio.Runner(loop_factory=loop_factory(settings.proxy.event_loop)) as runner:
+        runner.run(run_until_signalled(settings))
 
 
 async def run_until_signalled(settings: Settings) -> None:

@@ -24,6 +24,12 @@ Text: every string is kept exactly as received except that a lone surrogate
 becomes U+FFFD (``clean_text``, applied once here at parse time; the share
 log and monitoring rely on it).
 
+Decoding: ``orjson`` reads the lines it reads exactly as the stdlib would; a line
+it refuses (NaN/Infinity literals, 1e400, lone surrogate escapes, deep nesting)
+or might read differently (an integer of 19+ digits, which it turns into a float
+past 64 bits) is decoded by ``json`` instead, so what is accepted and what each
+value is stays the stdlib's.
+
 Serializers return one complete line (``bytes`` ending in ``b"\\n"``).
 Notifications carry ``"id": null`` like classic pools.
 """
@@ -35,6 +41,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+import orjson
 
 from tproxy.errors import Sv1BadRequest, Sv1Garbage
 from tproxy.text import clean_text
@@ -320,6 +328,29 @@ class Response:
     error: Any
 
 
+# A JSON integer orjson may not read exactly: past 64 bits it becomes a float.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _decode(line: bytes) -> Any:
+    """The JSON value of one line, as ``json.loads`` gives it; ParseError if there is none."""
+    if _LONG_DIGITS.search(line) is None:
+        try:
+            return orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass  # refused: maybe valid for the stdlib (NaN, 1e400, "\ud800"), which decides
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("line is not valid UTF-8") from None
+    try:
+        # ValueError also covers an integer of more than sys.int_info's digit limit
+        # (4300 by default); 1e400 parses as inf and is refused where a number is read.
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise ParseError("line is not valid JSON") from None
+
+
 def parse_line(line: bytes) -> Request | Response | Notification:
     """Decode one line (terminator optional) into a typed message.
 
@@ -329,20 +360,11 @@ def parse_line(line: bytes) -> Request | Response | Notification:
     """
     if looks_like_tls(line[:TLS_SNIFF_BYTES]):
         raise TlsClientHello(TLS_MESSAGE)
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ParseError("line is not valid UTF-8") from None
-    try:
-        # ValueError also covers an integer of more than sys.int_info's digit limit
-        # (4300 by default); 1e400 parses as inf and is refused where a number is read.
-        msg = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ParseError("line is not valid JSON") from None
+    msg = _decode(line)
     # A lone surrogate can only come from a \u escape (strict UTF-8 refuses the bytes); a
     # nesting deeper than MAX_JSON_DEPTH needs that many brackets. Both checks are C-speed.
-    clean = "\\u" in text
-    if clean or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+    clean = b"\\u" in line
+    if clean or line.count(b"[") + line.count(b"{") > MAX_JSON_DEPTH:
         msg = _checked(msg, 0, clean)
     if not isinstance(msg, dict):
         raise InvalidRequest(f"expected a JSON object, got {type(msg).__name__}")
