@@ -52,6 +52,9 @@ async def grows(value: Callable[[], int], start: int, by: int = 1) -> None:
     await until(lambda: value() >= start + by, timeout=RETARGET_HANG_GUARD_S)
 
 
+IN_FLIGHT_AT_A_BLOCK = 3  # shares a CPU-speed client can have in flight while a block change propagates
+
+
 def assert_clean_run(st: FirmwareStack, c: FirmwareClient) -> None:
     """Issue 10's promises for one client that has been settled."""
     assert c.violations == [], c.violations
@@ -64,7 +67,13 @@ def assert_clean_run(st: FirmwareStack, c: FirmwareClient) -> None:
     assert len({s.key for s in c.submitted}) == len(c.submitted)
     assert c.accepted == len(c.submitted) - len(raced) > 0
     assert st.forwarded() == c.accepted  # the pool's difficulty is far below: every accepted share goes up
-    assert st.pool.total_accepted == st.forwarded() and st.pool.total_rejected == 0
+    # The same race one hop up: a share the proxy accepted and forwarded just before the new
+    # block's SetNewPrevHash reached it arrives at the pool after the pool moved on, and the pool
+    # rejects it as stale. Only that, and only for the in-flight shares of a block change.
+    rejected = st.pool.rejected_by_code()
+    assert set(rejected) <= {"stale-share"}, rejected
+    assert st.pool.total_rejected <= IN_FLIGHT_AT_A_BLOCK, rejected
+    assert st.pool.total_accepted + st.pool.total_rejected == st.forwarded()
     assert st.verdicted() == st.forwarded()
 
 

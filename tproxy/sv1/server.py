@@ -31,6 +31,13 @@ from tproxy.errors import Action, PeerError, Sv1Flood, action_for
 from tproxy.ratelog import RateLimitedLog
 from tproxy.sv1 import protocol as p
 from tproxy.sv1.hub import Miner
+from tproxy.sv1.worker_events import (
+    REASON_BAD_INPUT,
+    REASON_CLOSED,
+    REASON_FLOOD,
+    REASON_IDLE,
+    REASON_SLOW_READER,
+)
 
 log = logging.getLogger("tproxy.sv1.server")
 
@@ -45,7 +52,8 @@ class MinerHub(Protocol):
 
     def handle(self, miner: Miner, req: p.Request) -> None: ...
 
-    def close(self, miner: Miner) -> None: ...
+    def close(self, miner: Miner, reason: str = ...) -> None:
+        """The connection is gone; ``reason`` says why (the disconnect event's reason)."""
 
 
 class Sv1Server:
@@ -134,19 +142,21 @@ class Sv1Server:
         try:
             await self._read_loop(reader, out, miner, errors)
         except p.TlsClientHello as e:
+            out.close_reason = REASON_BAD_INPUT
             # One parse-error line (a human with netcat or a log capture sees why), then close:
             # the client's TLS stack reports it as a protocol error either way.
             self.closed_tls += 1
             self.log_close("tls", miner.client_id, peer, f"closed: {p.TLS_MESSAGE}")
             out.write(p.error(None, e.code, p.TLS_MESSAGE))
         except PeerError as e:  # CLOSE_CONNECTION: the loop answers the REPLY_ERROR ones itself
+            out.close_reason = REASON_FLOOD if isinstance(e, Sv1Flood) else REASON_BAD_INPUT
             self.closed_for_garbage += 1
             self.log_close(type(e).__name__, miner.client_id, peer, f"closing: {e}")
             if isinstance(e, p.Sv1ProtocolError):
                 out.write(p.error(None, e.code, str(e)))
         finally:
             errors.flush(f"client {miner.client_id} ({peer}): ")
-            self.hub.close(miner)
+            self.hub.close(miner, out.close_reason or REASON_CLOSED)
 
     async def _read_loop(self, reader: asyncio.StreamReader, out: _Output, miner: Miner, errors: RateLimitedLog) -> None:
         """Feed lines to the hub until the miner leaves; raises the PeerError that must close it."""
@@ -160,6 +170,7 @@ class Sv1Server:
         try:
             while not out.closing:
                 if deadline.expired:  # passed while the loop was draining, not reading
+                    out.close_reason = REASON_IDLE
                     self._timed_out(miner, first)
                     return
                 deadline.reading = True
@@ -168,6 +179,7 @@ class Sv1Server:
                 except asyncio.CancelledError:
                     if not deadline.expired or task.uncancel() > 0:
                         raise  # not (only) our deadline: a shutdown
+                    out.close_reason = REASON_IDLE
                     self._timed_out(miner, first)
                     return
                 except OSError:  # reset by the miner: an ordinary way to leave
@@ -306,6 +318,7 @@ class _Output:
         self._server = server
         self.client_id = 0
         self.closing = False
+        self.close_reason: str | None = None  # why the server closes it (the disconnect event's reason)
         self._stalled_since: float | None = None
         self._last_size = 0
         # Drain (in the read loop) before the hard bound is reached.
@@ -350,6 +363,7 @@ class _Output:
             self._close_slow(f"{self._transport.get_write_buffer_size()} bytes unsent for {self._timeout:g} s")
 
     def _close_slow(self, why: str) -> None:
+        self.close_reason = REASON_SLOW_READER
         self._server.closed_slow += 1
         self._server.log_close("slow", self.client_id, self._peer, f"closing: not reading: {why}")
         self.closing = True

@@ -40,9 +40,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tproxy.sv1.events")
 
-# Disconnect reasons the hub knows itself; the SV1 server passes its own (idle, flood, bad input...).
+# Disconnect reasons: "closed" (the miner closed or reset the connection) and "outage" (the hub
+# disconnects everyone after an upstream outage) are the hub's; the SV1 server passes the others
+# when it closes a connection itself.
 REASON_CLOSED = "closed"
 REASON_OUTAGE = "outage"
+REASON_IDLE = "idle"  # no complete first line, no subscribe/authorize, or no line for idle_timeout_s
+REASON_FLOOD = "flood"  # more lines in one read than max_pending_submits
+REASON_BAD_INPUT = "bad-input"  # an over-long line, garbage before the first request, a TLS ClientHello
+REASON_SLOW_READER = "slow-reader"  # stopped reading: write buffer or write time exceeded
 
 
 class EventSink(Protocol):
