@@ -325,7 +325,10 @@ class _Output:
         transport.set_write_buffer_limits(high=max(self._max // 2, 1), low=max(self._max // 8, 1))
 
     def write(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self._transport.is_closing():
+            # Gone (reset by the miner, or aborted): the read loop is about to see it. Writing on
+            # would only make asyncio log "socket.send() raised exception." for every reply
+            # still being produced for this miner (the soak counted ~100 such lines).
             return
         size = self._transport.get_write_buffer_size()
         if size:  # the kernel's buffer is full: is the miner still reading at all?
