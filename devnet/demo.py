@@ -66,6 +66,7 @@ class _Books:
     written: int  # share rows in ClickHouse
     workers: list[WorkerStats]
     window_min: int  # the per-worker window the workers were read over
+    mined_s: float  # how long the fleet mined: the summary's hashrate averages over this, like the live table
 
     @property
     def balanced(self) -> bool:
@@ -93,8 +94,9 @@ async def run_demo(
         f"{'aggregated' if aggregated else 'non-aggregated'} mode, {miners} miners for {duration:g}s"
     )
     fleet = _fleet(miners, proxy.sv1_port)
+    mining_started = time.time()
     health = await _mine(proxy, pool, fleet, duration)
-    books = await _close_books(proxy, pool, fleet, duration)
+    books = await _close_books(proxy, pool, fleet, duration, time.time() - mining_started)
     _print_summary(books, health)
     if tmp is not None:
         tmp.cleanup()
@@ -173,7 +175,9 @@ async def _mine(proxy: Proxy, pool: DevPool, fleet: list[SyntheticMiner], durati
     return health
 
 
-async def _close_books(proxy: Proxy, pool: DevPool, fleet: list[SyntheticMiner], duration: float) -> _Books:
+async def _close_books(
+    proxy: Proxy, pool: DevPool, fleet: list[SyntheticMiner], duration: float, mined_s: float
+) -> _Books:
     """Let the last shares land, read every side's counts, then close the proxy and the pool."""
     await _settle(proxy, pool)
     accepted = sum(m.accepted for m in fleet)
@@ -190,7 +194,7 @@ async def _close_books(proxy: Proxy, pool: DevPool, fleet: list[SyntheticMiner],
     await pool.close()
     written = proxy.share_log.stats().written if proxy.share_log else 0
     submitted = sum(m.submitted for m in fleet)
-    return _Books(submitted, accepted, forwarded, pool_accepted, written, workers, window_min)
+    return _Books(submitted, accepted, forwarded, pool_accepted, written, workers, window_min, mined_s)
 
 
 def _print_summary(books: _Books, health: str) -> None:
@@ -202,9 +206,13 @@ def _print_summary(books: _Books, health: str) -> None:
     print(f"share rows in ClickHouse   : {books.written}")
     print(f"monitoring                 : {health}")
     if books.workers:
-        print(f"per-worker, last {books.window_min} min, from the ClickHouse per-minute aggregate (hashrate averaged over that window):")
+        print(
+            f"per-worker, from the ClickHouse per-minute aggregate (last {books.window_min} min), "
+            f"hashrate = accepted work over the {books.mined_s:.0f} s the miners mined:"
+        )
         for w in sorted(books.workers, key=lambda w: w.worker_name):
-            print(f"  {w.worker_name:<16} shares={w.shares:<5} accepted={w.accepted_shares:<5} hashrate={_fmt_rate(w.hashrate)}")
+            rate = w.accepted_difficulty * 2**32 / max(books.mined_s, 1.0)
+            print(f"  {w.worker_name:<16} shares={w.shares:<5} accepted={w.accepted_shares:<5} hashrate={_fmt_rate(rate)}")
     print("books balance: forwarded == pool accepted, every share logged" if books.balanced else "WARNING: the books do not balance")
 
 
