@@ -34,6 +34,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -178,6 +179,7 @@ class ChdbHttpFront:
         self.stop()
         with contextlib.suppress(Exception):
             self._conn.close()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)  # the inserts' staging files
 
     # ------------------------------------------------------------------ engine
 
