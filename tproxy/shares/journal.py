@@ -65,7 +65,7 @@ log = logging.getLogger("tproxy.shares")
 KIND_LETTER = ("s", "v", "e")  # shares, pool verdicts, events (spool KINDS order)
 JREC = struct.Struct("<II")  # journal record: body length, CRC-32 of the body; body = marshal
 _NON_SHARE, _SHARE, _SHARE_UNJOURNALED = 0, 1, 2
-_fdatasync_default: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+DEFAULT_FDATASYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 Write = Callable[[bytes], None]
 
@@ -94,7 +94,7 @@ class Journal:
 
     def __init__(self, directory: Path, instance_id: str, run_id: int, *, sync: bool, retry_s: float,
                  max_waiting: int, stall_s: float, rlog: RateLimitedLog,
-                 fdatasync: Callable[[int], None] = _fdatasync_default) -> None:
+                 fdatasync: Callable[[int], None] = DEFAULT_FDATASYNC) -> None:
         self.directory = directory
         self.instance_id, self.run_id = instance_id, run_id
         self.sync = sync

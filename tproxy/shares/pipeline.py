@@ -67,7 +67,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
 from collections import deque
@@ -78,7 +77,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from tproxy.shares.fdreserve import FdReserve
-from tproxy.shares.journal import KIND_LETTER, Journal
+from tproxy.shares.journal import DEFAULT_FDATASYNC, Journal, batch_token
 from tproxy.shares.ratelog import RateLimitedLog
 from tproxy.shares.record import EventRecord, PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
@@ -97,8 +96,6 @@ from tproxy.text import clean_text
 log = logging.getLogger("tproxy.shares")
 
 T = TypeVar("T")
-_KIND_LETTER = KIND_LETTER
-_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 DOWN_LOG_INTERVAL_S = 60.0
 ERROR_LOG_INTERVAL_S = 60.0  # identical file-system errors: first one, then a count this often
 
@@ -193,7 +190,7 @@ class ShareLog:
     """The durable, exactly-once share log (see the module docstring)."""
 
     def __init__(self, settings: ClickHouseSettings, instance_id: str, *, now: Callable[[], float] = time.time,
-                 fdatasync: Callable[[int], None] = _fdatasync) -> None:
+                 fdatasync: Callable[[int], None] = DEFAULT_FDATASYNC) -> None:
         self.settings = settings
         self.instance_id = instance_id
         self._now = now
@@ -353,7 +350,7 @@ class ShareLog:
             return
         self._building[kind] = []
         self._batch_no[kind] += 1
-        token = f"{self.instance_id}:{self.run_id:x}:{_KIND_LETTER[kind]}:{self._batch_no[kind]}"
+        token = batch_token(self.instance_id, self.run_id, kind, self._batch_no[kind])
         journal = self._journal.seal(kind)
         self._ready.append(_Batch(kind, token, rows, self._building_first_ms[kind], journal))
         self._wake_writer.set()
