@@ -60,7 +60,7 @@ FD_HEADROOM = 200  # the epoll fd, pipes, files: what a process holds besides it
 HANDSHAKE_WINDOW = (
     500  # connections in handshake at once (the server's accept backlog is bounded too)
 )
-HANDSHAKE_TIMEOUT_S = 120.0
+STALL_TIMEOUT_S = 60.0  # set-up and rounds give up after this long without any progress
 DRAIN_TIMEOUT_S = 10.0
 BUCKET = math.log(1.01)  # latency histogram: bucket b holds [1.01**b, 1.01**(b+1)) microseconds
 READ_SIZE = 65536
@@ -150,10 +150,11 @@ class Slice:
     # ---------------------------------------------------------------- handshake
 
     def open(self) -> None:
-        """Connect and hand-shake every connection, HANDSHAKE_WINDOW at a time."""
-        pending, started, deadline = 0, 0, time.monotonic() + HANDSHAKE_TIMEOUT_S
-        ready = 0
-        while ready + self.failed < self.count and time.monotonic() < deadline:
+        """Connect and hand-shake every connection, HANDSHAKE_WINDOW at a time (a loaded
+        server may take minutes for tens of thousands: only a stall of STALL_TIMEOUT_S ends it)."""
+        pending = started = ready = 0
+        progress_at = time.monotonic()
+        while ready + self.failed < self.count and time.monotonic() - progress_at < STALL_TIMEOUT_S:
             while pending < HANDSHAKE_WINDOW and started < self.count:
                 pending += self._connect(self.first + started)
                 started += 1
@@ -165,6 +166,7 @@ class Slice:
                 elif not before and self._ready(fd):
                     ready += 1
                     pending -= 1
+                    progress_at = time.monotonic()
         for fd in [fd for fd in self.socks if not self._ready(fd)]:
             self._drop(fd)
 
@@ -370,15 +372,18 @@ class Slice:
         return done, rejected, lost
 
     def _round(self, lat: array[float]) -> tuple[int, int, int]:
-        """One submit on every connection; wait (bounded) until every one is answered."""
+        """One submit on every connection; wait until every one is answered (or a stall)."""
         t = time.perf_counter()
         for fd in self.socks:
             self._send(fd, t)
         done = rejected = lost = 0
-        deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
-        while any(self.busy[fd] for fd in self.socks) and time.monotonic() < deadline:
+        waiting, progress_at = len(self.socks), time.monotonic()
+        while waiting > 0 and time.monotonic() - progress_at < STALL_TIMEOUT_S:
             n, ok, gone = self._collect(self.ep.poll(0.5), time.perf_counter(), lat)
             done, rejected, lost = done + n, rejected + n - ok, lost + gone
+            if n or gone:
+                waiting -= n + gone
+                progress_at = time.monotonic()
         return done, rejected, lost
 
     def _collect(
@@ -504,24 +509,32 @@ def limit_report(n: int, generators: int, server_processes: int) -> list[str]:
     for who, k, per in (("generator", generators, per_gen), ("server", server_processes, per_srv)):
         cap = k * per_proc
         tag = "CAP" if per > per_proc else "ok "
-        out.append(f"{tag} RLIMIT_NOFILE hard {hard} per process: {k} {who} process(es) hold at most {cap:,}"
-                   f" ({per:,} each wanted; SO_REUSEPORT spreads a server's share unevenly by a few %)")
+        out.append(
+            f"{tag} RLIMIT_NOFILE hard {hard} per process: {k} {who} process(es) hold at most {cap:,}"
+            f" ({per:,} each wanted; SO_REUSEPORT spreads a server's share unevenly by a few %)"
+        )
     ports = _sysctl("net.ipv4.ip_local_port_range")
     if len(ports) == 2:
         span = ports[1] - ports[0] + 1
         tag = "CAP" if span < CONNS_PER_SOURCE else "ok "
-        out.append(f"{tag} ip_local_port_range {ports[0]}-{ports[1]}: {span:,} ports per source address,"
-                   f" {CONNS_PER_SOURCE:,} used on each of {-(-n // CONNS_PER_SOURCE)} (127.0.0.2..)")
+        out.append(
+            f"{tag} ip_local_port_range {ports[0]}-{ports[1]}: {span:,} ports per source address,"
+            f" {CONNS_PER_SOURCE:,} used on each of {-(-n // CONNS_PER_SOURCE)} (127.0.0.2..)"
+        )
     somax = _sysctl("net.core.somaxconn")
     if somax:
         tag = "ok " if somax[0] >= HANDSHAKE_WINDOW * generators else "low"
-        out.append(f"{tag} net.core.somaxconn {somax[0]}: {generators} x {HANDSHAKE_WINDOW} connects at once"
-                   " (an overflowing accept queue slows the set-up, it does not cap N)")
+        out.append(
+            f"{tag} net.core.somaxconn {somax[0]}: {generators} x {HANDSHAKE_WINDOW} connects at once"
+            " (an overflowing accept queue slows the set-up, it does not cap N)"
+        )
     mem = _sysctl("net.ipv4.tcp_mem")
     if len(mem) == 3:
         page = os.sysconf("SC_PAGE_SIZE")
-        out.append(f"ok  net.ipv4.tcp_mem high {mem[2] * page / 2**20:,.0f} MiB for all socket buffers:"
-                   f" {2 * n:,} sockets (both ends), {mem[2] * page / (2 * n) / 1024:,.1f} KiB each at most")
+        out.append(
+            f"ok  net.ipv4.tcp_mem high {mem[2] * page / 2**20:,.0f} MiB for all socket buffers:"
+            f" {2 * n:,} sockets (both ends), {mem[2] * page / (2 * n) / 1024:,.1f} KiB each at most"
+        )
     for name, need in (("fs.file-max", 2 * n), ("fs.nr_open", per_srv)):
         v = _sysctl(name)
         if v:
