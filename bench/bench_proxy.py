@@ -33,8 +33,9 @@ and by own time; FILE keeps the raw stats (python -m pstats FILE).
 
 Memory: RSS after opening N connections minus RSS before, per connection.
 Beyond about 28,000 connections from one source address the kernel runs out
-of ephemeral ports, so the generator spreads its connections over the source
-addresses 127.0.0.2, 127.0.0.3, ... (20,000 each). N is capped by the server's
+of ephemeral ports (and its search for a free one slows down well before), so
+the generator spreads its connections over the source addresses 127.0.0.2,
+127.0.0.3, ... (sv1_loadgen.CONNS_PER_SOURCE each). N is capped by the server's
 RLIMIT_NOFILE (one process; the soft limit is raised to the hard one); a cap
 is printed. bench_workers.py --hold measures beyond it, with worker processes.
 

@@ -271,6 +271,12 @@ def print_hold(name: str, n: int, h: dict[str, Any]) -> None:
     total = (sum(h["rss_after"].values()) - sum(h["rss_before"].values())) / 1024
     print(f"    RSS per connection {h['kib_per_conn']:.1f} KiB (+{total:,.0f} MiB over {len(h['rss_before'])}"
           f" process(es): {procs})")
+    if len(h["rss_before"]) > 1:  # the first is the parent (with the dev pool), the others the workers
+        parent = next(iter(h["rss_before"]))
+        grew = {p: h["rss_after"][p] - h["rss_before"][p] for p in h["rss_before"]}
+        workers = sum(v for p, v in grew.items() if p != parent)
+        print(f"    of which the workers {workers / max(1, h['opened']):.1f} KiB/conn,"
+              f" the parent and the dev pool {grew[parent] / max(1, h['opened']):.1f} KiB/conn")
 
 
 def hold_mode(args: argparse.Namespace) -> None:
