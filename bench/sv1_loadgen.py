@@ -171,7 +171,7 @@ class Slice:
                     pending -= 1
                     progress_at = time.monotonic()
         for fd in [fd for fd in self.socks if not self._ready(fd)]:
-            self._drop(fd)
+            self.failed += self._close(fd)
 
     def _ready(self, fd: int) -> bool:
         return self.stage[fd] == 3 and (fd in self.job or not self.real)
@@ -200,7 +200,7 @@ class Slice:
             return
         if self.stage[fd] == 0 and ev & OUT:
             if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                self._drop(fd)
+                self.failed += self._close(fd)
                 return
             self.stage[fd] = 1
             self.ep.modify(fd, IN)
@@ -211,12 +211,12 @@ class Slice:
         except OSError:
             data = b""
         if not data:
-            self._drop(fd)
+            self.failed += self._close(fd)
             return
         *lines, self.partial[fd] = (self.partial[fd] + data).split(b"\n")
         for ln in lines:
             if ln.strip() and not self._handshake_line(fd, json.loads(ln)):
-                self._drop(fd)
+                self.failed += self._close(fd)
                 return
 
     def _handshake_line(self, fd: int, msg: dict[str, object]) -> bool:
@@ -252,13 +252,15 @@ class Slice:
         en2 = self.index[fd].to_bytes(self.en2_size[fd], "big").hex()
         self.line[fd] = submit_template(f"bench.w{self.index[fd]}", job_id, en2, ntime)
 
-    def _drop(self, fd: int) -> None:
+    def _close(self, fd: int) -> int:
+        """Close one connection: 1 if it was open (a failed handshake or a connection lost)."""
         sock = self.socks.pop(fd, None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                self.ep.unregister(fd)
-            sock.close()
-            self.failed += 1
+        if sock is None:
+            return 0
+        with contextlib.suppress(OSError):
+            self.ep.unregister(fd)
+        sock.close()
+        return 1
 
     # ---------------------------------------------------------------- runs
 
@@ -332,7 +334,7 @@ class Slice:
                 except OSError:
                     data = b""
                 if not data:
-                    lost += self._lose(fd)
+                    lost += self._close(fd)
                     continue
                 if data[-1] != 10 or self.partial[fd] or b'"method"' in data:
                     n, ok = self._slow_read(fd, data)
@@ -402,7 +404,7 @@ class Slice:
             except OSError:
                 data = b""
             if not data:
-                lost += self._lose(fd)
+                lost += self._close(fd)
                 continue
             n, ok = self._slow_read(fd, data)
             if n:
@@ -416,11 +418,6 @@ class Slice:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while any(self.busy[fd] for fd in self.socks) and time.monotonic() < deadline:
             self._collect(self.ep.poll(0.1), 0.0, array("d"))
-
-    def _lose(self, fd: int) -> int:
-        self._drop(fd)
-        self.failed -= 1  # lost during a run, not a failed handshake
-        return 1
 
     def close(self) -> None:
         for sock in self.socks.values():
