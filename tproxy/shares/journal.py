@@ -269,7 +269,11 @@ class Journal:
         if fd is None or hi == lo:
             return
         self._taken[kind] = hi
-        chunk = encode_record(rows[lo:hi])
+        try:
+            chunk = encode_record(rows[lo:hi])
+        except ValueError as e:  # a value marshal cannot encode (a bug upstream): as a failed write
+            self._failed(OSError(errno.EINVAL, f"cannot encode a row: {e}"))
+            return
         buf = self._buf.get(fd)
         if buf is None:
             self._buf[fd] = [chunk]
