@@ -34,7 +34,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from tproxy.errors import Action, PeerError, Sv1Flood, action_for
 from tproxy.ratelog import RateLimitedLog
@@ -107,8 +107,7 @@ class MinerConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         server = self._server
         settings = server.settings
         if len(server.connections) >= settings.max_connections:
