@@ -155,7 +155,7 @@ class WorkerEvents:
     def on_share(self, miner: Miner, share: Share) -> None:
         """Every share (the hub calls it for each submit): the worker's return if it was marked
         offline, and a block found. Two dict lookups when there is nothing to report."""
-        w = self._workers.get(miner.client_id)
+        w = self._workers.get(share.client_id)  # = miner.client_id, without the property call
         if w is not None and not w.online:
             w.online, w.since = True, self._now()
             self._emit(r.EVENT_ONLINE, miner)
