@@ -10,7 +10,6 @@ is the SV1 server's write function).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import os
 import socket
@@ -210,7 +209,7 @@ async def test_a_row_the_journal_cannot_encode_turns_it_off_and_releases_the_rep
         out: list[bytes] = []
         good, bad = shares(2)
         log.answer(object(), out.append, b"good", good)
-        log.answer(object(), out.append, b"bad", dataclasses.replace(bad, worker_name=object()))  # type: ignore[arg-type]
+        log.answer(object(), out.append, b"bad", bad._replace(worker_name=object()))  # type: ignore[arg-type]
         await wait_until(lambda: len(out) == 2, what="both replies")
         st = log.stats()
         assert out == [b"good", b"bad"] and not st.journal_on and st.durability_degraded == 2
