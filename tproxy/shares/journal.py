@@ -187,8 +187,12 @@ class Journal:
         if not self.on:
             return
         path = self._name(kind, batch_no)
+        assert self._reserve is not None
+        if self._reserve.held < self._reserve.size:
+            self._close_sealed()
+            if not self.on:  # a commit it waited for failed
+                return
         try:
-            assert self._reserve is not None
             fd = self._reserve.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
         except OSError as e:
             self._failed(e)
@@ -196,6 +200,28 @@ class Journal:
         self._fd[kind], self._path[kind] = fd, path
         self._new_file = True
         self.append(kind, (self.instance_id, self.run_id, kind, batch_no))
+
+    def _close_sealed(self) -> None:
+        """Out of descriptors (the reserve was drawn on): in sync mode the file of each batch
+        sealed during a commit stays open until the commit after it, so a slow disk keeps
+        many open and they would take the whole reserve (the next journal file or spool
+        segment then fails with EMFILE). Run those commits now, the loop blocked for at most
+        ``stall_s`` as in ``_backpressure``, so their files go back to the reserve first."""
+        deadline = time.monotonic() + self._stall_s
+        while self._to_close or (self._inflight is not None and self._inflight.closes):
+            if self._inflight is None:
+                if not self._buf:
+                    for fd in self._to_close:
+                        self._close_fd(fd)
+                    self._to_close = []
+                    return
+                self._start_commit()
+            c = self._inflight
+            assert c is not None
+            left = deadline - time.monotonic()
+            if left <= 0 or not concurrent.futures.wait([c.fut], timeout=left).done:
+                return  # a stalled disk: the open that follows may fail (counted, retried)
+            self._settle(c)
 
     def append(self, kind: int, row: tuple[object, ...]) -> bool:
         """Buffer one record for this tick's write. False when the journal is not writing."""
