@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import shutil
 import socket
 import statistics
 import subprocess
@@ -293,10 +294,13 @@ async def main() -> None:
         await serve_proxy(a.serve_proxy[0], a.serve_proxy[1], a.forward_ratio, a.max_connections, a.durability[0])
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-shares-"))
-    if not a.skip_pipeline:
-        await pipeline_figures(tmp, a)
-    if not a.skip_proxy:
-        await proxy_level(tmp, a)
+    try:
+        if not a.skip_pipeline:
+            await pipeline_figures(tmp, a)
+        if not a.skip_proxy:
+            await proxy_level(tmp, a)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # engines, spools, the front's staging files
 
 
 async def pipeline_figures(tmp: Path, a: argparse.Namespace) -> None:

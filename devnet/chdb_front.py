@@ -24,7 +24,9 @@ Switchable faults, for the share log's fault tests:
   500, optionally after executing them.
 
 Only binds 127.0.0.1. One instance per test; it owns a chdb handle on the
-engine path it is given (chdb allows one engine path per process).
+engine path it is given (chdb allows one engine path per process) and stages
+inserts in a ``chdb-front-*`` directory beside that path (removed by ``close()``;
+a killed front leaves it to whoever owns the engine path's parent).
 """
 
 from __future__ import annotations
@@ -100,7 +102,11 @@ class ChdbHttpFront:
         self.failed = 0
         self.stalled = 0
         self.errors: list[str] = []
-        self.tmpdir = tempfile.mkdtemp(prefix="chdb-front-")
+        # The inserts' staging files live beside the engine's directory (the tests': under
+        # pytest's tmp_path), not in /tmp: a front whose process is killed cannot remove them.
+        parent = os.path.dirname(os.path.abspath(chdb_path))
+        os.makedirs(parent, exist_ok=True)
+        self.tmpdir = tempfile.mkdtemp(prefix="chdb-front-", dir=parent)
 
     @staticmethod
     def _free_port() -> int:

@@ -7,8 +7,9 @@ files and the spool directory (for fsync). ``FdReserve`` opens ``size``
 descriptors on ``/dev/null`` up front and:
 
 * ``open(path, flags)``: tries ``os.open``; on EMFILE/ENFILE it closes one
-  reserved descriptor and tries once more (the freed slot is the lowest free
-  one, so the second ``open`` normally gets it back);
+  reserved descriptor and tries again (the freed slot is the lowest free
+  one, so the second ``open`` normally gets it back; when another thread's
+  ``open``/``socket`` took it in between, the next reserved one is freed);
 * ``close(fd)``: instead of freeing the slot while the reserve is short, it
   ``dup2``s a ``/dev/null`` descriptor onto ``fd``: the slot changes hands
   atomically and no other part of the process can take it in between.
@@ -57,10 +58,15 @@ class FdReserve:
             if e.errno not in OUT_OF_FDS:
                 raise
             with self._lock:
-                if not self._fds:
-                    raise
-                os.close(self._fds.pop())
-            return os.open(path, flags | os.O_CLOEXEC, mode)
+                while True:
+                    if not self._fds:
+                        raise
+                    os.close(self._fds.pop())
+                    try:
+                        return os.open(path, flags | os.O_CLOEXEC, mode)
+                    except OSError as again:
+                        if again.errno not in OUT_OF_FDS:
+                            raise
 
     def close(self, fd: int) -> None:
         with self._lock:

@@ -238,8 +238,12 @@ class Journal:
         if not self.on:
             return
         path = self._name(kind, batch_no)
+        assert self._reserve is not None
+        if self._reserve.held < self._reserve.size:
+            self._close_sealed()
+            if not self.on:  # a commit it waited for failed
+                return
         try:
-            assert self._reserve is not None
             fd = self._reserve.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
         except OSError as e:
             self._failed(e)
@@ -248,6 +252,28 @@ class Journal:
         self._rows[kind], self._taken[kind] = rows, len(rows)
         self._new_file = True
         self._buf.setdefault(fd, []).append(encode_record((self.instance_id, self.run_id, kind, batch_no)))
+
+    def _close_sealed(self) -> None:
+        """Out of descriptors (the reserve was drawn on): in sync mode the file of each batch
+        sealed during a commit stays open until the commit after it, so a slow disk keeps
+        many open and they would take the whole reserve (the next journal file or spool
+        segment then fails with EMFILE). Run those commits now, the loop blocked for at most
+        ``stall_s`` as in ``_backpressure``, so their files go back to the reserve first."""
+        deadline = time.monotonic() + self._stall_s
+        while self._to_close or (self._inflight is not None and self._inflight.closes):
+            if self._inflight is None:
+                if not self._take_all():
+                    for fd in self._to_close:
+                        self._close_fd(fd)
+                    self._to_close = []
+                    return
+                self._start_commit()
+            c = self._inflight
+            assert c is not None
+            left = deadline - time.monotonic()
+            if left <= 0 or not concurrent.futures.wait([c.fut], timeout=left).done:
+                return  # a stalled disk: the open that follows may fail (counted, retried)
+            self._settle(c)
 
     def added(self, kind: int) -> bool:
         """A row was appended to the open batch's list of ``kind``: True when the journal takes

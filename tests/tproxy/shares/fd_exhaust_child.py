@@ -1,13 +1,15 @@
 """Child process of test_descriptors.py: a ShareLog in a process that runs out of descriptors.
 
-    python -m tests.tproxy.shares.fd_exhaust_child URL SPOOL_DIR N_BEFORE N_DURING FD_RESERVE
+    python -m tests.tproxy.shares.fd_exhaust_child URL SPOOL_DIR N_BEFORE N_DURING FD_RESERVE SLOW_SYNC_S
 
 With the database at URL down: submits N_BEFORE shares and waits until they are
 spooled; then opens /dev/null until EMFILE (RLIMIT_NOFILE is lowered first, so
 that is quick), submits N_DURING more shares and lets the share log run (journal
 opens, spool appends, replay attempts) for a while; prints ``exhausted``; waits
 for a line on stdin (the parent starts the database), frees the descriptors and
-flushes. Prints one JSON object per line: ``spooled``, ``exhausted``, ``flushed``
+flushes. While out of descriptors each journal fdatasync takes SLOW_SYNC_S longer (a
+busy disk: batches are sealed faster than commits return, so the journal holds the
+files of several sealed batches at once). Prints one JSON object per line: ``spooled``, ``exhausted``, ``flushed``
 (each with the share log's counters).
 """
 
@@ -50,7 +52,19 @@ async def submit(log: ShareLog, first: int, n: int) -> None:
             await asyncio.sleep(0.01)
 
 
-async def main(url: str, spool: str, n1: int, n2: int, reserve: int) -> None:
+class SlowDisk:
+    """The journal's fdatasync seam: ``delay_s`` longer per call while ``slow``."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s, self.slow = delay_s, False
+
+    def __call__(self, fd: int) -> None:
+        if self.slow:
+            time.sleep(self.delay_s)
+        os.fdatasync(fd)
+
+
+async def main(url: str, spool: str, n1: int, n2: int, reserve: int, slow_sync_s: float) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
     s = ClickHouseSettings(
@@ -58,7 +72,8 @@ async def main(url: str, spool: str, n1: int, n2: int, reserve: int) -> None:
         spool_segment_bytes=1 << 16, spool_retry_s=0.05, fd_reserve=reserve,
         retry_backoff_base_s=0.02, retry_backoff_max_s=0.1, connect_timeout_s=1, insert_timeout_s=2,
     )
-    log = ShareLog(s, INSTANCE)
+    disk = SlowDisk(slow_sync_s)
+    log = ShareLog(s, INSTANCE, fdatasync=disk)
     await log.start()
     await submit(log, 1, n1)
     while log.stats().queued:
@@ -70,6 +85,7 @@ async def main(url: str, spool: str, n1: int, n2: int, reserve: int) -> None:
             hog.append(os.open(os.devnull, os.O_RDONLY))
         except OSError:
             break
+    disk.slow = True
     await submit(log, n1 + 1, n2)
     await asyncio.sleep(1.5)  # replay attempts, rotations, journal opens: all out of descriptors
     # A loaded machine may need longer to spool everything; stop waiting as soon as the
@@ -79,6 +95,7 @@ async def main(url: str, spool: str, n1: int, n2: int, reserve: int) -> None:
         await asyncio.sleep(0.05)
     emit("exhausted", log, hogged=len(hog))
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    disk.slow = False
     for fd in hog:
         os.close(fd)
     flushed = await log.flush(90)
@@ -88,4 +105,4 @@ async def main(url: str, spool: str, n1: int, n2: int, reserve: int) -> None:
 
 if __name__ == "__main__":
     a = sys.argv[1:]
-    asyncio.run(main(a[0], a[1], int(a[2]), int(a[3]), int(a[4])))
+    asyncio.run(main(a[0], a[1], int(a[2]), int(a[3]), int(a[4]), float(a[5])))

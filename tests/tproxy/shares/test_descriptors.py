@@ -2,7 +2,9 @@
 its reserve, treats what it cannot open as retry-later, quarantines nothing, and replays
 every share exactly once when descriptors and the database are back. Each case runs the
 share log in a child process (tests/tproxy/shares/fd_exhaust_child.py) whose
-RLIMIT_NOFILE is used up by plain /dev/null descriptors."""
+RLIMIT_NOFILE is used up by plain /dev/null descriptors, on a slow disk (each journal
+fdatasync takes SLOW_SYNC_S longer meanwhile: the journal then holds the files of
+several sealed batches at once, which once took the whole reserve)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from devnet.chdb_front import ChdbHttpFront
 
 REPO = Path(__file__).resolve().parents[3]
 N1, N2 = 1500, 1500
+SLOW_SYNC_S = 0.2
 
 
 def read_event(p: subprocess.Popen[str], event: str, timeout: float = 120.0) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def test_out_of_descriptors_then_recover(front: ChdbHttpFront, tmp_path: Path, r
     front.stop()
     p = subprocess.Popen(
         [sys.executable, "-m", "tests.tproxy.shares.fd_exhaust_child", front.url, str(spool), str(N1), str(N2),
-         str(reserve)],
+         str(reserve), str(SLOW_SYNC_S)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
