@@ -148,8 +148,11 @@ def child(args: argparse.Namespace) -> None:
     probe = Probe(args.slow_ms / 1000)
     probe.install()
 
+    import tproxy.runtime
     from tproxy.runtime import Proxy
 
+    if args.gc_threshold:  # what tune_gc sets (it reads the module's constant when called)
+        tproxy.runtime.GC_THRESHOLDS = tuple(args.gc_threshold)
     proxies: list[Any] = []
     init = Proxy.__init__
 
@@ -246,6 +249,7 @@ async def parent(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", "--tree", args.tree, "--report", str(report),
            "--forward-ratio", str(args.forward_ratio), "--max-connections", str(args.connections + 100),
            "--slow-ms", str(args.slow_ms)] + (["--profile-tick"] if args.profile_tick else []) + (["--pool-process"] if args.pool_process else [])
+    cmd += ["--gc-threshold", *map(str, args.gc_threshold)] if args.gc_threshold else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None if args.profile_tick else subprocess.DEVNULL, text=True, cwd=args.tree)
     try:
         assert proc.stdout is not None
@@ -305,6 +309,7 @@ def main() -> None:
     ap.add_argument("--profile-tick", action="store_true", help="cProfile Proxy.tick in the paced phase (to stderr)")
     ap.add_argument("--pool-process", action="store_true",
                     help="run the dev pool in its own process (bench_proxy runs it inside the proxy's)")
+    ap.add_argument("--gc-threshold", type=int, nargs=3, help="GC thresholds for tune_gc (default: the tree's)")
     ap.add_argument("--pool-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--report", help=argparse.SUPPRESS)
