@@ -238,9 +238,12 @@ async def serve_proxy_apart(bench: ModuleType, args: argparse.Namespace) -> None
         await proxy.start()
         tune_gc()
         print(json.dumps({"port": proxy.sv1_port}), flush=True)
-        await asyncio.Event().wait()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)  # so that `finally` runs
+        await stop.wait()
     finally:
         pool.terminate()
+        pool.wait(30)
 
 
 async def parent(args: argparse.Namespace) -> dict[str, Any]:
