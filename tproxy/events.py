@@ -22,6 +22,7 @@ per-share ``Share``. A ``Job`` is built once and shared by every miner.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -208,3 +209,6 @@ class DownstreamSide(Protocol):
 
     def demand(self, client_id: int | None) -> tuple[float, int]:
         """(nominal hashrate, hardest target) of one miner, or of every ready miner if None."""
+
+    def demand_steps(self, client_id: int | None) -> Generator[None, None, tuple[float, int]]:
+        """``demand``, yielding between miners (for a tick spread over several loop iterations)."""

@@ -235,6 +235,27 @@ def test_update_channel_follows_the_miners_hashrate() -> None:
     assert rig.manager.channels[cid].stats.nominal_hashrate == upd.nominal_hash_rate
 
 
+@pytest.mark.parametrize("closed_meanwhile", [False, True])
+def test_a_channel_closed_while_a_tick_in_steps_sums_its_demand_gets_no_update_channel(closed_meanwhile: bool) -> None:
+    rig = Rig(aggregated=False)  # a pool's CloseChannel leaves the connection up: the proxy reopens
+    sock = rig.ready_miner()
+    rig.pool_up()
+    (cid,) = rig.answer_opens()
+    job = rig.new_block(cid, 1)
+    for k in range(5):
+        rig.clock.t += 1.0
+        rig.share(sock, job, k.to_bytes(4, "big"))
+    rig.clock.t += 20.0
+    steps = rig.manager.tick_steps()  # as the running proxy takes it: the loop runs between two steps
+    next(steps)  # summing the channel's demand
+    if closed_meanwhile:
+        rig.manager.on_upstream_message(rig.pool, CloseChannel(cid, "maintenance"))
+    for _ in steps:
+        pass
+    assert not rig.pool.closed
+    assert [u.channel_id for u in rig.pool.of_type(UpdateChannel)] == ([] if closed_meanwhile else [cid])
+
+
 def test_keepalive_job_rolls_ntime_when_the_pool_is_quiet() -> None:
     rig = Rig(job_keepalive_interval_s=30)
     sock = rig.ready_miner()

@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from devnet.pool import DevPool
 from sv2 import work
 from sv2.keys import decode_public_key, decode_secret_key, xonly_from_secret
 from sv2.messages import CloseChannel, SetExtranoncePrefix
 from tests.helpers.stack import Stack, pool_settings, proxy_settings, running
 from tests.helpers.sv1_client import Sv1TestClient
+from tproxy import runtime
 from tproxy.runtime import Proxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,6 +157,20 @@ async def test_outage_longer_than_the_limit_disconnects_miners_cleanly() -> None
         await st.pool.close()
         await asyncio.wait_for(c.closed.wait(), 10)
         assert st.proxy.hub.outage_disconnects == 1
+
+
+async def test_a_tick_spread_over_many_loop_iterations_still_does_all_its_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime, "TICK_SLICE_S", 1e-9)  # the running tick yields to the loop before every miner
+    # vardiff on: its pass over the miners (a yield before each) comes before the outage watchdog
+    async with running(outage_reconnect_after_s=1.0, difficulty_kw={"vardiff": True}) as st:
+        clients = [await Sv1TestClient.connect(st.proxy.sv1_port) for _ in range(3)]
+        for i, c in enumerate(clients):
+            await c.handshake(f"farm.w{i}")
+            await c.wait_job()
+        await st.pool.close()
+        for c in clients:
+            await asyncio.wait_for(c.closed.wait(), 10)
+        assert st.proxy.hub.outage_disconnects == 3
 
 
 def test_keygen_prints_a_matching_pair() -> None:

@@ -48,6 +48,28 @@ def test_connect_authorize_silence_offline_share_online_disconnect() -> None:
     assert rig.hub.events.counts[r.EVENT_OFFLINE] == 1
 
 
+def test_a_tick_taken_in_steps_skips_a_miner_that_disconnected_meanwhile() -> None:
+    s = settings()
+    s = s.model_copy(update={"events": s.events.model_copy(update={"worker_silence_s": 60.0})})
+    rig = Rig(settings=s)
+    rig.pool_up()
+    (cid,) = rig.answer_opens()
+    rig.new_block(cid, 1)
+    rig.ready_miner("farm.a")
+    gone = rig.ready_miner("farm.b")
+    rig.clock.t += 60
+    steps = rig.hub.tick_steps()  # as the running proxy takes it: the loop runs between two steps
+    next(steps)
+    assert gone.miner is not None
+    rig.hub.close(gone.miner)
+    for _ in steps:
+        pass
+    assert [(e.event_type, e.worker_name) for e in rig.log.events][-2:] == [
+        (r.EVENT_DISCONNECT, "farm.b"),
+        (r.EVENT_OFFLINE, "farm.a"),
+    ]
+
+
 def test_outage_disconnect_reason_and_upstream_changes() -> None:
     rig = Rig(settings=settings(proxy=settings().proxy.model_copy(update={"outage_reconnect_after_s": 60.0})))
     sock = rig.ready_miner("farm.w1")

@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -260,6 +260,17 @@ class Hub:
                 self.outage_since = self._now()
 
     def demand(self, client_id: int | None) -> tuple[float, int]:
+        steps = self.demand_steps(client_id)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                result: tuple[float, int] = done.value
+                return result
+
+    def demand_steps(self, client_id: int | None) -> Generator[None, None, tuple[float, int]]:
+        """``demand``, yielding before each miner's estimate (see ``tick_steps``): the sum is over
+        the miners ready when it began, at one clock reading."""
         if client_id is None:
             sessions = [m.session for m in self.miners.values() if m.session.ready]
         else:
@@ -269,6 +280,7 @@ class Hub:
         per_miner = self.settings.proxy.nominal_hashrate_per_miner
         nominal = 0.0
         for s in sessions:
+            yield
             est = s.vardiff.estimated_hashrate(now)
             nominal += est if est > 0 else per_miner
         easiest = work.target_from_difficulty(self.settings.difficulty.min_difficulty)
@@ -369,10 +381,21 @@ class Hub:
 
     def tick(self) -> None:
         """Vardiff retargets (set_difficulty goes out before a re-sent notify); the outage watchdog."""
+        for _ in self.tick_steps():
+            pass
+
+    def tick_steps(self) -> Iterator[None]:
+        """``tick`` one miner at a time: yields before each miner's work, so that the runtime can
+        spread a tick over several event-loop iterations (with thousands of miners a tick in one
+        piece holds the loop for milliseconds). The work, its order and its clock reading are
+        ``tick``'s; a miner that disconnects between two steps is skipped."""
         now = self._now()
         if self.settings.difficulty.vardiff:
             min_difficulty = self.settings.difficulty.min_difficulty
             for m in list(self.miners.values()):
+                yield
+                if self.miners.get(m.client_id) is not m:
+                    continue  # closed since the tick began
                 s = m.session
                 if s.latest is None:
                     continue
@@ -385,7 +408,7 @@ class Hub:
         if outage is not None and self.miners and now - outage >= self.settings.proxy.outage_reconnect_after_s:
             self._disconnect_all("upstream outage outlasted outage_reconnect_after_s")
             self.outage_since = now
-        self.events.tick(self.miners.values())
+        yield from self.events.tick_steps(list(self.miners.values()))
 
     def _reissue(self, miner: Miner, now: float) -> None:
         """After a retarget: set_difficulty, then the miner's current work under a NEW sv1_job_id

@@ -24,7 +24,7 @@ import collections
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -231,9 +231,16 @@ class WorkerEvents:
 
     def tick(self, miners: Iterable[Miner]) -> None:
         """Silence (offline events) and the difficulty memory's debounced write."""
+        for _ in self.tick_steps(miners):
+            pass
+
+    def tick_steps(self, miners: Iterable[Miner]) -> Iterator[None]:
+        """``tick`` one miner at a time: yields before each miner (see ``Hub.tick_steps``).
+        A miner closed between two steps has no state here any more and is skipped."""
         now = self._now()
         silence = self.settings.events.worker_silence_s
         for m in miners:
+            yield
             w = self._workers.get(m.client_id)
             s = m.session
             if w is None or not w.online or not s.worker_name:

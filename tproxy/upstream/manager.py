@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -601,16 +601,27 @@ class ChannelManager:
     def tick(self) -> None:
         """UpdateChannel when the miners' hashrate moved; keepalive jobs when the pool is quiet;
         verdicts the pool never gave are aged out."""
+        for _ in self.tick_steps():
+            pass
+
+    def tick_steps(self) -> Iterator[None]:
+        """``tick``, yielding while the SV1 side sums its miners' demand (``DownstreamSide.demand_steps``),
+        so that the runtime can spread it over several loop iterations; a channel closed meanwhile
+        is skipped."""
         now = self._now()
         for ch in list(self.channels.values()):
-            self._maybe_update_channel(ch, now)
+            yield from self._maybe_update_channel(ch, now)
+            if self.channels.get(ch.state.channel_id) is not ch:
+                continue
             self._maybe_keepalive(ch, now)
             self._age_out(ch, now)
 
-    def _maybe_update_channel(self, ch: LiveChannel, now: float) -> None:
+    def _maybe_update_channel(self, ch: LiveChannel, now: float) -> Iterator[None]:
         if now - ch.last_update_sent < UPDATE_CHANNEL_MIN_INTERVAL_S:
             return
-        nominal, hardest = self.downstream.demand(ch.owner)
+        nominal, hardest = yield from self.downstream.demand_steps(ch.owner)
+        if self.channels.get(ch.state.channel_id) is not ch:
+            return  # closed while the demand was summed
         last = ch.last_nominal_sent
         if last > 0 and abs(nominal - last) / last < UPDATE_CHANNEL_THRESHOLD:
             return
