@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,9 @@ class DiscardSink:
 
     def submit_pool_verdict(self, record: object) -> None:
         pass
+
+    def answer(self, miner: object, write: Callable[[bytes], None], line: bytes, record: object) -> None:
+        write(line)
 
 
 async def serve(workers: int, forward_ratio: float, max_connections: int) -> None:
