@@ -33,6 +33,10 @@ Two modes (``ClickHouseSettings.durability``):
   ``degraded`` (the records are in memory and reach ClickHouse or the spool as
   usual; only a kill in that time can lose them) until a write succeeds again.
 
+  ``after_commit()`` is the same gate for a caller that holds its replies
+  elsewhere (a worker process, ``tproxy.pipe_sink``): a callback told, in call
+  order, whether the records appended before it are on disk, once that is known.
+
 Every journal file descriptor is opened and closed on the event loop's
 thread; the commit thread only writes and syncs descriptors that stay open
 until its commit has been reported back.
@@ -68,6 +72,7 @@ _NON_SHARE, _SHARE, _SHARE_UNJOURNALED = 0, 1, 2
 DEFAULT_FDATASYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 Write = Callable[[bytes], None]
+Done = Callable[[bool], None]  # after_commit's callback: True when the records are on disk
 
 
 class _Held(NamedTuple):
@@ -123,6 +128,7 @@ class Journal:
         self._release_upto = 0  # groups whose replies may go out (durable, or given up on)
         self._held: deque[_Held] = deque()
         self._held_by: dict[object, int] = {}  # miner -> replies of it in _held
+        self._watchers: deque[tuple[int, bool, Done]] = deque()  # (group, journaled, done): after_commit
         self.commits = 0
         self.degraded = 0  # share replies written before their record was known to be on disk
 
@@ -379,6 +385,20 @@ class Journal:
         if len(self._held) > self._max_waiting:
             self._backpressure()
 
+    def after_commit(self, done: Done, journaled: bool) -> None:
+        """``done(durable)`` once the commit holding every record appended so far has returned
+        (``durable`` True) or was given up on, or at once (False) when ``journaled`` is False (some
+        of those records are not in the journal) and no earlier callback waits. Callbacks run in
+        call order, like the held replies of one miner; they do not count toward the bound."""
+        if not journaled and not self._watchers:
+            done(False)
+            return
+        # Records still buffered go with the open group; otherwise they are in the commit in flight.
+        group = self._group if journaled and self._buf else self._group - 1
+        self._watchers.append((group, journaled, done))
+        if group <= self._release_upto:
+            self._release()
+
     def _hold(self, h: _Held) -> None:
         self._held.append(h)
         self._held_by[h.key] = self._held_by.get(h.key, 0) + 1
@@ -398,6 +418,13 @@ class Journal:
                 h.write(h.line)
             except Exception:  # one broken connection must not keep the others' replies
                 log.debug("share log: a held reply could not be written", exc_info=True)
+        watchers = self._watchers
+        while watchers and watchers[0][0] <= upto:
+            group, journaled, done = watchers.popleft()
+            try:
+                done(journaled and group <= durable)
+            except Exception:
+                log.exception("share log: an after_commit callback failed")
 
     def _backpressure(self) -> None:
         """Too many replies wait: block the loop (no miner is read meanwhile) on the commit
