@@ -15,6 +15,9 @@ In one run, for each configuration (``--workers``, default ``1 2``):
    on a loaded host the ratio says more about the neighbours than about us).
 
 BENCH_CLUSTER=1 runs ``workers = 1`` as a cluster of one worker too (the cost of the pipe).
+--share-log DIR turns the share log on (chdb in a fresh directory under DIR, ``durability``
+from --durability, default "sync"): with workers, the parent journals every row and the
+workers hold each reply for its ack; the pool+parent CPU then includes chdb's inserts.
 
 Run: .venv/bin/python bench/bench_workers.py [--connections 1000] [--seconds 10] [--generators 1]
 Everything stays on 127.0.0.1. The generators share the machine's cores with the proxy: on a
@@ -28,8 +31,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,7 +80,7 @@ class DiscardSink:
         write(line)
 
 
-async def serve(workers: int, forward_ratio: float, max_connections: int) -> None:
+async def serve(workers: int, forward_ratio: float, max_connections: int, share_log: str, durability: str) -> None:
     from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings
@@ -95,10 +100,13 @@ async def serve(workers: int, forward_ratio: float, max_connections: int) -> Non
         "downstream": {"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
         "difficulty": {"start_difficulty": MINER_DIFFICULTY, "min_difficulty": MINER_DIFFICULTY, "vardiff": False},
         "proxy": {"instance_id": "bench", "job_keepalive_interval_s": 0, "workers": workers},
+        "clickhouse": {"url": f"chdb://{share_log}/db", "spool_dir": f"{share_log}/spool", "durability": durability}
+        if share_log else {},
     })
     cluster = workers > 1 or os.environ.get("BENCH_CLUSTER") == "1"
-    proxy: Proxy | Cluster = Cluster(settings, share_log=False) if cluster else Proxy(settings, share_log=False)
-    if isinstance(proxy, Proxy):
+    on = bool(share_log)
+    proxy: Proxy | Cluster = Cluster(settings, share_log=on) if cluster else Proxy(settings, share_log=on)
+    if isinstance(proxy, Proxy) and not on:
         proxy.hub.share_sink = DiscardSink()  # records are built in both modes, as with a share log
     await proxy.start()
     tune_gc()
@@ -138,8 +146,11 @@ def _line(p: subprocess.Popen[str]) -> dict[str, int]:
     return out
 
 
-def run_case(workers: int, n: int, seconds: float, generators: int, forward_ratio: float) -> dict[str, float]:
-    server = _child("--serve", str(workers), "--forward-ratio", str(forward_ratio), "--max-connections", str(n + 100))
+def run_case(workers: int, n: int, seconds: float, generators: int, forward_ratio: float,
+             share_log: str | None = None, durability: str = "sync") -> dict[str, float]:
+    log_dir = tempfile.mkdtemp(prefix="bench-workers-", dir=share_log) if share_log else ""
+    server = _child("--serve", str(workers), "--forward-ratio", str(forward_ratio), "--max-connections", str(n + 100),
+                    "--share-log-dir", log_dir, "--durability", durability)
     gens: list[subprocess.Popen[str]] = []
     try:
         port = _line(server)["port"]
@@ -164,6 +175,8 @@ def run_case(workers: int, n: int, seconds: float, generators: int, forward_rati
             p.terminate()
             with contextlib.suppress(Exception):
                 p.wait(10)
+        if log_dir:
+            shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def main() -> None:
@@ -173,22 +186,27 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--generators", type=int, default=1, help="load-generator processes")
     ap.add_argument("--forward-ratio", type=float, default=0.1)
+    ap.add_argument("--share-log", metavar="DIR", help="share log on: chdb in a temporary directory under DIR")
+    ap.add_argument("--durability", choices=["sync", "fast"], default="sync", help="with --share-log")
+    ap.add_argument("--share-log-dir", default="", help=argparse.SUPPRESS)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--generate", type=int, nargs=2, metavar=("PORT", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
     raise_nofile()
     if args.serve is not None:
-        asyncio.run(serve(args.serve, args.forward_ratio, args.max_connections))
+        asyncio.run(serve(args.serve, args.forward_ratio, args.max_connections, args.share_log_dir, args.durability))
         return
     if args.generate is not None:
         asyncio.run(generate(args.generate[0], args.generate[1], args.seconds))
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.connections} connections, "
-          f"{args.generators} generator process(es), {args.seconds:g} s per run, load average {os.getloadavg()}")
+          f"{args.generators} generator process(es), {args.seconds:g} s per run, load average {os.getloadavg()}, "
+          f"share log {'off' if not args.share_log else 'chdb, durability ' + args.durability}")
     base = None
     for w in args.workers:
-        r = run_case(w, args.connections, args.seconds, args.generators, args.forward_ratio)
+        r = run_case(w, args.connections, args.seconds, args.generators, args.forward_ratio, args.share_log,
+                     args.durability)
         base = base or r["shares_per_s"]
         print(f"  workers = {w}: {r['shares_per_s']:9,.0f} shares/s   x{r['shares_per_s'] / base:.2f}"
               f"   CPU: pool+parent {r['parent_cpu_s'] / args.seconds:.2f} cores, workers {r['workers_cpu_s'] / args.seconds:.2f}"
