@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pickle
 import select
@@ -140,7 +141,9 @@ class ParentPipe(asyncio.Protocol):
     def read_now(self, fd: int, timeout: float) -> bool:
         """With the event loop blocked: wait up to ``timeout`` for bytes from the parent and take
         them in (acks handled at once). False on timeout or when the pipe is closed."""
-        if self.ended or not select.select([fd], [], [], max(0.0, timeout))[0]:
+        poller = select.poll()  # not select(): no FD_SETSIZE limit
+        poller.register(fd, select.POLLIN)
+        if self.ended or not poller.poll(max(0, math.ceil(timeout * 1000))):
             return False
         try:
             data = os.read(fd, 1 << 16)
