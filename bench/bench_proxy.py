@@ -5,22 +5,27 @@ For each N in --connections (default 1000 and 5000):
 1. starts the dev pool and the proxy in a child process (share log off, vardiff
    off, miner difficulty so low that every nonce is a valid share, pool
    difficulty such that about --forward-ratio of them are forwarded upstream),
-2. opens N SV1 connections from this process, subscribes and authorizes them,
-   records the proxy's RSS before and after (memory per connection),
+2. opens N SV1 connections from --generators load-generator processes
+   (bench/sv1_loadgen.py: plain sockets on epoll, pre-rendered submit lines),
+   subscribes and authorizes them, records the server's RSS before and after
+   (memory per connection),
 3. runs a closed loop for --seconds: every connection keeps one mining.submit
    in flight with a fresh nonce; prints shares/s and p50/p99 submit->reply
-   latency,
+   latency (1% histogram buckets), then a paced run at --paced-rate,
 4. runs the same load generator against a bare asyncio JSON-line echo server
    (parse the line, answer result true) in a child process, and prints the
    ratio,
-5. runs it once more against a null server (answers every line with a
-   constant reply, no parsing, no StreamReader): the generator's own ceiling.
-   The echo ratio means something only while this ceiling is well above the
-   echo figure.
+5. runs it once more against sv1_loadgen's null server (epoll, answers every
+   line with a constant reply, no parsing): the generator's own ceiling, in
+   the same run. The echo ratio means something only while this ceiling is
+   well above the echo figure.
 
-Every run reports the server's CPU per share (utime+stime from /proc/PID/stat
-over the closed loop, divided by the shares answered) and the generator's own
-CPU share of one core over the same interval.
+Every run reports the server's CPU per line (utime+stime from /proc/PID/stat
+over the closed loop, divided by the lines answered) and the generator's
+(its processes' getrusage over the run, per line, and the kernel's part of
+it: on loopback the sender's write() also runs the receiver's TCP input, so
+most of a cheap client's CPU is system time). On 2 cores the generator and the
+server share the machine: the generator's CPU is taken from the server's.
 
 --profile FILE runs the proxy child under cProfile during the closed loop
 only (connection set-up excluded) and prints the top entries by cumulative
@@ -28,9 +33,14 @@ and by own time; FILE keeps the raw stats (python -m pstats FILE).
 
 Memory: RSS after opening N connections minus RSS before, per connection.
 Beyond about 28,000 connections from one source address the kernel runs out
-of ephemeral ports, so the generator spreads its connections over the source
-addresses 127.0.0.2, 127.0.0.3, ... (20,000 each). N is capped by
-RLIMIT_NOFILE (the soft limit is raised to the hard one); a cap is printed.
+of ephemeral ports (and its search for a free one slows down well before), so
+the generator spreads its connections over the source addresses 127.0.0.2,
+127.0.0.3, ... (sv1_loadgen.CONNS_PER_SOURCE each). N is capped by the server's
+RLIMIT_NOFILE (one process; the soft limit is raised to the hard one); a cap
+is printed. bench_workers.py --hold measures beyond it, with worker processes.
+
+The asyncio generator (open_conns, drive) stays here for bench_shares.py and
+bench_monitoring.py, which run it inside their own event loop.
 
 Run: .venv/bin/python bench/bench_proxy.py [--connections 1000 5000] [--seconds 10]
 Everything stays on 127.0.0.1.
@@ -45,31 +55,19 @@ import cProfile
 import json
 import os
 import pstats
-import resource
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from sv1_loadgen import CONNS_PER_SOURCE, FD_HEADROOM, Generators, raise_nofile  # noqa: E402
 
 MINER_DIFFICULTY = 1e-10  # target clamps to 2**256-1: every hash is a valid share
-
-
-CONNS_PER_SOURCE = 20_000  # below the 28,232 ephemeral ports of Linux's default range
-FD_HEADROOM = 200  # listening sockets, the upstream connection, files, pipes
-
-
-def raise_nofile() -> int:
-    """Raise the soft limit on open files to the hard one; returns the limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -77,11 +75,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 def rss_kib(pid: int) -> int:
@@ -169,36 +162,9 @@ async def serve_echo() -> None:
     await asyncio.Event().wait()
 
 
-class NullProtocol(asyncio.Protocol):
-    """The generator's ceiling: answers the subscribe and authorize by id, then every
-    further line with one constant reply, without parsing or buffering it."""
-
-    REPLY = b'{"id":4,"result":true,"error":null}\n'
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.setup_left = 2
-        self.buf = b""
-
-    def data_received(self, data: bytes) -> None:
-        if self.setup_left:  # subscribe and authorize, one at a time: the generator awaits each
-            *lines, self.buf = (self.buf + data).split(b"\n")
-            for ln in lines:
-                self.setup_left -= 1
-                reply = {"id": json.loads(ln)["id"], "result": True, "error": None}
-                self.transport.write(json.dumps(reply).encode() + b"\n")
-            return
-        self.transport.write(self.REPLY * data.count(b"\n"))
-
-
-async def serve_null() -> None:
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(NullProtocol, "127.0.0.1", 0, backlog=4096)
-    print(json.dumps({"port": server.sockets[0].getsockname()[1]}), flush=True)
-    await asyncio.Event().wait()
-
-
-# ---------------------------------------------------------------- load generator
+# ---------------------------------------------------------------- in-process asyncio load generator
+# bench_shares.py and bench_monitoring.py drive their proxy with these coroutines, in their own
+# event loop; this benchmark uses the cheaper sv1_loadgen.py (epoll, separate processes).
 
 
 class Conn:
@@ -293,45 +259,61 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def run_case(
+def start_server(
+    mode: str, n: int, forward_ratio: float, event_loop: str, share_log: str, profile: str | None
+) -> subprocess.Popen[str]:
+    """The measured server in a child process; the null one is the generator's own (sv1_loadgen)."""
+    if mode == "null":
+        cmd = [sys.executable, str(ROOT / "bench" / "sv1_loadgen.py"), "--serve-null", "0", "0", "0"]
+    else:
+        cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio),
+               "--max-connections", str(n + 100), "--event-loop", event_loop, "--share-log", share_log]
+        if profile:
+            cmd += ["--profile", profile]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def run_case(
     mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0, profile: str | None = None,
-    event_loop: str = "asyncio", share_log: str = "off",
+    event_loop: str = "asyncio", share_log: str = "off", generators: int = 1,
 ) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--serve", mode, "--forward-ratio", str(forward_ratio),
-           "--max-connections", str(n + 100), "--event-loop", event_loop, "--share-log", share_log]
-    if profile:
-        cmd += ["--profile", profile]
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    child = start_server(mode, n, forward_ratio, event_loop, share_log, profile)
+    profiled = bool(profile) and mode == "proxy"
     try:
         assert child.stdout is not None
         port = json.loads(child.stdout.readline())["port"]
-        await asyncio.sleep(1.5 if mode == "proxy" else 0.5)  # let the upstream channel open
+        time.sleep(1.5 if mode == "proxy" else 0.5)  # let the upstream channel open
         rss0 = rss_kib(child.pid)
-        conns = await open_conns(port, n, echo=(mode != "proxy"))
-        await asyncio.sleep(0.5)
-        rss1 = rss_kib(child.pid)
-        if profile:
-            child.send_signal(signal.SIGUSR1)
-        cpu0, own0 = cpu_seconds(child.pid), own_cpu_seconds()
-        done, lat = await drive(conns, seconds)
-        cpu1, own1 = cpu_seconds(child.pid), own_cpu_seconds()
-        if profile:
-            child.send_signal(signal.SIGUSR2)
-        paced: dict[str, float] = {}
-        if paced_rate:
-            pdone, plat = await drive(conns, seconds, rate=paced_rate)
-            paced = {"paced_per_s": pdone / seconds, "paced_p50_ms": pct(plat, 0.5) * 1000, "paced_p99_ms": pct(plat, 0.99) * 1000}
-        for c in conns:
-            c.writer.close()
+        with Generators(port, n, generators, real=(mode == "proxy")) as gen:
+            if gen.open != n:
+                raise RuntimeError(f"{mode}: only {gen.open} of {n} connections subscribed and authorized")
+            time.sleep(0.5)
+            rss1 = rss_kib(child.pid)
+            if profiled:
+                child.send_signal(signal.SIGUSR1)
+            cpu0 = cpu_seconds(child.pid)
+            closed = gen.run("closed", seconds)
+            cpu1 = cpu_seconds(child.pid)
+            if profiled:
+                child.send_signal(signal.SIGUSR2)
+            if closed.rejected or closed.lost:
+                raise RuntimeError(f"{mode}: {closed.rejected} shares rejected, {closed.lost} connections lost")
+            paced: dict[str, float] = {}
+            if paced_rate and mode != "null":
+                p = gen.run("paced", seconds, paced_rate)
+                paced = {"paced_per_s": p.done / seconds, "paced_p50_ms": p.percentile_ms(0.5),
+                         "paced_p99_ms": p.percentile_ms(0.99)}
         return paced | {
-            "shares_per_s": done / seconds,
-            "p50_ms": pct(lat, 0.50) * 1000,
-            "p99_ms": pct(lat, 0.99) * 1000,
+            "shares_per_s": closed.done / seconds,
+            "p50_ms": closed.percentile_ms(0.50),
+            "p99_ms": closed.percentile_ms(0.99),
             "kib_per_conn": (rss1 - rss0) / n,
             "rss_mib": rss1 / 1024,
-            "cpu_us_per_share": (cpu1 - cpu0) / max(done, 1) * 1e6,
+            "cpu_us_per_share": (cpu1 - cpu0) / max(closed.done, 1) * 1e6,
             "server_cpu": (cpu1 - cpu0) / seconds,
-            "generator_cpu": (own1 - own0) / seconds,
+            "generator_cpu": closed.cpu_s / seconds,
+            "generator_us_per_line": closed.cpu_s / max(closed.done, 1) * 1e6,
+            "generator_sys_share": closed.sys_s / max(closed.cpu_s, 1e-9),
         }
     finally:
         child.terminate()
@@ -356,11 +338,14 @@ def report(n: int, proxy: dict[str, float], echo: dict[str, float], null: dict[s
         print(f"  {name:5} : {r['shares_per_s']:10,.0f} {unit}  p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms"
               f"   {r['kib_per_conn']:6.1f} KiB/conn (RSS {r['rss_mib']:.0f} MiB)"
               f"   server {r['cpu_us_per_share']:5.1f} us CPU/line ({r['server_cpu']:.0%} of a core),"
-              f" generator {r['generator_cpu']:.0%} of a core")
+              f" generator {r['generator_us_per_line']:4.1f} us CPU/line ({r['generator_cpu']:.0%} of a core,"
+              f" {r['generator_sys_share']:.0%} in the kernel)")
     print(f"  ratio proxy/echo throughput = {proxy['shares_per_s'] / echo['shares_per_s']:.2f}"
           "   (closed loop: latency here is mostly queueing, N in flight / throughput)")
     print(f"  generator ceiling (null server) = {null['shares_per_s']:,.0f} lines/s"
-          f" = {null['shares_per_s'] / echo['shares_per_s']:.2f} x echo")
+          f" = {null['shares_per_s'] / echo['shares_per_s']:.2f} x echo = {null['shares_per_s'] / proxy['shares_per_s']:.2f} x proxy;"
+          f" the generator's CPU per line there: {null['generator_us_per_line']:.1f} us"
+          f" (one core would drive {1e6 / null['generator_us_per_line']:,.0f} lines/s)")
     print(f"  CPU per share: proxy {proxy['cpu_us_per_share']:.1f} us, echo {echo['cpu_us_per_share']:.1f} us")
     if paced_rate:
         print(f"  paced at {paced_rate:,.0f}/s total: proxy p50 {proxy['paced_p50_ms']:.2f} ms p99 {proxy['paced_p99_ms']:.2f} ms"
@@ -369,7 +354,7 @@ def report(n: int, proxy: dict[str, float], echo: dict[str, float], null: dict[s
 
 
 def serve(args: argparse.Namespace) -> None:
-    """The child process: one of the three servers."""
+    """The child process: the proxy or the echo server (the null one is sv1_loadgen's)."""
     factory = None
     if args.event_loop == "uvloop":
         import uvloop
@@ -381,10 +366,8 @@ def serve(args: argparse.Namespace) -> None:
             runner.run(serve_proxy(args.forward_ratio, args.max_connections, profiler, args.share_log[0]))
             if profiler is not None:
                 profiler.dump_stats(args.profile)
-        elif args.serve == "echo":
-            runner.run(serve_echo())
         else:
-            runner.run(serve_null())
+            runner.run(serve_echo())
 
 
 def main() -> None:
@@ -395,11 +378,12 @@ def main() -> None:
     ap.add_argument("--paced-rate", type=float, default=2000.0, help="shares/s of the paced latency run (0 = skip)")
     ap.add_argument("--profile", metavar="FILE", help="cProfile the proxy child during the closed loop; stats to FILE")
     ap.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio",
-                    help="the servers' event loop (proxy, echo and null alike; the generator stays on asyncio)")
+                    help="the proxy's and the echo server's event loop (the generator and the null server use epoll)")
+    ap.add_argument("--generators", type=int, default=1, help="load-generator processes (sv1_loadgen.py)")
     ap.add_argument("--share-log", nargs="+", choices=["off", "fast", "sync"], default=["off"],
                     help="proxy runs: without the share log (default), and/or with it in a clickhouse.durability "
                          "mode (--share-log off fast sync compares the three against one echo/null baseline)")
-    ap.add_argument("--serve", choices=["proxy", "echo", "null"], help=argparse.SUPPRESS)
+    ap.add_argument("--serve", choices=["proxy", "echo"], help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
     limit = raise_nofile()
@@ -407,22 +391,24 @@ def main() -> None:
         serve(args)
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, {args.event_loop} loop, "
-          f"~{args.forward_ratio:.0%} of shares forwarded upstream")
+          f"~{args.forward_ratio:.0%} of shares forwarded upstream, {args.generators} generator process(es),"
+          f" load average {os.getloadavg()[0]:.2f}")
     for wanted in args.connections:
         n = min(wanted, limit - FD_HEADROOM)
         if n < wanted:
             print(f"\nN = {wanted} capped to {n}: RLIMIT_NOFILE is {limit} here (the hard limit; raise it to measure {wanted})")
-        loop = args.event_loop
+        loop, k = args.event_loop, args.generators
         proxies = {
-            mode: asyncio.run(run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, args.profile, loop, mode))
+            mode: run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, args.profile, loop, mode, k)
             for mode in args.share_log
         }
-        echo = asyncio.run(run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate, event_loop=loop))
-        null = asyncio.run(run_case("null", n, args.seconds, args.forward_ratio, event_loop=loop))
+        echo = run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate, event_loop=loop, generators=k)
+        null = run_case("null", n, args.seconds, args.forward_ratio, event_loop=loop, generators=k)
         for mode, proxy in proxies.items():
             if len(proxies) > 1:
                 print(f"\n-- share log: {mode}")
             report(n, proxy, echo, null, args.paced_rate)
+        print(f"  load average now {os.getloadavg()[0]:.2f} (the machine is shared: read the ratios and CPU figures)")
         if args.profile:
             print_profile(args.profile)
 

@@ -58,9 +58,10 @@ def records(n: int, instance_id: str = "bench") -> list[ShareRecord]:
     return [make_share(s, instance_id=instance_id, received_at_ms=t0 + s * 300_000 // n) for s in range(1, n + 1)]
 
 
-async def pipeline_rate(recs: list[ShareRecord], settings: ClickHouseSettings) -> tuple[float, float]:
+async def pipeline_rate(recs: list[ShareRecord], settings: ClickHouseSettings) -> tuple[float, float, int]:
     """Rows/s through ``ShareLog.answer`` (what the hub calls: reply + record; the reply is a
-    no-op here) until every row is in the database."""
+    no-op here) until every row is in the database; also the seconds the ``answer()`` calls
+    took and the rows that went through the spool (more than ``queue_size`` in memory)."""
     log = ShareLog(settings, "bench")
     await log.start()
     miners = [object() for _ in range(100)]
@@ -77,7 +78,7 @@ async def pipeline_rate(recs: list[ShareRecord], settings: ClickHouseSettings) -
     assert st.written == len(recs) and st.dropped == 0, st
     await log.close()
     assert len(replies) == len(recs)
-    return len(recs) / elapsed, t_submitted
+    return len(recs) / elapsed, t_submitted, st.spooled
 
 
 def plain_rate(recs: list[ShareRecord], settings: ClickHouseSettings, batch_size: int) -> float:
@@ -271,6 +272,8 @@ async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=200_000)
     p.add_argument("--batch-size", type=int, default=5_000)
+    p.add_argument("--queue-size", type=int, default=ClickHouseSettings().queue_size,
+                   help="clickhouse.queue_size of the pipeline figure: above it batches detour via the spool")
     p.add_argument("--latency-shares", type=int, default=30_000)
     p.add_argument("--latency-rate", type=float, default=10_000.0, help="shares per second")
     p.add_argument("--proxy-connections", type=int, default=500)
@@ -297,16 +300,23 @@ async def main() -> None:
 
 
 async def pipeline_figures(tmp: Path, a: argparse.Namespace) -> None:
-    base = {"batch_size": a.batch_size, "batch_max_age_s": 0.5, "spool_fsync": True}
+    base = {"batch_size": a.batch_size, "batch_max_age_s": 0.5, "spool_fsync": True, "queue_size": a.queue_size}
     emb = ClickHouseSettings(url=f"chdb://{tmp / 'db'}", spool_dir=str(tmp / "spool"), **base)
     recs = records(a.rows)
-    print(f"share log bench: {a.rows} rows, batch {a.batch_size}, embedded chdb at {tmp / 'db'}")
+    print(f"share log bench: {a.rows} rows, batch {a.batch_size}, queue {a.queue_size}, embedded chdb at {tmp / 'db'}")
+    # Process CPU (every thread, the engine's included) per row: steadier than rows/s on a
+    # shared machine, and it shows what the pipeline adds to the insert itself.
+    cpu = time.process_time()
     prate = plain_rate(recs, emb, a.batch_size)
+    pcpu = (time.process_time() - cpu) / a.rows * 1e6
     for mode in a.durability:
-        rate, t_sub = await pipeline_rate(recs, emb.model_copy(update={"durability": mode}))
+        cpu = time.process_time()
+        rate, t_sub, spooled = await pipeline_rate(recs, emb.model_copy(update={"durability": mode}))
+        mcpu = (time.process_time() - cpu) / a.rows * 1e6
         print(f"  pipeline (ShareLog -> chdb), {mode:4} : {rate:12,.0f} rows/s  (answer() of all rows took "
-              f"{t_sub:.2f} s)  ratio to plain {rate / prate:.2f}")
-    print(f"  plain clickhouse-connect -> chdb   : {prate:12,.0f} rows/s")
+              f"{t_sub:.2f} s, {spooled} via the spool)  ratio to plain {rate / prate:.2f}  "
+              f"CPU {mcpu:5.1f} us/row ({mcpu / pcpu:.2f} of plain)")
+    print(f"  plain clickhouse-connect -> chdb   : {prate:12,.0f} rows/s  CPU {pcpu:5.1f} us/row")
     if a.skip_latency:
         return
 

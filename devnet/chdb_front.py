@@ -66,7 +66,7 @@ def _decode_body(body: bytes, encoding: str | None) -> bytes:
 
         return bytes(lz4.frame.decompress(body))
     if encoding == "zstd":
-        from backports import zstd  # type: ignore[import-not-found]
+        from backports import zstd
 
         return bytes(zstd.decompress(body))
     raise ValueError(f"unsupported Content-Encoding {encoding}")

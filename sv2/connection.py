@@ -17,6 +17,16 @@ Frame reassembly lives here rather than in ``sv2.framing``: the header and
 the payload are separate AEAD messages and the payload's ciphertext length is
 known only once the header is decrypted, so the stream is cut at the
 ciphertext level.
+
+The per-frame paths (``send``, ``next_message``) call the transport's two
+``CipherState`` objects directly for the usual frame, whose payload fits one
+AEAD message (up to ``MAX_CHUNK_PLAINTEXT`` bytes): the header and the
+payload are then one AEAD call each, and the ``NoiseTransport`` wrappers
+would only re-check lengths this module has already fixed. Longer payloads
+(several chunks) go through ``NoiseTransport``. Nonces are only ever
+advanced by ``CipherState``, so their order and exhaustion errors are the
+same on either path. ``_tx`` / ``_rx`` are set exactly while the state is
+``TRANSPORT``, so one ``is None`` test is the state check.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from sv2.noise import (
     HEADER_CT_SIZE,
     MAC_SIZE,
     MAX_CHUNK_PLAINTEXT,
+    CipherState,
     NoiseInitiator,
     NoiseResponder,
     NoiseTransport,
@@ -82,6 +93,9 @@ class Sv2Connection:
         self._pos = 0  # read offset into _buf; compacted only when more bytes are needed
         self._out = bytearray()
         self._transport: NoiseTransport | None = None
+        # The transport's ciphers, set exactly while the state is TRANSPORT (module docstring).
+        self._tx: CipherState | None = None
+        self._rx: CipherState | None = None
         # Decrypted header awaiting its payload: (wire extension_type, msg_type, msg_length).
         self._header: tuple[int, int, int] | None = None
         if isinstance(handshake, NoiseInitiator):
@@ -98,12 +112,18 @@ class Sv2Connection:
         return self._transport is not None
 
     @property
+    def transport(self) -> NoiseTransport | None:
+        """The transport ciphers once the handshake is complete (kept after close)."""
+        return self._transport
+
+    @property
     def buffered(self) -> int:
         """Received bytes not yet consumed (at most one incomplete frame once drained)."""
         return len(self._buf) - self._pos
 
     def close(self) -> None:
         self._state = State.CLOSED
+        self._tx = self._rx = None
         self._buf.clear()
         self._pos = 0
 
@@ -147,6 +167,7 @@ class Sv2Connection:
             self.close()
             raise
         self._state = State.TRANSPORT
+        self._tx, self._rx = self._transport.send_cipher, self._transport.recv_cipher
 
     def next_message(self) -> AnyMessage | None:
         """Return the next complete message, or None if more bytes are needed.
@@ -155,12 +176,11 @@ class Sv2Connection:
         checked against ``max_payload`` before its payload is awaited, and the
         caller drains messages after every read.
         """
-        if self._state is not State.TRANSPORT:
+        rx = self._rx
+        if rx is None:  # not in TRANSPORT
             if self._state is State.CLOSED:
                 raise StateError("next_message on a closed connection")
             return None
-        transport = self._transport
-        assert transport is not None
         buf, pos = self._buf, self._pos
         try:
             header = self._header
@@ -168,8 +188,9 @@ class Sv2Connection:
                 if len(buf) - pos < HEADER_CT_SIZE:
                     self._compact()
                     return None
-                # A bytearray slice goes to the AEAD as is: one copy, not two.
-                header = header_fields(transport.decrypt_header(buf[pos : pos + HEADER_CT_SIZE]))
+                # Exactly one header ciphertext, sliced from the buffer: a
+                # bytearray slice goes to the AEAD as is (one copy, not two).
+                header = header_fields(rx.decrypt_with_ad(None, buf[pos : pos + HEADER_CT_SIZE]))
                 pos += HEADER_CT_SIZE
                 self._pos = pos
                 if header[2] > self.max_payload:
@@ -179,15 +200,19 @@ class Sv2Connection:
                 self._header = header
             ext, msg_type, length = header
             if length:
-                # One chunk (the usual case) inline; the general rule for longer payloads.
-                if length <= MAX_CHUNK_PLAINTEXT:
+                if length <= MAX_CHUNK_PLAINTEXT:  # one chunk, one AEAD message (the usual case)
                     ct_len = length + MAC_SIZE
                 else:
                     ct_len = NoiseTransport.encrypted_payload_length(length)
                 if len(buf) - pos < ct_len:
                     self._compact()
                     return None
-                payload = transport.decrypt_payload(buf[pos : pos + ct_len])
+                ct = buf[pos : pos + ct_len]
+                if length <= MAX_CHUNK_PLAINTEXT:
+                    payload = rx.decrypt_with_ad(None, ct)
+                else:
+                    assert self._transport is not None  # set before _rx
+                    payload = self._transport.decrypt_payload(ct)
                 self._pos = pos + ct_len
             else:
                 payload = b""
@@ -221,14 +246,19 @@ class Sv2Connection:
 
     def send(self, message: AnyMessage) -> bytes:
         """Encode and encrypt one message; returns the bytes to write."""
-        if self._state is not State.TRANSPORT or self._transport is None:
+        tx = self._tx
+        if tx is None:  # not in TRANSPORT
             raise StateError(f"send({type(message).__name__}) in state {self._state.value}")
         payload = message.encode()
         size = len(payload)
         if size > self.max_payload:
             self._refuse_oversize(message, size)
         # Header and payload go to the AEAD separately: no plaintext frame is built.
-        return self._transport.encrypt_message(encode_header(message, size), payload)
+        header = encode_header(message, size)
+        if 0 < size <= MAX_CHUNK_PLAINTEXT:  # one chunk (the usual case): two AEAD messages
+            return tx.encrypt_two(header, payload)
+        assert self._transport is not None  # set before _tx
+        return self._transport.encrypt_message(header, payload)
 
     def _refuse_oversize(self, message: AnyMessage, size: int) -> None:
         if size > MAX_MSG_LENGTH:

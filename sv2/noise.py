@@ -261,6 +261,16 @@ class NoiseTransport:
         self.handshake_hash = handshake_hash
 
     @property
+    def send_cipher(self) -> CipherState:
+        """This side's sending CipherState (its nonce is ``send_nonce``)."""
+        return self._send
+
+    @property
+    def recv_cipher(self) -> CipherState:
+        """This side's receiving CipherState (its nonce is ``recv_nonce``)."""
+        return self._recv
+
+    @property
     def send_nonce(self) -> int:
         return self._send.n
 

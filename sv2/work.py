@@ -33,12 +33,14 @@ __all__ = [
     "VERSION_ROLLING_MASK",
     "apply_version_bits",
     "coinbase",
+    "coinbase_merkle_root",
     "difficulty_from_target",
     "display_hex",
     "hash_meets_target",
     "hashrate_to_target",
     "header",
     "header_hash",
+    "header_hash_unchecked",
     "merkle_root",
     "round_difficulty_pow2_down",
     "sha256d",
@@ -77,6 +79,7 @@ _WORDS_LE = struct.Struct("<8I")
 _U128_MAX = 2**128 - 1
 
 _sha256 = hashlib.sha256
+_pack_header = _HEADER.pack
 
 
 # ---------------------------------------------------------------------------
@@ -130,6 +133,14 @@ def merkle_root(coinbase_txid: bytes, merkle_path: Iterable[bytes]) -> bytes:
     return root
 
 
+def coinbase_merkle_root(coinbase: bytes, merkle_path: Iterable[bytes]) -> bytes:
+    """``merkle_root(sha256d(coinbase), merkle_path)`` in one call: the share hot path's form."""
+    root = _sha256(_sha256(coinbase).digest()).digest()
+    for node in merkle_path:
+        root = _sha256(_sha256(root + node).digest()).digest()
+    return root
+
+
 def header(
     version: int, prev_hash: bytes, merkle_root: bytes, ntime: int, nbits: int, nonce: int
 ) -> bytes:
@@ -150,6 +161,18 @@ def header_hash(
 ) -> bytes:
     """Double SHA-256 of the header (internal order; ``display_hex`` for explorers)."""
     return sha256d(header(version, prev_hash, merkle_root, ntime, nbits, nonce))
+
+
+def header_hash_unchecked(
+    version: int, prev_hash: bytes, merkle_root: bytes, ntime: int, nbits: int, nonce: int
+) -> bytes:
+    """``header_hash`` for fields already known valid (the share hot path).
+
+    The caller guarantees what ``header`` checks: both hashes are 32 bytes (a
+    shorter one would be zero-padded here, not refused) and every integer is a
+    U32 (``struct.error`` otherwise).
+    """
+    return _sha256(_sha256(_pack_header(version, prev_hash, merkle_root, ntime, nbits, nonce)).digest()).digest()
 
 
 # ---------------------------------------------------------------------------

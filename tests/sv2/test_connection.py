@@ -29,7 +29,13 @@ from sv2.messages import (
     UnknownMessage,
     decode_message,
 )
-from sv2.noise import HEADER_CT_SIZE, NoiseInitiator, NoiseResponder, NoiseTransport
+from sv2.noise import (
+    HEADER_CT_SIZE,
+    MAX_CHUNK_PLAINTEXT,
+    NoiseInitiator,
+    NoiseResponder,
+    NoiseTransport,
+)
 from tests.helpers.sv2_pair import connected_pair
 from tests.helpers.vectors import load_vector
 
@@ -463,3 +469,66 @@ def test_closing_while_iterating_ends_the_iteration() -> None:
     # Starting a new iteration on the closed connection is misuse.
     with pytest.raises(StateError):
         list(server.messages())
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, MAX_CHUNK_PLAINTEXT, MAX_CHUNK_PLAINTEXT + 1, 2 * MAX_CHUNK_PLAINTEXT + 5]
+)
+def test_payloads_around_the_chunk_limit(size: int) -> None:
+    """send and next_message take the CipherStates directly for one chunk, the transport for
+    more: either way the wire is encrypt_frame's and both nonces advance by 1 + chunks."""
+    client, server = connected_pair()
+    msg = UnknownMessage(extension_type=0x4242, msg_type=0x99, channel_msg=True,
+                         payload=bytes(i % 251 for i in range(size)))  # fmt: skip
+    tx = client.transport
+    assert tx is not None
+    start = tx.send_nonce
+    wire = client.send(msg)
+    nonces = 1 + -(-size // MAX_CHUNK_PLAINTEXT)
+    assert tx.send_nonce == start + nonces
+    assert len(wire) == HEADER_CT_SIZE + NoiseTransport.encrypted_payload_length(size)
+    tx.send_cipher.n = start  # same key, same nonces: the general path must give the same bytes
+    assert tx.encrypt_frame(encode_frame(msg)) == wire
+    half = len(wire) // 2
+    server.receive_data(wire[:half])
+    assert server.next_message() is None
+    server.receive_data(wire[half:])
+    assert list(server.messages()) == [msg]
+    assert server.transport is not None and server.transport.recv_nonce == start + nonces
+
+
+def test_closed_connection_refuses_send_and_receive() -> None:
+    client, server = connected_pair()
+    wire = client.send(share(1))
+    client.close()
+    server.close()
+    with pytest.raises(StateError, match="closed"):
+        client.send(share(2))
+    with pytest.raises(StateError, match="closed"):
+        server.next_message()
+    with pytest.raises(StateError, match="closed"):
+        server.receive_data(wire)
+
+
+def test_nonce_exhaustion_through_the_connection() -> None:
+    """The connection's direct cipher calls keep CipherState's nonce limits and errors."""
+    last = (1 << 64) - 1  # Noise reserves this nonce
+    client, server = connected_pair()
+    assert client.transport is not None and server.transport is not None
+    tx, rx = client.transport.send_cipher, server.transport.recv_cipher
+    tx.n = rx.n = last - 2
+    server.receive_data(client.send(share(1)))  # the last two usable nonces
+    assert list(server.messages()) == [share(1)] and tx.n == rx.n == last
+    with pytest.raises(StateError, match="exhausted"):
+        client.send(share(2))
+    assert tx.n == last and client.state is State.TRANSPORT  # our limit, not the peer's fault
+    # The header would take the last usable nonce, the payload has none left: as two calls.
+    tx.n = last - 1
+    with pytest.raises(StateError, match="exhausted"):
+        client.send(share(3))
+    assert tx.n == last
+    # A peer that sends past its last nonce is a protocol error and closes the connection.
+    server.receive_data(bytes(HEADER_CT_SIZE))
+    with pytest.raises(ProtocolError, match="exhausted"):
+        server.next_message()
+    assert server.state is State.CLOSED

@@ -4,6 +4,7 @@ alone, with one log line and no traceback, while a normal miner beside it keeps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -220,6 +221,44 @@ async def test_a_miner_that_stops_reading_its_replies_is_closed_at_the_write_tim
         await ok.close()
     lines = [r.getMessage() for r in caplog.records if "not reading" in r.getMessage()]
     assert len(lines) == 1 and "unsent for" in lines[0], lines  # the write-time bound closed it
+    no_tracebacks(caplog)
+
+
+async def test_a_miner_that_stops_reading_is_not_read_and_its_deadline_waits_until_it_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """While a miner's replies are backed up the proxy stops reading it (its lines cannot arrive), so
+    an idle deadline that passes meanwhile is acted on once it has read: closed idle, not slow."""
+    caplog.set_level(logging.INFO)
+    settings = {"idle_timeout_s": 1.0, "first_message_timeout_s": 30, "write_timeout_s": 300}
+    async with stack_with(downstream=settings) as st:  # default 1 MiB buffer bound
+        reader, deaf = await deaf_miner(st.proxy.sv1_port, "farm.deaf")
+        (conn,) = st.proxy.sv1.connections
+        ping = json.dumps({"id": "i" * 8000, "method": "mining.ping", "params": []}).encode() + b"\n"
+
+        async def flood() -> None:
+            with contextlib.suppress(ConnectionError):
+                while True:  # blocks in drain once the proxy stops reading
+                    deaf.write(ping)
+                    await deaf.drain()
+
+        flooding = asyncio.create_task(flood())
+        await until(lambda: conn.backed_up)
+        # past the idle deadline (one second after the last line the proxy read): the timer
+        # fires while the proxy is not reading this miner, and the miner is kept
+        await asyncio.sleep(1.5)
+        assert conn.backed_up and st.proxy.sv1.closed_idle == 0 and st.proxy.sv1.closed_slow == 0
+        flooding.cancel()
+        await read_until_closed(reader)  # it reads: the proxy resumes, sees the deadline, closes it
+        await until(lambda: st.proxy.sv1.closed_idle == 1)
+        assert st.proxy.sv1.closed_slow == 0
+        await until(lambda: not st.proxy.hub.miners)
+        ok = await st.client("farm.ok")
+        assert await mine_one(ok)
+        deaf.close()
+        await ok.close()
+    lines = [r.getMessage() for r in caplog.records if "closing:" in r.getMessage()]
+    assert len(lines) == 1 and "idle: no complete line for 1 s" in lines[0], lines
     no_tracebacks(caplog)
 
 

@@ -10,6 +10,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sv2 import work
 from tests.helpers.jobs import (
@@ -474,3 +476,47 @@ def test_pool_verdicts_are_counted() -> None:
     s.on_verdict(False)
     s.on_verdict(True)
     assert (s.counters.pool_accepted, s.counters.pool_rejected) == (2, 1)
+
+
+def _generic_judgement(s: MinerSession, job: Job, target: int, en2: bytes, ntime: int, nonce: int,
+                       bits: int | None) -> tuple[int, bytes, float, bool]:
+    """(version, hash, share difficulty, meets target) the way the session judged shares before its
+    hot path was written out: every step through the generic, checking sv2.work functions."""
+    if bits is None:
+        candidates = [job.version]
+    else:
+        assert s.version_mask is not None
+        masked = work.apply_version_bits(job.version, bits, s.version_mask)
+        candidates = [masked] if masked == job.version ^ bits else [masked, job.version ^ bits]
+    root = work.merkle_root(work.sha256d(work.coinbase(job.coinb1, s.extranonce1 + en2, job.coinb2)), job.merkle_path)
+    version, h = candidates[0], b""
+    for version in candidates:
+        h = work.header_hash(version, job.prev_hash, root, ntime, job.nbits, nonce)
+        if work.hash_meets_target(h, target):
+            break
+    return version, h, work.share_difficulty(h), work.hash_meets_target(h, target)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(min_size=4, max_size=4), st.integers(0, 2**32 - 1), st.integers(0, 600),
+       st.none() | st.integers(0, 0xFFFF).map(lambda b: (b << 13) & MASK), st.sampled_from([2.0**-31, 2.0**-32.5, 1e-9]),
+       st.integers(0, 0xFFFF).map(lambda b: (b << 13) & MASK))
+def test_the_share_check_judges_as_the_generic_work_functions(en2: bytes, nonce: int, dt: int, bits: int | None,
+                                                              difficulty: float, job_bits: int) -> None:
+    s = new_session()
+    ready(s)
+    s.set_difficulty(difficulty, T0)  # about half the shares meet 2**-31
+    # job version bits inside the mask: the masked and the XOR (Bitaxe) forms then differ
+    job = replace(clean_job(channel()), version=clean_job(channel()).version | job_bits)
+    give_job(s, job)
+    ntime = job.ntime + dt
+    version, h, share_diff, meets = _generic_judgement(s, job, s.target, en2, ntime, nonce, bits)
+    line, share = s.handle(submit(9, "farm.w1", "1", en2, ntime, nonce, bits), T0)
+    assert isinstance(share, Share)
+    assert (share.version, share.share_hash, share.share_difficulty) == (version, h, share_diff)
+    assert share.verdict == ("accepted" if meets else "difficulty-too-low")
+    assert reply((line, share)).get("result") is (True if meets else None)
+    if meets:
+        assert share.target_difficulty == work.difficulty_from_target(s.target)
+        _, again = s.handle(submit(10, "farm.w1", "1", en2, ntime, nonce, bits), T0)
+        assert isinstance(again, Share) and again.verdict == "duplicate-share"

@@ -66,3 +66,16 @@ def test_any_json_text_decodes_as_the_stdlib_does(value: Any) -> None:
 @given(st.binary(max_size=64))
 def test_any_bytes_decode_or_fail_as_the_stdlib_does(line: bytes) -> None:
     same(line)
+
+
+# Runs of digits around the length that matters (19), between separators and lookalikes.
+_DIGIT_RUNS = st.lists(
+    st.tuples(st.integers(0, 22), st.sampled_from([b"", b" ", b",", b".", b"-", b"\xd9\xa0", b"a"])), max_size=4
+).map(lambda runs: b"".join(b"7" * n + sep for n, sep in runs))
+
+
+@given(st.one_of(st.binary(max_size=60), _DIGIT_RUNS))
+def test_the_long_integer_check_is_the_regex_it_replaced(line: bytes) -> None:
+    import re
+
+    assert p.has_long_digits(line) == (re.search(rb"[0-9]{19}", line) is not None)

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sv2 import work
@@ -844,3 +844,46 @@ def test_notify_is_valid_json_for_any_strings(
         f"{u32:08x}",
         clean,
     ]
+
+
+# parse_submit's fast path against parse_submit_checked: strings that are nearly hex, with
+# whitespace, signs, 0x prefixes, underscores, non-ASCII digits; numbers, nulls, bools.
+_HEX_TOKENS = ["00", "a7", "F0", "9", "0x", " ", "\t", "_", "+", "-", "g", "\u0663", "\uff10", "\n"]
+_NEAR_HEX = st.lists(st.sampled_from(_HEX_TOKENS), max_size=6).map("".join)
+_SUBMIT_VALUE = st.one_of(
+    _NEAR_HEX, st.text(max_size=6), st.none(), st.booleans(), st.integers(-1, 2**33), st.floats(allow_nan=True),
+    st.binary(max_size=8).map(bytes.hex), st.integers(0, 2**32 - 1).map(lambda v: f"{v:08x}"),
+    st.binary(min_size=30, max_size=34).map(bytes.hex), st.text(alphabet="0", min_size=60, max_size=70),
+)
+
+
+def _parse_outcome(fn: Any, params: list[Any]) -> tuple[str, Any]:
+    try:
+        return "ok", fn(params)
+    except p.Sv1ProtocolError as e:
+        return type(e).__name__, (str(e), getattr(e, "param", None), e.code)
+
+
+@settings(max_examples=300)
+@given(st.one_of(
+    st.lists(_SUBMIT_VALUE, min_size=4, max_size=7),
+    # the usual shape (two names, then hex fields) with one or more fields near-miss hex
+    st.tuples(st.text(max_size=4), st.text(max_size=3), _NEAR_HEX | _SUBMIT_VALUE, _NEAR_HEX | _SUBMIT_VALUE,
+              _NEAR_HEX | _SUBMIT_VALUE, st.lists(_NEAR_HEX | _SUBMIT_VALUE, max_size=1)).map(
+        lambda t: [*t[:5], *t[5]]),
+    # valid ntime and nonce: the extranonce2 alone decides (lengths around the 32-byte bound)
+    st.tuples(_NEAR_HEX | st.binary(min_size=30, max_size=34).map(bytes.hex) | _SUBMIT_VALUE,
+              st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)).map(
+        lambda t: ["w", "1", t[0], f"{t[1]:x}", f"{t[2]:08X}"]),
+))
+def test_parse_submit_fast_path_gives_the_checked_result_or_error(params: list[Any]) -> None:
+    fast, checked = _parse_outcome(p.parse_submit, params), _parse_outcome(p.parse_submit_checked, params)
+    assert fast == checked
+    if fast[0] == "ok":
+        assert type(fast[1].extranonce2) is bytes and type(fast[1].ntime) is int
+
+
+@given(submits)
+def test_parse_submit_fast_path_takes_every_well_formed_submit(sub: p.SubmitRequest) -> None:
+    params: list[Any] = p.submit_params(sub)
+    assert p.parse_submit(params) == p.parse_submit_checked(params) == sub

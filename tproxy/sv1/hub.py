@@ -28,6 +28,7 @@ from typing import Protocol
 from sv2 import work
 from tproxy.config import Settings
 from tproxy.events import (
+    VERDICT_ACCEPTED,
     VERDICT_TIMEOUT,
     ChannelAssigned,
     DifficultyFloor,
@@ -192,21 +193,25 @@ class Hub:
     def handle(self, miner: Miner, req: p.Request) -> None:
         """One request from a miner: the session answers; its event goes where it belongs."""
         s = miner.session
-        name_before, difficulty_before = s.worker_name, s.difficulty
-        line, event = s.handle(req, self._now())
-        if s.worker_name != name_before or s.difficulty != difficulty_before or event is not None:
-            self.events.after_request(miner, name_before, difficulty_before, event)
-        if type(event) is Share:
+        if req.method == "mining.submit":
+            # The share path. A submit changes neither the worker name nor the difficulty
+            # and always makes a Share, so only the share part of the events is asked.
+            line, share = s.submit(req, self._now())
+            self.events.on_share(miner, share)
             sink = self.share_sink
             if sink is None:
                 miner.write(line)
             seq = next(self._share_seq)
-            forwarded_to = self.upstream.forward(event, seq) if event.accepted else None
+            forwarded_to = self.upstream.forward(share, seq) if share.verdict == VERDICT_ACCEPTED else None
             if sink is not None:
                 # The share log writes the reply: at once, or once the share is on disk.
                 sink.answer(miner, miner.write, line, ShareRecord.from_share(
-                    event, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to))
+                    share, instance_id=self.instance_id, share_seq=seq, forwarded_to=forwarded_to))
             return
+        name_before, difficulty_before = s.worker_name, s.difficulty
+        line, event = s.handle(req, self._now())
+        if s.worker_name != name_before or s.difficulty != difficulty_before or event is not None:
+            self.events.after_request(miner, name_before, difficulty_before, event)
         self._reply(miner, line)
         if event is not None:
             assert isinstance(event, MinerReady)

@@ -24,10 +24,12 @@ hashes the same content twice.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from sv2 import work
+from sv2.work import DIFF1
 from tproxy.events import (
     MAX_NTIME_AHEAD_S,
     VERDICT_ACCEPTED,
@@ -53,6 +55,7 @@ Reply = tuple[bytes, SessionEvent | None]
 class SentJob:
     job: Job
     target: int  # the miner's target when this job was notified: its shares are judged against it
+    target_difficulty: float  # work.difficulty_from_target(target), computed once, not per share
     sent_at: float  # when it was notified (a re-issued copy rolls ntime past what firmware rolled since)
 
 
@@ -102,6 +105,7 @@ class MinerSession:
         self.wants_set_extranonce = False
         self.difficulty = vardiff.difficulty
         self.target = work.target_from_difficulty(self.difficulty)
+        self.target_difficulty = work.difficulty_from_target(self.target)  # of the target, which is rounded
         self._difficulty_sent: float | None = None
         # the jobs a late share may still name (SRI's max_past_jobs); older ones are stale
         self.max_past_jobs = max_past_jobs
@@ -131,7 +135,7 @@ class MinerSession:
         method = req.method
         try:
             if method == "mining.submit":
-                return self._submit(req, now)
+                return self.submit(req, now)
             if method == "mining.subscribe":
                 return self._subscribe(req)
             if method == "mining.authorize":
@@ -215,6 +219,7 @@ class MinerSession:
         to the jobs notified from then on (jobs the miner already has keep their target)."""
         self.difficulty = difficulty
         self.target = work.target_from_difficulty(difficulty)
+        self.target_difficulty = work.difficulty_from_target(self.target)
         self.vardiff.difficulty = difficulty
 
     def apply_floor(self, floor: float, now: float) -> None:
@@ -255,7 +260,7 @@ class MinerSession:
         if self.latest is None and not self.counters.accepted:
             # Time without work is not the miner's silence: start vardiff's clock now.
             self.vardiff.reset(now)
-        jobs[sv1_job_id] = SentJob(job, self.target, now)
+        jobs[sv1_job_id] = SentJob(job, self.target, self.target_difficulty, now)
         jobs.move_to_end(sv1_job_id)
         while len(jobs) > self.max_past_jobs:
             self._retire(jobs.popitem(last=False)[0])
@@ -334,7 +339,7 @@ class MinerSession:
     def _refuse(
         self, req: p.Request, received_ms: int, sub: p.SubmitRequest | None, code: int, verdict: str, message: str,
         job: Job | None = None, version: int = 0, h: bytes = b"", share_diff: float = 0.0,
-    ) -> Reply:
+    ) -> tuple[bytes, Share]:
         c = self.counters
         c.rejected += 1
         c.rejected_by_reason[verdict] = c.rejected_by_reason.get(verdict, 0) + 1
@@ -346,71 +351,81 @@ class MinerSession:
                           sub.extranonce2, sub.ntime, sub.nonce, version, h, share_diff, self.difficulty, verdict)
         return p.error(req.id, code, message), share
 
-    def _submit(self, req: p.Request, now: float) -> Reply:
+    def submit(self, req: p.Request, now: float) -> tuple[bytes, Share]:
+        """Judge one ``mining.submit``: the reply line and its ``Share`` (every submit makes one).
+
+        This is the share hot path (the hub calls it directly for every submit), so
+        the hashing is written out with the ``sv2.work`` helpers for known-valid
+        fields: ``job.prev_hash`` is a 32-byte SV2 U256, ntime/nonce/version bits
+        are U32 (``parse_submit`` checked them) and the job version is a U32. The
+        hash is read as an integer once, for the target check and the difficulty.
+        tests/tproxy/test_session.py compares every verdict with the generic
+        ``sv2.work`` functions on random shares.
+        """
         received_ms = int(now * 1000)
         try:
             sub = p.parse_submit(req.params)
         except p.Sv1ProtocolError as e:
             return self._refuse(req, received_ms, None, p.OTHER, "malformed", str(e))
+        worker_name, sv1_job_id, en2, ntime, nonce, bits = sub
         if not self.subscribed:
             return self._refuse(req, received_ms, sub, p.NOT_SUBSCRIBED, "not-subscribed", "Not subscribed")
-        if sub.worker_name not in self.authorized:
+        if worker_name not in self.authorized:
             return self._refuse(req, received_ms, sub, p.UNAUTHORIZED, "unauthorized", "Unauthorized worker")
-        sent = self.jobs.get(sub.sv1_job_id)
+        sent = self.jobs.get(sv1_job_id)
         if sent is None:
-            if sub.sv1_job_id in self._retired:
+            if sv1_job_id in self._retired:
                 return self._refuse(req, received_ms, sub, p.JOB_NOT_FOUND, "stale-share", "Job not found (stale)")
             return self._refuse(req, received_ms, sub, p.JOB_NOT_FOUND, "invalid-job-id", "Job not found")
         job = sent.job
-        en2 = sub.extranonce2
         if len(en2) != self.extranonce2_size:
             return self._refuse(req, received_ms, sub, p.OTHER, "bad-extranonce-size",
                                 f"extranonce2 must be {self.extranonce2_size} bytes", job)
         # Version: BIP310 masked form first; Bitaxe's XOR-with-job form is tried too.
         candidates: tuple[int, ...]
-        if sub.version_bits is None:
+        if bits is None:
             candidates = (job.version,)
         else:
             mask = self.version_mask
-            bits = sub.version_bits
             if mask is None or bits & ~mask & 0xFFFFFFFF or (not job.version_rolling_allowed and bits & mask):
                 return self._refuse(req, received_ms, sub, p.OTHER, "invalid-version-bits",
                                     "version bits outside the negotiated mask", job)
             masked = (job.version & ~mask) | (bits & mask)
             xored = job.version ^ bits
             candidates = (masked,) if masked == xored else (masked, xored)
-        ntime, nonce = sub.ntime, sub.nonce
         if ntime < job.ntime or ntime > now + MAX_NTIME_AHEAD_S:
             # The pool would reject it (Bitcoin's time rules): say why here, never forward it.
             return self._refuse(req, received_ms, sub, p.OTHER, VERDICT_NTIME_OUT_OF_RANGE,
                                 f"ntime {ntime:08x} out of range: before the job's {job.ntime:08x} "
                                 "or more than 2 hours ahead", job)
         target = sent.target
-        coinbase = job.coinb1 + self.extranonce1 + en2 + job.coinb2
-        root = work.merkle_root(work.sha256d(coinbase), job.merkle_path)
-        version = candidates[0]
+        root = work.coinbase_merkle_root(job.coinb1 + self.extranonce1 + en2 + job.coinb2, job.merkle_path)
+        prev_hash, nbits = job.prev_hash, job.nbits
+        version = h_int = 0
         h = b""
         for version in candidates:
-            h = work.sha256d(work.header(version, job.prev_hash, root, ntime, job.nbits, nonce))
-            if work.hash_meets_target(h, target):
+            h = work.header_hash_unchecked(version, prev_hash, root, ntime, nbits, nonce)
+            h_int = int.from_bytes(h, "little")
+            if h_int <= target:  # work.hash_meets_target
                 break
-        share_diff = work.share_difficulty(h)
-        if not work.hash_meets_target(h, target):
+        share_diff = DIFF1 / h_int if h_int else math.inf  # work.share_difficulty
+        if h_int > target:
             return self._refuse(req, received_ms, sub, p.LOW_DIFFICULTY, "difficulty-too-low",
                                 "Low difficulty share", job, version, h, share_diff)
         key = (job.channel_id, job.job_id, en2, ntime, nonce, version)
         seen = self._seen
-        if key in seen:
+        n = len(seen)
+        seen[key] = None  # a key already there keeps its place and the length: a duplicate
+        if len(seen) == n:
             return self._refuse(req, received_ms, sub, p.DUPLICATE, "duplicate-share", "Duplicate share",
                                 job, version, h, share_diff)
-        seen[key] = None
-        if len(seen) > MAX_SEEN_SHARES:
+        if n >= MAX_SEEN_SHARES:
             seen.popitem(last=False)
-        target_diff = work.difficulty_from_target(target)
+        target_diff = sent.target_difficulty
         c = self.counters
         c.accepted += 1
         c.last_share_at = now
         self.vardiff.record_share(now, target_diff)
-        share = Share(received_ms, self.client_id, sub.worker_name, sub.sv1_job_id, job, self.extranonce1, en2,
+        share = Share(received_ms, self.client_id, worker_name, sv1_job_id, job, self.extranonce1, en2,
                       ntime, nonce, version, h, share_diff, target_diff, VERDICT_ACCEPTED)
         return p.result(req.id, True), share

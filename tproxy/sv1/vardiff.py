@@ -250,7 +250,12 @@ class Vardiff:
         # A share at a lower difficulty than the current one (an old job after a
         # raise) proves proportionally less; one at a higher difficulty (an old
         # job after a cut) is still one Poisson event, not several.
-        weight = 1.0 if difficulty is None else min(1.0, max(difficulty, 0.0) / d)
+        # min(1.0, max(difficulty, 0.0) / d) written out (this runs for every share);
+        # "not <" rather than ">=" so that a NaN weighs 1.0 there too.
+        if difficulty is None or not difficulty < d:
+            weight = 1.0
+        else:
+            weight = difficulty / d if difficulty > 0.0 else 0.0
         shares = self._shares
         shares.append((now, weight))
         if len(shares) > MAX_WINDOW_SHARES:

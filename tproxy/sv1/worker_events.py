@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from sv2 import work
-from tproxy.events import Share, UpstreamDown, UpstreamUp, Verdict
+from tproxy.events import VERDICT_ACCEPTED, Share, UpstreamDown, UpstreamUp, Verdict
 from tproxy.shares import record as r
 from tproxy.sv1.diffmemory import DifficultyMemory
 
@@ -133,7 +133,7 @@ class WorkerEvents:
             self._emit(r.EVENT_DIFFICULTY, miner, old_difficulty=difficulty_before, reason="suggest")
             self._remember(miner, now)
         if type(event) is Share:
-            self._on_share(miner, event)
+            self.on_share(miner, event)
 
     def _recall(self, miner: Miner, now: float) -> None:
         s = miner.session
@@ -152,13 +152,18 @@ class WorkerEvents:
         if self.memory is not None and miner.session.worker_name:
             self.memory.remember(miner.session.worker_name, miner.session.difficulty, now)
 
-    def _on_share(self, miner: Miner, share: Share) -> None:
-        w = self._workers.get(miner.client_id)
+    def on_share(self, miner: Miner, share: Share) -> None:
+        """Every share (the hub calls it for each submit): the worker's return if it was marked
+        offline, and a block found. Two dict lookups when there is nothing to report."""
+        w = self._workers.get(share.client_id)  # = miner.client_id, without the property call
         if w is not None and not w.online:
             w.online, w.since = True, self._now()
             self._emit(r.EVENT_ONLINE, miner)
         job = share.job
-        if share.accepted and job is not None and share.share_difficulty >= self._network_difficulty(job.nbits):
+        if job is None or share.verdict != VERDICT_ACCEPTED:
+            return
+        d = self._net_difficulty.get(job.nbits)
+        if share.share_difficulty >= (d if d is not None else self._network_difficulty(job.nbits)):
             self._emit(r.EVENT_BLOCK_FOUND, miner, detail=share.share_hash[::-1].hex(),
                        reason=f"job {job.job_id}")
 

@@ -339,7 +339,7 @@ class ChannelManager:
         """Send an accepted share upstream if it meets its job's upstream target."""
         job = share.job
         assert job is not None  # the hub forwards only accepted shares, and they name a job
-        if not work.hash_meets_target(share.share_hash, job.upstream_target):
+        if int.from_bytes(share.share_hash, "little") > job.upstream_target:  # work.hash_meets_target, per share
             return None  # good enough for the miner's target, not for the pool's
         ch = self.channels.get(job.channel_id)
         if ch is None or ch.up.closed:

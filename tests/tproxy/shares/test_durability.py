@@ -20,7 +20,7 @@ import pydantic
 import pytest
 
 from tests.helpers.share_log import INSTANCE, SlowDisk, fast_settings, shares, wait_until
-from tproxy.shares.journal import JREC
+from tproxy.shares.journal import decode_records
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.settings import ClickHouseSettings
 
@@ -36,16 +36,8 @@ def settings(tmp_path: Path, **kw: Any) -> ClickHouseSettings:
 
 
 def journal_rows(tmp_path: Path) -> int:
-    """Records (header excluded) in the journal files on disk."""
-    n = 0
-    for path in (tmp_path / "spool" / "journal").glob("*.jnl"):
-        data, off, records = path.read_bytes(), 0, 0
-        while off + JREC.size <= len(data):
-            size, _ = JREC.unpack_from(data, off)
-            off += JREC.size + size
-            records += 1
-        n += max(0, records - 1)
-    return n
+    """Rows (headers excluded) in the journal files on disk."""
+    return sum(len(decode_records(p.read_bytes())[1]) for p in (tmp_path / "spool" / "journal").glob("*.jnl"))
 
 
 async def turns(n: int = 20) -> None:
@@ -225,6 +217,26 @@ async def test_close_waits_for_the_commit_and_releases_held_replies(tmp_path: Pa
     assert out == [b"s0", b"s1", b"s2", b"s3", b"ping"]
     st = log.stats()
     assert st.durability_degraded == 0 and st.spool_pending == 4  # database down: spooled at close
+
+
+async def test_a_row_the_journal_cannot_encode_turns_it_off_and_releases_the_replies(tmp_path: Path) -> None:
+    """Rows are encoded when the commit starts; a value marshal cannot encode (a bug upstream)
+    fails like a write: the journal goes off, the held replies go out as degraded."""
+    disk = SlowDisk()
+    disk.gate.set()
+    log = ShareLog(settings(tmp_path), INSTANCE, fdatasync=disk)
+    await log.start()
+    try:
+        out: list[bytes] = []
+        good, bad = shares(2)
+        log.answer(object(), out.append, b"good", good)
+        log.answer(object(), out.append, b"bad", bad._replace(worker_name=object()))  # type: ignore[arg-type]
+        await wait_until(lambda: len(out) == 2, what="both replies")
+        st = log.stats()
+        assert out == [b"good", b"bad"] and not st.journal_on and st.durability_degraded == 2
+        assert st.fs_errors >= 1 and st.durability_waiting == 0
+    finally:
+        await log.close()
 
 
 def test_sync_needs_the_journal() -> None:

@@ -3,7 +3,6 @@ database still rejects costs only itself: real chdb, canary rows around the bad 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ async def test_batch_with_nasty_names_lands_whole(tmp_path: Path, opened: Any) -
     bad_seqs = {}
     for k, (label, text) in enumerate(NASTY.items()):
         i = 37 + 131 * k  # spread over several batches, canaries all around
-        sent[i] = dataclasses.replace(sent[i], worker_name=text, sv1_job_id=text[:50], extranonce=text[-20:])
+        sent[i] = sent[i]._replace(worker_name=text, sv1_job_id=text[:50], extranonce=text[-20:])
         bad_seqs[sent[i].share_seq] = label
     for r in sent:
         log.submit(r)
@@ -88,7 +87,7 @@ def quarantined_rows(spool_dir: Path) -> list[tuple[object, ...]]:
 
 def poisoned(r: ShareRecord, how: str) -> ShareRecord:
     # Values clean_text does not fix (not text at all): only the database can refuse them.
-    return dataclasses.replace(r, nonce=-5) if how == "nonce" else dataclasses.replace(r, worker_name=None)  # type: ignore[arg-type]
+    return r._replace(nonce=-5) if how == "nonce" else r._replace(worker_name=None)
 
 
 async def test_rows_the_database_rejects_cost_only_themselves(tmp_path: Path, opened: Any) -> None:
