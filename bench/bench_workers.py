@@ -18,6 +18,9 @@ In one run, for each configuration (``--workers``, default ``1 2``):
 4. runs the same generators against sv1_loadgen's null server: their ceiling.
 
 BENCH_CLUSTER=1 runs ``workers = 1`` as a cluster of one worker too (the cost of the pipe).
+--share-log DIR turns the share log on (chdb in a fresh directory under DIR, ``durability``
+from --durability, default "sync"): with workers, the parent journals every row and the
+workers hold each reply for its ack; the pool+parent CPU then includes chdb's inserts.
 
 --hold N instead opens N connections against ``[proxy] workers = --hold-workers``
 (default 3: one process holds at most RLIMIT_NOFILE hard - 200 connections, and
@@ -45,6 +48,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +100,7 @@ class DiscardSink:
             self.submit(record)
 
 
-async def serve(workers: int, forward_ratio: float, max_connections: int) -> None:
+async def serve(workers: int, forward_ratio: float, max_connections: int, share_log: str, durability: str) -> None:
     from devnet.pool import DevPool, PoolSettings
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings
@@ -116,10 +120,13 @@ async def serve(workers: int, forward_ratio: float, max_connections: int) -> Non
         "downstream": {"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
         "difficulty": {"start_difficulty": MINER_DIFFICULTY, "min_difficulty": MINER_DIFFICULTY, "vardiff": False},
         "proxy": {"instance_id": "bench", "job_keepalive_interval_s": 0, "workers": workers},
+        "clickhouse": {"url": f"chdb://{share_log}/db", "spool_dir": f"{share_log}/spool", "durability": durability}
+        if share_log else {},
     })
     cluster = workers > 1 or os.environ.get("BENCH_CLUSTER") == "1"
-    proxy: Proxy | Cluster = Cluster(settings, share_log=False) if cluster else Proxy(settings, share_log=False)
-    if isinstance(proxy, Proxy):
+    on = bool(share_log)
+    proxy: Proxy | Cluster = Cluster(settings, share_log=on) if cluster else Proxy(settings, share_log=on)
+    if isinstance(proxy, Proxy) and not on:
         proxy.hub.share_sink = DiscardSink()  # records are built in both modes, as with a share log
     await proxy.start()
     tune_gc()
@@ -130,11 +137,15 @@ async def serve(workers: int, forward_ratio: float, max_connections: int) -> Non
 # ---------------------------------------------------------------- driver
 
 
+SHARE_LOG: dict[str, str] = {"dir": "", "durability": "sync"}  # --share-log, --durability
+
+
 def start_server(workers: int, n: int, forward_ratio: float) -> tuple[subprocess.Popen[str], int]:
     """The pool and the proxy (``workers`` processes) in a child; returns it and its SV1 port."""
+    log_dir = tempfile.mkdtemp(prefix="bench-workers-", dir=SHARE_LOG["dir"]) if SHARE_LOG["dir"] else ""
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(workers), "--forward-ratio", str(forward_ratio),
-         "--max-connections", str(n + 100)],
+         "--max-connections", str(n + 100), "--share-log-dir", log_dir, "--durability", SHARE_LOG["durability"]],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
     assert server.stdout is not None
@@ -322,12 +333,16 @@ def main() -> None:
     ap.add_argument("--hold", type=int, metavar="N", help="hold N connections instead (RSS per connection)")
     ap.add_argument("--hold-workers", type=int, default=3, help="[proxy] workers for --hold")
     ap.add_argument("--forward-ratio", type=float, default=0.1)
+    ap.add_argument("--share-log", metavar="DIR", default="", help="share log on: chdb in a temporary directory under DIR")
+    ap.add_argument("--durability", choices=["sync", "fast"], default="sync", help="with --share-log")
+    ap.add_argument("--share-log-dir", default="", help=argparse.SUPPRESS)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
     raise_nofile()
+    SHARE_LOG.update(dir=args.share_log, durability=args.durability)
     if args.serve is not None:
-        asyncio.run(serve(args.serve, args.forward_ratio, args.max_connections))
+        asyncio.run(serve(args.serve, args.forward_ratio, args.max_connections, args.share_log_dir, args.durability))
         return
     if args.hold:
         hold_mode(args)

@@ -14,19 +14,22 @@ tproxy.workers FD``, ``worker_main``) and the one pipe between them.
   SO_REUSEPORT on the same address:port, so the kernel spreads new miners
   over the workers. Each has its own pool connection and channel(s), so
   extranonce prefixes never collide.
-* The pipe is a socketpair carrying length-prefixed pickle frames. Parent to
-  worker: ``("spec", WorkerSpec)``, ``("go",)`` (connect upstream: sent once
-  every listener, monitoring included, is bound), ``("stop",)``. Worker to
-  parent: ``("ready", port)`` or ``("error", message)`` once the SV1 listener
-  is bound (or not); ``("rows", shares, verdicts)``, the records of the last
-  ``FLUSH_DELAY_S`` as plain tuples (``ShareRecord`` / ``PoolVerdictRecord`` fields in
-  column order); ``("view", WorkerView)`` every half refresh interval.
+* The pipe is a socketpair carrying length-prefixed pickle frames
+  (``tproxy.pipe_sink``). Parent to worker: ``("spec", WorkerSpec)``,
+  ``("go",)`` (connect upstream: sent once every listener, monitoring
+  included, is bound), ``("ack", seq, durable)`` (durability "sync": rows
+  frame ``seq`` is in the journal), ``("stop",)``. Worker to parent:
+  ``("ready", port)`` or ``("error", message)`` once the SV1 listener is bound
+  (or not); ``("rows", seq, shares, verdicts, events)``, records as plain
+  tuples (``ShareRecord`` / ``PoolVerdictRecord`` / ``EventRecord`` fields in
+  column order; ``seq`` 0: no ack wanted); ``("view", WorkerView)`` every half
+  refresh interval. The parent counts the events per type for /metrics.
 
 Identities stay unique across workers and their restarts (the share log
 dedups on (instance_id, run_id, share_seq) and there is one run_id, the
 parent's): every worker process gets a new ``generation`` (1, 2, ... over the
-parent's life). Its ``share_seq`` becomes ``generation << 40 | share_seq`` and its
-``client_id`` ``generation << 32 | client_id``, in the share log and in
+parent's life). Its ``share_seq`` and ``event_seq`` become ``generation << 40 | seq``
+and its ``client_id`` ``generation << 32 | client_id``, in the share log and in
 monitoring alike; a channel id becomes ``index << 24 | channel_id`` (worker 0
 keeps the pool's ids; the pool's own must stay below 2**24).
 """
@@ -34,25 +37,32 @@ keeps the pool's ids; the pool's own must stay below 2**24).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
 import logging
 import os
-import pickle
 import signal
 import socket
-import struct
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tproxy.config import Settings
 from tproxy.errors import ConfigError
 from tproxy.monitor_source import ClusterMonitoringSource, ProxyMonitoringSource, WorkerView
+from tproxy.pipe_sink import (
+    CHANNEL_ID_SHIFT,
+    CLIENT_ID_SHIFT,
+    SHARE_SEQ_SHIFT,
+    ParentPipe,
+    PipeSink,
+    encode,
+    read_message,
+)
 from tproxy.shares.pipeline import ShareLog
-from tproxy.shares.record import PoolVerdictRecord, ShareRecord
+from tproxy.shares.record import EventRecord, PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
 from tproxy.startup import listener_errors
 
@@ -62,41 +72,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tproxy.workers")
 
-SHARE_SEQ_SHIFT = 40  # 2**40 shares per worker process (three years at 10,000/s)
-CLIENT_ID_SHIFT = 32
-CHANNEL_ID_SHIFT = 24
+__all__ = ["CHANNEL_ID_SHIFT", "CLIENT_ID_SHIFT", "SHARE_SEQ_SHIFT", "Cluster", "encode", "read_message"]
+
 START_TIMEOUT_S = 60.0  # spawn to SV1 listener bound (a cold interpreter on a loaded host)
 STOP_TIMEOUT_S = 30.0  # "stop" to exit: miners told to reconnect, last records sent
 RESTART_BACKOFF_S = (0.5, 30.0)  # first wait, cap; doubled while a worker dies within a minute
-# Rows are sent at most this long after their share: one write (and one wake-up of the parent)
-# per batch of ticks rather than per event-loop tick; the share log batches far longer anyway.
-FLUSH_DELAY_S = 0.01
-MAX_PIPE_BUFFER = 64 << 20  # bytes of rows queued for a parent that does not read
-
-_LEN = struct.Struct(">I")
-
-
-# ------------------------------------------------------------------ the pipe
-
-
-def encode(message: tuple[Any, ...]) -> bytes:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LEN.pack(len(body)) + body
-
-
-async def read_message(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
-    """The next message, or None at end of stream (a frame cut short by a dying peer included)."""
-    try:
-        head = await reader.readexactly(_LEN.size)
-        body = await reader.readexactly(_LEN.unpack(head)[0])
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    try:
-        message = pickle.loads(body)  # our own child or parent: a trusted peer
-    except Exception as e:  # a bug on the other side: end this pipe, not the process
-        log.error("unreadable message on the worker pipe (%s: %s); closing it", type(e).__name__, e)
-        return None
-    return message if isinstance(message, tuple) and message else None
+EVENT_TYPE = EventRecord.COLUMNS.index("event_type")
 
 
 @dataclass(frozen=True)
@@ -109,70 +90,6 @@ class WorkerSpec:
 
 
 # ------------------------------------------------------------------ worker side
-
-
-class PipeSink:
-    """The worker's ``ShareSink``: records with cluster-unique ids, sent to the parent in batches."""
-
-    def __init__(self, writer: asyncio.StreamWriter, spec: WorkerSpec) -> None:
-        self._writer = writer
-        self._seq_base = spec.generation << SHARE_SEQ_SHIFT
-        self._client_base = spec.generation << CLIENT_ID_SHIFT
-        self._channel_base = spec.index << CHANNEL_ID_SHIFT
-        self._shares: list[tuple[object, ...]] = []
-        self._verdicts: list[tuple[object, ...]] = []
-        self._scheduled = False
-        self.lost = 0  # records produced after the pipe closed
-
-    def channel(self, channel_id: int) -> int:
-        return self._channel_base | channel_id if channel_id else 0
-
-    def submit(self, record: ShareRecord) -> None:
-        r = record
-        self._shares.append((
-            r.received_at_ms, r.instance_id, self._seq_base | r.share_seq, r.worker_name,
-            self._client_base | r.client_id, self.channel(r.channel_id), r.sequence_number, r.sv1_job_id,
-            r.job_id, r.nonce, r.ntime, r.version, r.extranonce, r.share_hash, r.target_difficulty,
-            r.share_difficulty, r.verdict, r.forwarded,
-        ))  # fmt: skip
-        self._schedule()
-
-    def answer(self, miner: object, write: Callable[[bytes], None], line: bytes, record: ShareRecord | None) -> None:
-        """A worker answers at once and ships the record (as durability "fast"): the reply does not
-        wait for the parent's journal, so a killed worker can lose its last ~10 ms of answered
-        shares (docs/ARCHITECTURE.md, Workers)."""
-        write(line)
-        if record is not None:
-            self.submit(record)
-
-    def submit_pool_verdict(self, record: PoolVerdictRecord) -> None:
-        r = record
-        self._verdicts.append((
-            r.received_at_ms, r.instance_id, self.channel(r.channel_id), r.sequence_number,
-            self._seq_base | r.share_seq, r.pool_verdict,
-        ))  # fmt: skip
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        if not (self._shares or self._verdicts):
-            return
-        shares, verdicts = self._shares, self._verdicts
-        self._shares, self._verdicts = [], []
-        transport = self._writer.transport
-        if self._writer.is_closing() or transport.get_write_buffer_size() > MAX_PIPE_BUFFER:
-            # The parent is gone or stalled: bound this process's memory (the parent's share log
-            # is where records wait, spool included).
-            if not self.lost:
-                log.error("share records lost: the parent does not read the pipe")
-            self.lost += len(shares) + len(verdicts)
-            return
-        self._writer.write(encode(("rows", shares, verdicts)))
 
 
 def worker_view(proxy: Proxy, spec: WorkerSpec) -> WorkerView:
@@ -193,10 +110,10 @@ def worker_view(proxy: Proxy, spec: WorkerSpec) -> WorkerView:
     )
 
 
-async def _report_views(proxy: Proxy, spec: WorkerSpec, writer: asyncio.StreamWriter) -> None:
+async def _report_views(proxy: Proxy, spec: WorkerSpec, transport: asyncio.Transport) -> None:
     while True:
         try:
-            writer.write(encode(("view", worker_view(proxy, spec))))
+            transport.write(encode(("view", worker_view(proxy, spec))))
         except Exception:  # a reading that fails must not end the reports for good
             log.exception("worker view failed")
         await asyncio.sleep(spec.view_interval_s)
@@ -209,18 +126,18 @@ def _worker_logging(spec: WorkerSpec) -> None:
     logging.basicConfig(level=getattr(logging, spec.log_level.upper()), format=fmt, stream=sys.stderr, force=True)
 
 
-async def _until_stopped(reader: asyncio.StreamReader) -> None:
+async def _until_stopped(pipe: ParentPipe) -> None:
     """Until the parent says stop or goes away (or SIGTERM reaches this process)."""
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
-    async def pipe() -> None:
-        while (msg := await read_message(reader)) is not None and msg[0] != "stop":
+    async def read() -> None:
+        while (msg := await pipe.next()) is not None and msg[0] != "stop":
             pass
         stop.set()
 
-    task = asyncio.create_task(pipe(), name="worker-pipe")
+    task = asyncio.create_task(read(), name="worker-pipe")
     try:
         await stop.wait()
     finally:
@@ -233,37 +150,41 @@ async def worker_main(fd: int) -> int:
 
     # Ctrl-C reaches the whole process group: the parent alone decides the order of shutdown.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
-    first = await read_message(reader)
+    _, pipe = await asyncio.get_running_loop().create_connection(ParentPipe, sock=socket.socket(fileno=fd))
+    assert pipe.transport is not None
+    transport = pipe.transport
+    first = await pipe.next()
     if first is None or first[0] != "spec":
         return 1
     spec: WorkerSpec = first[1]
     _worker_logging(spec)
+    ch = spec.settings.clickhouse
     proxy = Proxy(spec.settings, share_log=False)
-    sink = PipeSink(writer, spec)
+    sink = PipeSink(pipe, fd, generation=spec.generation, index=spec.index, sync=ch.durability == "sync",
+                    max_waiting=ch.durability_max_waiting, stall_s=ch.durability_stall_s)
     proxy.hub.share_sink = sink
+    proxy.hub.events.sink = sink  # events go to the parent's share log (and its /metrics counts)
     views: asyncio.Task[None] | None = None
     try:
         try:
             await proxy.start_serving(reuse_port=True)
         except ConfigError as e:
-            writer.write(encode(("error", str(e))))
+            transport.write(encode(("error", str(e))))
             return 2
-        writer.write(encode(("ready", proxy.sv1_port)))
-        go = await read_message(reader)
+        transport.write(encode(("ready", proxy.sv1_port)))
+        go = await pipe.next()
         if go is not None and go[0] == "go":
             proxy.start_upstream()
-            views = asyncio.create_task(_report_views(proxy, spec, writer), name="worker-views")
+            views = asyncio.create_task(_report_views(proxy, spec, transport), name="worker-views")
             tune_gc()
-            await _until_stopped(reader)
+            await _until_stopped(pipe)
     finally:
         if views is not None:
             views.cancel()
+        await sink.settle()  # sync: the replies held for the parent's journal go out first
         await proxy.close()  # miners get client.reconnect, the pool connection closes
-        sink.flush()
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
+        await sink.settle()  # the records of the close (disconnect events)
+        await pipe.closed(STOP_TIMEOUT_S / 2)
     return 0
 
 
@@ -306,7 +227,10 @@ class Cluster:
         self.share_log: ShareLog | None = (
             ShareLog(settings.clickhouse, settings.proxy.instance_id) if share_log else None
         )
+        # Events emitted by the workers, per type (WorkerEvents.counts of one process).
+        self.event_counts: collections.Counter[str] = collections.Counter()
         self.monitoring_source = ClusterMonitoringSource(self.share_log)
+        self.monitoring_source.event_counts = lambda: self.event_counts
         self.slots = [_Slot(i) for i in range(settings.proxy.workers)]
         self._generations = itertools.count(1)
         self._reserved: socket.socket | None = None
@@ -351,11 +275,16 @@ class Cluster:
 
     def _spec(self, slot: _Slot) -> WorkerSpec:
         s = self.settings
-        # The workers neither write the share log nor serve monitoring: they get neither's secrets.
+        # The workers neither write the share log nor serve monitoring: they get neither's secrets,
+        # only the parent's durability (a worker holds its replies as the parent's journal would).
+        ch = s.clickhouse
         update = {
             "downstream": s.downstream.model_copy(update={"port": self._port}),
             "monitoring": s.monitoring.model_copy(update={"token": None}),
-            "clickhouse": ClickHouseSettings(spool_dir=s.clickhouse.spool_dir),
+            "clickhouse": ClickHouseSettings(
+                spool_dir=ch.spool_dir, durability=ch.durability if self.share_log is not None else "fast",
+                durability_max_waiting=ch.durability_max_waiting, durability_stall_s=ch.durability_stall_s,
+            ),
         }
         return WorkerSpec(
             settings=s.model_copy(update=update),
@@ -442,13 +371,27 @@ class Cluster:
     def _dispatch(self, slot: _Slot, msg: tuple[Any, ...]) -> None:
         kind, sink = msg[0], self.share_log
         if kind == "rows":
+            _, seq, shares, verdicts, events = msg
+            self.event_counts.update(row[EVENT_TYPE] for row in events)
             if sink is not None:
-                for row in msg[1]:
+                for row in shares:
                     sink.submit(ShareRecord(*row))
-                for row in msg[2]:
+                for row in verdicts:
                     sink.submit_pool_verdict(PoolVerdictRecord(*row))
+                for row in events:
+                    sink.submit_event(EventRecord(*row))
+            if seq:
+                writer = slot.writer  # this worker's pipe: a restarted slot has a new one
+                if sink is None or writer is None:
+                    return
+                sink.when_durable(lambda durable: self._ack(writer, seq, durable))
         elif kind == "view":
             self.monitoring_source.update(slot.index, msg[1])
+
+    @staticmethod
+    def _ack(writer: asyncio.StreamWriter, seq: int, durable: bool) -> None:
+        if not writer.is_closing():
+            writer.write(encode(("ack", seq, durable)))
 
     async def close(self) -> None:
         """Stop the workers (miners told to reconnect, their last records received), then the share log."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,23 @@ def fast_settings(url: str, spool_dir: Path | str, **kw: Any) -> ClickHouseSetti
     }
     base.update(kw)
     return ClickHouseSettings(**base)
+
+
+class SlowDisk:
+    """fdatasync seam: blocks until ``gate`` is set (or raises ``fail`` once), then syncs for real."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.synced = 0  # fdatasync calls that returned
+        self.fail: OSError | None = None
+
+    def __call__(self, fd: int) -> None:
+        assert self.gate.wait(30), "test never opened the gate"
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        os.fdatasync(fd)
+        self.synced += 1
 
 
 def shares(n: int, *, start: int = 1, instance_id: str = INSTANCE, now_ms: int | None = None) -> list[ShareRecord]:

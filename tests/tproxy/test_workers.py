@@ -9,6 +9,7 @@ its high 32 bits), as anybody reading /api/v1 can.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import pytest
 from devnet.pool import DevPool
 from monitoring.source import UpstreamState
 from tests.helpers.monitoring_http import raw_get
-from tests.helpers.share_log import fast_settings
+from tests.helpers.share_log import SlowDisk, fast_settings
 from tests.helpers.stack import pool_settings, proxy_settings
 from tests.helpers.sv1_client import Sv1TestClient
 from tests.helpers.waiting import until
@@ -38,7 +39,7 @@ from tproxy.workers import CLIENT_ID_SHIFT, SHARE_SEQ_SHIFT, Cluster, encode, re
 MINERS = 12
 
 
-def cluster_settings(pool_port: int, tmp_path: Path | None = None) -> Settings:
+def cluster_settings(pool_port: int, tmp_path: Path | None = None, **clickhouse: Any) -> Settings:
     s = proxy_settings([pool_port], workers=2)
     update: dict[str, Any] = {
         "monitoring": s.monitoring.model_copy(
@@ -46,15 +47,15 @@ def cluster_settings(pool_port: int, tmp_path: Path | None = None) -> Settings:
         )
     }
     if tmp_path is not None:
-        update["clickhouse"] = fast_settings(f"chdb://{tmp_path / 'db'}", tmp_path / "spool")
+        update["clickhouse"] = fast_settings(f"chdb://{tmp_path / 'db'}", tmp_path / "spool", **clickhouse)
     return s.model_copy(update=update)
 
 
 @asynccontextmanager
-async def cluster(tmp_path: Path | None = None) -> AsyncIterator[tuple[DevPool, Cluster]]:
+async def cluster(tmp_path: Path | None = None, **clickhouse: Any) -> AsyncIterator[tuple[DevPool, Cluster]]:
     pool = DevPool(pool_settings())
     await pool.start()
-    c = Cluster(cluster_settings(pool.port, tmp_path), share_log=tmp_path is not None)
+    c = Cluster(cluster_settings(pool.port, tmp_path, **clickhouse), share_log=tmp_path is not None)
     try:
         await c.start()
         yield pool, c
@@ -205,6 +206,134 @@ async def test_a_killed_worker_is_restarted_and_its_miners_move_to_the_other() -
         finally:
             for cl in clients:
                 await cl.close()
+
+
+# ------------------------------------------------------------------ durability "sync" and events across the pipe
+
+
+_EN2 = itertools.count(1)
+
+
+async def burst(client: Sv1TestClient, n: int) -> list[tuple[int, bool]]:
+    """``n`` distinct valid shares sent in one write (pipelined); (nonce, answered true) of each."""
+    job = client.jobs[-1]
+    en2 = next(_EN2).to_bytes(client.extranonce2_size, "big")  # never the shares of another call
+    found, nonce = [], -1
+    for _ in range(n):
+        en2, ntime, nonce = client.find_share(job, en2=en2, start_nonce=nonce + 1)
+        found.append((en2, ntime, nonce))
+    ids = list(range(10_000, 10_000 + n))
+    replies = [asyncio.ensure_future(client.next_reply(i, timeout=60)) for i in ids]
+    await client.send_raw(b"".join(
+        json.dumps({"id": i, "method": "mining.submit", "params": [
+            client.worker, job.job_id, en2.hex(), f"{ntime:08x}", f"{nonce:08x}"]}).encode() + b"\n"
+        for i, (en2, ntime, nonce) in zip(ids, found, strict=True)
+    ))  # fmt: skip
+    return [(nonce, (await r)["result"] is True) for (_, _, nonce), r in zip(found, replies, strict=True)]
+
+
+async def logged_nonces(c: Cluster) -> list[tuple[str, int]]:
+    log = c.share_log
+    assert log is not None
+    assert await log.flush(30)
+    rows = await log._query_rows(f"SELECT worker_name, nonce FROM {log._store.schema.db}.shares")
+    return [(str(w), int(n)) for w, n in rows]
+
+
+async def test_a_worker_killed_right_after_a_burst_loses_no_accepted_share(tmp_path: Path) -> None:
+    """Durability "sync" with workers: a reply waits until the parent journaled its share, so a
+    SIGKILL of the worker right after its miners saw their shares accepted loses none of them."""
+    async with cluster(tmp_path) as (_pool, c):
+        log = c.share_log
+        assert log is not None and c.settings.clickhouse.durability == "sync"
+        clients = await connect_and_share(c.sv1_port, MINERS)
+        try:
+            seen = await wait_api_clients(c, MINERS)
+            on_first = {x["worker_name"] for x in seen if generation(x["client_id"]) == 1}
+            victims = [cl for cl in clients if cl.worker in on_first]
+            assert victims, "the kernel gave every miner to the other worker"
+            results = await asyncio.gather(*(burst(cl, 12) for cl in victims))
+            pid = c.worker_pids()[0]
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)  # at once: the last replies were just read
+            accepted = {(cl.worker, nonce) for cl, res in zip(victims, results, strict=True) for nonce, ok in res if ok}
+            assert len(accepted) == 12 * len(victims)
+            await until(lambda: sum(cl.closed.is_set() for cl in clients) == len(victims))
+            await until(lambda: log.stats().received >= MINERS + len(accepted))  # the other worker's too
+            logged = await logged_nonces(c)
+        finally:
+            for cl in clients:
+                await cl.close()
+    missing = accepted - set(logged)
+    assert not missing, f"{len(missing)} accepted shares of the killed worker are not in the share log"
+    assert len(logged) == len(set(logged)) == MINERS + len(accepted)  # and none twice
+
+
+async def test_a_worker_holds_its_replies_for_the_parents_journal_within_the_stall_bound(tmp_path: Path) -> None:
+    """The reply to a share waits for the parent's fdatasync; above durability_max_waiting held
+    replies the worker waits at most durability_stall_s for the parent, then writes them (as one
+    process does when its own disk stalls)."""
+    async with cluster(tmp_path, durability_max_waiting=4, durability_stall_s=1.0) as (_pool, c):
+        log = c.share_log
+        assert log is not None
+        clients = await connect_and_share(c.sv1_port, 1)
+        miner = clients[0]
+        try:
+            disk = SlowDisk()
+            log._journal._fdatasync = disk  # the parent's journal: a disk that waits for the gate
+            one = asyncio.ensure_future(burst(miner, 1))
+            for _ in range(40):  # many pipe round trips: the reply is held, not slow
+                await asyncio.sleep(0.01)
+            assert not one.done()
+            disk.gate.set()
+            assert await one == [(one.result()[0][0], True)]
+            assert disk.synced >= 1
+            # Over the bound with the parent's disk stalled: written after at most stall_s, unconfirmed.
+            disk = SlowDisk()
+            log._journal._fdatasync = disk
+            await asyncio.sleep(0.1)  # the previous commit, if any, has returned
+            held = await burst(miner, 5)
+            assert all(ok for _, ok in held) and disk.synced == 0 and not disk.gate.is_set()
+            disk.gate.set()
+            await until(lambda: log.stats().received == 7)
+            logged = await logged_nonces(c)
+        finally:
+            for cl in clients:
+                await cl.close()
+    assert len(logged) == len(set(logged)) == 7  # connect_and_share's share, the held one, the five
+
+
+async def test_worker_events_reach_the_share_log_and_metrics(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (_pool, c):
+        log = c.share_log
+        assert log is not None
+        clients = await connect_and_share(c.sv1_port, MINERS)
+        seen = await wait_api_clients(c, MINERS)
+        for cl in clients:
+            await cl.close()
+        await until(lambda: c.event_counts["disconnect"] == MINERS)
+        assert await log.flush(30)
+        rows = await log._query_rows(
+            f"SELECT event_type, worker_name, client_id, event_seq FROM {log._store.schema.db}.events"
+        )
+        expected = [f'tproxy_events_total{{type="{t}"}} {n}' for t, n in (
+            ("connect", MINERS), ("authorize", MINERS), ("disconnect", MINERS), ("upstream_up", 2))]
+        text = ""
+        async with asyncio.timeout(30):  # monitoring serves a snapshot refreshed every 0.2 s
+            while not all(line in text for line in expected):
+                await asyncio.sleep(0.1)
+                status, body = await raw_get(c.monitoring_port or 0, "/metrics")
+                assert status == 200
+                text = body.decode()
+    ids = {x["worker_name"]: x["client_id"] for x in seen}  # the ids monitoring showed
+    by_type: dict[str, set[tuple[str, int]]] = {}
+    for t, w, cid, _ in rows:
+        by_type.setdefault(str(t), set()).add((str(w), int(cid)))
+    assert {cid for _, cid in by_type["connect"]} == set(ids.values())
+    assert by_type["authorize"] == set(ids.items()) == by_type["disconnect"]
+    assert {generation(cid) for cid in ids.values()} == {1, 2}  # both workers' events
+    seqs = [int(r[3]) for r in rows]
+    assert len(set(seqs)) == len(seqs) and {s >> SHARE_SEQ_SHIFT for s in seqs} == {1, 2}
 
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "tproxy"

@@ -42,6 +42,10 @@ Two modes (``ClickHouseSettings.durability``):
   ``degraded`` (the records are in memory and reach ClickHouse or the spool as
   usual; only a kill in that time can lose them) until a write succeeds again.
 
+  ``after_commit()`` is the same gate for a caller that holds its replies
+  elsewhere (a worker process, ``tproxy.pipe_sink``): a callback told, in call
+  order, whether the records appended before it are on disk, once that is known.
+
 Every journal file descriptor is opened and closed on the event loop's
 thread; the commit thread only writes and syncs descriptors that stay open
 until its commit has been reported back.
@@ -80,6 +84,7 @@ MARSHAL_VERSION = 2
 DEFAULT_FDATASYNC: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 Write = Callable[[bytes], None]
+Done = Callable[[bool], None]  # after_commit's callback: True when the records are on disk
 
 
 @dataclass(slots=True, eq=False)
@@ -172,6 +177,7 @@ class Journal:
         self._held: deque[_Held] = deque()  # by group, oldest first
         self._held_by: dict[object, _Held] = {}  # miner -> the group of its latest held reply
         self._waiting = 0  # replies in _held
+        self._watchers: deque[tuple[int, bool, Done]] = deque()  # (group, journaled, done): after_commit
         self.commits = 0
         self.degraded = 0  # share replies written before their record was known to be on disk
 
@@ -492,6 +498,21 @@ class Journal:
         if self._waiting > self._max_waiting:
             self._backpressure()
 
+    def after_commit(self, done: Done, journaled: bool) -> None:
+        """``done(durable)`` once the commit holding every record appended so far has returned
+        (``durable`` True) or was given up on, or at once (False) when ``journaled`` is False (some
+        of those records are not in the journal) and no earlier callback waits. Callbacks run in
+        call order, like the held replies of one miner; they do not count toward the bound."""
+        if not journaled and not self._watchers:
+            done(False)
+            return
+        # Rows not yet committed (buffered or still to take) go with the open group; otherwise
+        # they are in the commit in flight, or already on disk.
+        group = self._group if journaled and self._take_all() else self._group - 1
+        self._watchers.append((group, journaled, done))
+        if group <= self._release_upto:
+            self._release()
+
     def _release(self) -> None:
         held, upto, held_by = self._held, self._release_upto, self._held_by
         while held and held[0].group <= upto:
@@ -506,6 +527,13 @@ class Journal:
                     cast(Write, write)(cast(bytes, line))
                 except Exception:  # one broken connection must not keep the others' replies
                     log.debug("share log: a held reply could not be written", exc_info=True)
+        watchers, durable = self._watchers, self._durable_upto
+        while watchers and watchers[0][0] <= upto:
+            group, journaled, done = watchers.popleft()
+            try:
+                done(journaled and group <= durable)
+            except Exception:
+                log.exception("share log: an after_commit callback failed")
 
     def _backpressure(self) -> None:
         """Too many replies wait: block the loop (no miner is read meanwhile) on the commit

@@ -245,6 +245,7 @@ class ShareLog:
         self._closing = False
         self._closed = False
         self._sync = settings.durability == "sync"
+        self._unjournaled = 0  # records not journaled since the last when_durable()
         self._journal = Journal(
             Path(settings.spool_dir) / "journal", instance_id, self.run_id, sync=self._sync,
             retry_s=settings.spool_retry_s, max_waiting=settings.durability_max_waiting,
@@ -274,6 +275,17 @@ class ShareLog:
             return
         journaled = record is not None and self._submit_share(record)
         self._journal.answer(miner, write, line, record is not None, journaled)
+
+    def when_durable(self, done: Callable[[bool], None]) -> None:
+        """``done(durable)`` once every record submitted so far is known to be on disk (``durable``
+        True: durability "sync" and the journal's group commit holding them returned) or never will
+        be (False: "fast", a record the journal did not take, a failed or given-up commit, close).
+        Calls are answered in order. For replies held elsewhere (``tproxy.pipe_sink``)."""
+        journaled, self._unjournaled = self._unjournaled == 0, 0
+        if not self._sync or self._closed:
+            done(False)
+            return
+        self._journal.after_commit(done, journaled)
 
     def _submit_share(self, record: ShareRecord) -> bool:
         r = record
@@ -335,6 +347,8 @@ class ShareLog:
             self._journal.open(kind, self._batch_no[kind] + 1, b)
         b.append(row)
         journaled = self._journal.added(kind)
+        if not journaled:
+            self._unjournaled += 1
         self._mem[kind] += 1
         if len(b) >= self._batch_size:
             self._seal(kind)

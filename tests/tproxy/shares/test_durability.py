@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import socket
 import threading
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from tests.helpers.share_log import INSTANCE, fast_settings, shares, wait_until
+from tests.helpers.share_log import INSTANCE, SlowDisk, fast_settings, shares, wait_until
 from tproxy.shares.journal import decode_records
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.settings import ClickHouseSettings
@@ -30,23 +29,6 @@ def down_url() -> str:
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{sk.getsockname()[1]}"
-
-
-class SlowDisk:
-    """fdatasync seam: blocks until ``gate`` is set (or raises ``fail`` once), then syncs for real."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.synced = 0  # fdatasync calls that returned
-        self.fail: OSError | None = None
-
-    def __call__(self, fd: int) -> None:
-        assert self.gate.wait(30), "test never opened the gate"
-        if self.fail is not None:
-            e, self.fail = self.fail, None
-            raise e
-        os.fdatasync(fd)
-        self.synced += 1
 
 
 def settings(tmp_path: Path, **kw: Any) -> ClickHouseSettings:
@@ -176,6 +158,45 @@ async def test_too_many_waiting_replies_block_then_give_up_on_a_stalled_disk(tmp
     finally:
         disk.gate.set()
         await log.close()
+
+
+async def test_when_durable_answers_in_order_once_the_commit_returned(tmp_path: Path) -> None:
+    """The gate for replies held elsewhere (a worker process): True once the commit holding the
+    records submitted before it returned, in call order; False when the journal did not take them."""
+    disk = SlowDisk()
+    log = ShareLog(settings(tmp_path, spool_retry_s=60), INSTANCE, fdatasync=disk)
+    await log.start()
+    try:
+        told: list[tuple[str, bool, int]] = []  # (which, durable, fdatasync calls returned by then)
+
+        def done(which: str) -> Any:
+            return lambda durable: told.append((which, durable, disk.synced))
+
+        for r in shares(3):
+            log.submit(r)
+        log.when_durable(done("a"))
+        await turns()  # the first commit is stuck in fdatasync
+        for r in shares(2, start=4):
+            log.submit(r)
+        log.when_durable(done("b"))  # its records wait for the next commit
+        await turns()
+        assert told == []
+        disk.gate.set()
+        await wait_until(lambda: len(told) == 2, what="both callbacks")
+        assert told == [("a", True, 1), ("b", True, 2)]
+        log.when_durable(done("nothing new"))  # no record since: everything is already on disk
+        assert told[-1] == ("nothing new", True, 2)
+        # The journal is off (a failed write): records are not journaled, told at once.
+        log._journal._failed(OSError(errno.EIO, "injected"))
+        log.submit(shares(1, start=9)[0])
+        log.when_durable(done("off"))
+        assert told[-1] == ("off", False, 2)
+    finally:
+        disk.gate.set()
+        await log.close()
+    told.clear()
+    log.when_durable(done("closed"))
+    assert told == [("closed", False, 2)]
 
 
 async def test_close_waits_for_the_commit_and_releases_held_replies(tmp_path: Path) -> None:
