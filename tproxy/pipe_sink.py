@@ -13,7 +13,13 @@ worker's ``generation`` and slot ``index``) and sends them as plain tuples in
 
 * ``"fast"`` (or no share log): a reply is written at once; rows go out at
   most ``FLUSH_DELAY_S`` after their record, ``seq`` 0 (no acknowledgement).
-  A killed worker loses the rows it had not sent.
+  A killed worker loses the rows it had not sent. While the parent reads
+  slowly (more than ``MAX_PIPE_BUFFER`` bytes unsent), rows wait in the
+  worker, up to ``MAX_PENDING_ROWS``; only past that, or once the pipe is
+  closed, are they dropped (counted in ``lost``, one error line).
+* With no share log in the parent (``share_rows`` False) no share or verdict
+  row is sent at all (nothing would keep them); events still go, for the
+  parent's per-type counts.
 * ``"sync"``: as in one process (``tproxy.shares.journal``), the reply to a
   share is held until the parent acknowledges ``("ack", seq, durable)`` that
   the frame holding its record is in its fdatasync'ed journal; a later reply
@@ -54,6 +60,8 @@ CHANNEL_ID_SHIFT = 24
 # the parent) per batch of ticks rather than per event-loop tick; the share log batches far longer.
 FLUSH_DELAY_S = 0.01
 MAX_PIPE_BUFFER = 64 << 20  # bytes of rows queued for a parent that does not read
+MAX_PENDING_ROWS = 200_000  # rows a worker keeps while the pipe is over MAX_PIPE_BUFFER
+RETRY_DELAY_S = 0.1  # fast mode: how soon a backed-up pipe is tried again
 
 _LEN = struct.Struct(">I")
 Write = Callable[[bytes], None]
@@ -181,7 +189,7 @@ class PipeSink:
     """The worker hub's ``ShareSink`` and ``EventSink`` (see the module docstring)."""
 
     def __init__(self, pipe: ParentPipe, fd: int, *, generation: int, index: int, sync: bool,
-                 max_waiting: int, stall_s: float) -> None:
+                 max_waiting: int, stall_s: float, share_rows: bool = True) -> None:
         assert pipe.transport is not None
         self._pipe, self._transport, self._fd = pipe, pipe.transport, fd
         pipe.on_ack = self._on_ack
@@ -189,6 +197,7 @@ class PipeSink:
         self._client_base = generation << CLIENT_ID_SHIFT
         self._channel_base = index << CHANNEL_ID_SHIFT
         self.sync = sync
+        self.share_rows = share_rows
         self._max_waiting, self._stall_s = max_waiting, stall_s
         self._shares: list[tuple[object, ...]] = []
         self._verdicts: list[tuple[object, ...]] = []
@@ -208,6 +217,8 @@ class PipeSink:
         return self._channel_base | channel_id if channel_id else 0
 
     def submit(self, record: ShareRecord) -> None:
+        if not self.share_rows:
+            return
         r = record
         self._shares.append((
             r.received_at_ms, r.instance_id, self._seq_base | r.share_seq, r.worker_name,
@@ -218,6 +229,8 @@ class PipeSink:
         self._schedule()
 
     def submit_pool_verdict(self, record: PoolVerdictRecord) -> None:
+        if not self.share_rows:
+            return
         r = record
         self._verdicts.append((
             r.received_at_ms, r.instance_id, self.channel(r.channel_id), r.sequence_number,
@@ -277,12 +290,17 @@ class PipeSink:
             self._send()
 
     def _send(self) -> None:
+        t = self._transport
+        ended = self._pipe.ended or t.is_closing()
+        if not ended and t.get_write_buffer_size() > MAX_PIPE_BUFFER and self._pending_rows() <= MAX_PENDING_ROWS:
+            # The parent reads slowly (a burst, a busy loop): the rows wait here and are tried again.
+            self._retry_later()
+            return
         shares, verdicts, events = self._shares, self._verdicts, self._events
         self._shares, self._verdicts, self._events = [], [], []
-        t = self._transport
-        if self._pipe.ended or t.is_closing() or t.get_write_buffer_size() > MAX_PIPE_BUFFER:
-            # The parent is gone or stalled: bound this process's memory (the parent's share log
-            # is where records wait, spool included).
+        if ended or t.get_write_buffer_size() > MAX_PIPE_BUFFER:
+            # The parent is gone, or stalled past MAX_PENDING_ROWS: bound this process's memory
+            # (the parent's share log is where records wait, spool included).
             if not self.lost:
                 log.error("share records lost: the parent does not read the pipe")
             self.lost += len(shares) + len(verdicts) + len(events)
@@ -293,6 +311,14 @@ class PipeSink:
             self._seq = seq = self._seq + 1
             self._inflight = True
         t.write(encode(("rows", seq, shares, verdicts, events)))
+
+    def _pending_rows(self) -> int:
+        return len(self._shares) + len(self._verdicts) + len(self._events)
+
+    def _retry_later(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(RETRY_DELAY_S, self.flush)
 
     # ------------------------------------------------------------------ held replies (sync)
 

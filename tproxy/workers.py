@@ -87,6 +87,7 @@ class WorkerSpec:
     generation: int  # unique per worker process over the parent's life
     log_level: str
     view_interval_s: float
+    share_rows: bool = True  # the parent has a share log: ship share and verdict rows (events always go)
 
 
 # ------------------------------------------------------------------ worker side
@@ -161,7 +162,8 @@ async def worker_main(fd: int) -> int:
     ch = spec.settings.clickhouse
     proxy = Proxy(spec.settings, share_log=False)
     sink = PipeSink(pipe, fd, generation=spec.generation, index=spec.index, sync=ch.durability == "sync",
-                    max_waiting=ch.durability_max_waiting, stall_s=ch.durability_stall_s)
+                    max_waiting=ch.durability_max_waiting, stall_s=ch.durability_stall_s,
+                    share_rows=spec.share_rows)
     proxy.hub.share_sink = sink
     proxy.hub.events.sink = sink  # events go to the parent's share log (and its /metrics counts)
     views: asyncio.Task[None] | None = None
@@ -292,6 +294,7 @@ class Cluster:
             generation=slot.generation,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
             view_interval_s=self.settings.monitoring.refresh_interval_s / 2,
+            share_rows=self.share_log is not None,
         )
 
     async def _launch(self, slot: _Slot) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader]:
