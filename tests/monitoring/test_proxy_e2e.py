@@ -426,11 +426,17 @@ async def test_hashrate_of_a_silent_miner_decays(stack: Stack) -> None:
             return body["hashrate"] if body["connections"] == 1 else None
 
         first = await eventually(hashrate, timeout=5)
-        await asyncio.sleep(1.0 + 2 * REFRESH_S)  # silence, several refreshes
-        later = await hashrate()
-        assert later is not None and later < first / 2, (first, later)
+
+        async def halved() -> float | None:
+            h = await hashrate()
+            return h if h is not None and h < first / 2 else None
+
+        # Silence: the estimate must fall (about 1 s and a few refreshes on a quiet machine; the
+        # wait is generous because a loaded machine delays the refreshes, not the decay).
+        later = await eventually(halved, timeout=15)
         metrics = parse_metrics(await get(stack.http, "/metrics"))
-        assert worker_hashrates(metrics)["farm.silent"] == later
+        # The same decaying estimate (read after, so at most the API's figure).
+        assert 0 <= worker_hashrates(metrics)["farm.silent"] <= later
     finally:
         await c.close()
 
