@@ -2,8 +2,11 @@
 
 For each N in --connections (default 1000 and 5000):
 
-1. starts the dev pool and the proxy in a child process (share log off, vardiff
-   off, miner difficulty so low that every nonce is a valid share, pool
+1. starts the dev pool in a process of its own (bench/pool_process.py: in
+   production the pool is remote, so its CPU and its event-loop callbacks are
+   not the proxy's; --pool-in-process runs it inside the proxy's process, as
+   before, for comparison) and the proxy in a child process (share log off,
+   vardiff off, miner difficulty so low that every nonce is a valid share, pool
    difficulty such that about --forward-ratio of them are forwarded upstream),
 2. opens N SV1 connections from --generators load-generator processes
    (bench/sv1_loadgen.py: plain sockets on epoll, pre-rendered submit lines),
@@ -26,6 +29,14 @@ over the closed loop, divided by the lines answered) and the generator's
 it: on loopback the sender's write() also runs the receiver's TCP input, so
 most of a cheap client's CPU is system time). On 2 cores the generator and the
 server share the machine: the generator's CPU is taken from the server's.
+The pool process's CPU over the closed loop is printed on a line of its own.
+At exit the proxy's forwarded-share counter is printed next to the pool's
+accepted-share counter: they must be equal.
+
+Every child process (proxy, pool, echo and null servers, generators) is
+stopped when a run ends, fails, or is interrupted (Ctrl-C, SIGTERM), and the
+share log's temporary directories (--share-log fast/sync) are created and
+removed by this process.
 
 --profile FILE runs the proxy child under cProfile during the closed loop
 only (connection set-up excluded) and prints the top entries by cumulative
@@ -55,9 +66,11 @@ import cProfile
 import json
 import os
 import pstats
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +78,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from pool_process import PoolProcess, pool_settings  # noqa: E402
 from sv1_loadgen import CONNS_PER_SOURCE, FD_HEADROOM, Generators, raise_nofile  # noqa: E402
 
 MINER_DIFFICULTY = 1e-10  # target clamps to 2**256-1: every hash is a valid share
@@ -89,29 +103,28 @@ def rss_kib(pid: int) -> int:
 
 
 async def serve_proxy(
-    forward_ratio: float, max_connections: int, profiler: cProfile.Profile | None, share_log: str = "off"
+    forward_ratio: float, max_connections: int, profiler: cProfile.Profile | None, share_log: str = "off",
+    upstream: tuple[int, str] | None = None, share_log_dir: str | None = None,
 ) -> None:
-    from devnet.pool import DevPool, PoolSettings
+    """The proxy, upstream to the pool at ``upstream`` (port, authority public key), or, if
+    None, to a dev pool in this process (whose accepted shares are then reported too)."""
+    from devnet.pool import DevPool
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings, UpstreamSettings
     from tproxy.runtime import Proxy
 
-    secret, xonly = generate_keypair()
-    # P(hash <= target(d)) = 2**-32 / d for uniform hashes
-    pool_difficulty = 2.0**-32 / forward_ratio
-    pool = DevPool(
-        PoolSettings(
-            port=0, authority_secret_key=encode_secret_key(secret), fixed_difficulty=pool_difficulty,
-            new_block_interval_s=0, new_job_interval_s=0, share_batch_size=10,
-        )
-    )
-    await pool.start()
+    pool = None
+    if upstream is None:
+        secret, xonly = generate_keypair()
+        pool = DevPool(pool_settings(forward_ratio, encode_secret_key(secret)))
+        await pool.start()
+        upstream = (pool.port, encode_public_key(xonly))
     settings = Settings(
-        upstreams=[UpstreamSettings(address="127.0.0.1", port=pool.port, authority_pubkey=encode_public_key(xonly))],
+        upstreams=[UpstreamSettings(address="127.0.0.1", port=upstream[0], authority_pubkey=upstream[1])],
         downstream={"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
         difficulty={"start_difficulty": MINER_DIFFICULTY, "min_difficulty": MINER_DIFFICULTY, "vardiff": False},
         proxy={"instance_id": "bench", "job_keepalive_interval_s": 0},
-        clickhouse=share_log_settings(share_log),
+        clickhouse=share_log_settings(share_log, share_log_dir),
     )
     proxy = Proxy(settings, share_log=share_log != "off")
     await proxy.start()
@@ -130,19 +143,24 @@ async def serve_proxy(
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1)
-        sys.stderr.write(json.dumps({"forwarded": proxy.manager.shares_forwarded, "pool_accepted": pool.total_accepted}) + "\n")
+        counters = {"forwarded": proxy.manager.shares_forwarded}
+        if pool is not None:
+            counters["pool_accepted"] = pool.total_accepted
+        sys.stderr.write(json.dumps(counters) + "\n")
         sys.stderr.flush()
 
 
-def share_log_settings(mode: str) -> dict[str, object]:
-    """[clickhouse] of the benchmarked proxy: embedded chdb and spool in a fresh directory."""
+def share_log_settings(mode: str, directory: str | None) -> dict[str, object]:
+    """[clickhouse] of the benchmarked proxy: embedded chdb and spool in ``directory``
+    (made and removed by the parent, run_case)."""
     if mode == "off":
         return {}
+    if directory is None:
+        raise ValueError(f"share log {mode!r} needs a directory")
     import logging
-    import tempfile
 
     logging.getLogger("tproxy").setLevel(logging.ERROR)
-    tmp = Path(tempfile.mkdtemp(prefix=f"bench-proxy-{mode}-"))
+    tmp = Path(directory)
     return {"url": f"chdb://{tmp / 'db'}", "spool_dir": str(tmp / "spool"), "durability": mode}
 
 
@@ -260,9 +278,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def start_server(
-    mode: str, n: int, forward_ratio: float, event_loop: str, share_log: str, profile: str | None
+    mode: str, n: int, forward_ratio: float, event_loop: str, share_log: str, profile: str | None,
+    pool: PoolProcess | None = None, share_log_dir: str | None = None,
 ) -> subprocess.Popen[str]:
-    """The measured server in a child process; the null one is the generator's own (sv1_loadgen)."""
+    """The measured server in a child process; the null one is the generator's own (sv1_loadgen).
+    The proxy's upstream is ``pool``, or a dev pool inside the child if None."""
     if mode == "null":
         cmd = [sys.executable, str(ROOT / "bench" / "sv1_loadgen.py"), "--serve-null", "0", "0", "0"]
     else:
@@ -270,59 +290,96 @@ def start_server(
                "--max-connections", str(n + 100), "--event-loop", event_loop, "--share-log", share_log]
         if profile:
             cmd += ["--profile", profile]
+        if pool is not None:
+            cmd += ["--upstream", str(pool.port), pool.pubkey]
+        if share_log_dir:
+            cmd += ["--share-log-dir", share_log_dir]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def stop_child(child: subprocess.Popen[str]) -> str:
+    """SIGTERM (a profiled child writes its stats first), SIGKILL after 30 s; returns its stderr."""
+    child.terminate()
+    try:
+        _, err = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        _, err = child.communicate()
+    return err or ""
 
 
 def run_case(
     mode: str, n: int, seconds: float, forward_ratio: float, paced_rate: float = 0.0, profile: str | None = None,
-    event_loop: str = "asyncio", share_log: str = "off", generators: int = 1,
+    event_loop: str = "asyncio", share_log: str = "off", generators: int = 1, pool_apart: bool = True,
 ) -> dict[str, float]:
-    child = start_server(mode, n, forward_ratio, event_loop, share_log, profile)
-    profiled = bool(profile) and mode == "proxy"
+    """One server under the generators; for the proxy, with its dev pool in a process of its own
+    (``pool_apart``) or in the proxy's."""
+    pool: PoolProcess | None = None
+    child: subprocess.Popen[str] | None = None
+    tmp = tempfile.mkdtemp(prefix=f"bench-proxy-{share_log}-") if mode == "proxy" and share_log != "off" else None
     try:
-        assert child.stdout is not None
-        port = json.loads(child.stdout.readline())["port"]
-        time.sleep(1.5 if mode == "proxy" else 0.5)  # let the upstream channel open
-        rss0 = rss_kib(child.pid)
-        with Generators(port, n, generators, real=(mode == "proxy")) as gen:
-            if gen.open != n:
-                raise RuntimeError(f"{mode}: only {gen.open} of {n} connections subscribed and authorized")
-            time.sleep(0.5)
-            rss1 = rss_kib(child.pid)
-            if profiled:
-                child.send_signal(signal.SIGUSR1)
-            cpu0 = cpu_seconds(child.pid)
-            closed = gen.run("closed", seconds)
-            cpu1 = cpu_seconds(child.pid)
-            if profiled:
-                child.send_signal(signal.SIGUSR2)
-            if closed.rejected or closed.lost:
-                raise RuntimeError(f"{mode}: {closed.rejected} shares rejected, {closed.lost} connections lost")
-            paced: dict[str, float] = {}
-            if paced_rate and mode != "null":
-                p = gen.run("paced", seconds, paced_rate)
-                paced = {"paced_per_s": p.done / seconds, "paced_p50_ms": p.percentile_ms(0.5),
-                         "paced_p99_ms": p.percentile_ms(0.99)}
-        return paced | {
-            "shares_per_s": closed.done / seconds,
-            "p50_ms": closed.percentile_ms(0.50),
-            "p99_ms": closed.percentile_ms(0.99),
-            "kib_per_conn": (rss1 - rss0) / n,
-            "rss_mib": rss1 / 1024,
-            "cpu_us_per_share": (cpu1 - cpu0) / max(closed.done, 1) * 1e6,
-            "server_cpu": (cpu1 - cpu0) / seconds,
-            "generator_cpu": closed.cpu_s / seconds,
-            "generator_us_per_line": closed.cpu_s / max(closed.done, 1) * 1e6,
-            "generator_sys_share": closed.sys_s / max(closed.cpu_s, 1e-9),
-        }
+        if mode == "proxy" and pool_apart:
+            pool = PoolProcess(forward_ratio)
+        child = start_server(mode, n, forward_ratio, event_loop, share_log, profile, pool, tmp)
+        return measure(child, pool, mode, n, seconds, paced_rate, bool(profile) and mode == "proxy", generators)
     finally:
-        child.terminate()
-        with contextlib.suppress(Exception):
-            child.wait(30)  # a profiled child writes its stats first
-        if mode == "proxy" and child.stderr is not None:
-            tail = [ln for ln in child.stderr.read().splitlines() if ln.startswith("{")]
+        err = stop_child(child) if child is not None else ""
+        counters = pool.stop() if pool is not None else {}
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if mode == "proxy":
+            tail = [ln for ln in err.splitlines() if ln.startswith("{")]
             if tail:
-                print(f"    proxy counters at exit: {tail[-1]}")
+                exit_counters = json.loads(tail[-1]) | counters
+                agree = exit_counters.get("forwarded") == exit_counters.get("pool_accepted")
+                print(f"    proxy counters at exit: {json.dumps(exit_counters)}{'' if agree else '  MISMATCH'}")
+
+
+def measure(
+    child: subprocess.Popen[str], pool: PoolProcess | None, mode: str, n: int, seconds: float, paced_rate: float,
+    profiled: bool, generators: int,
+) -> dict[str, float]:
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the {mode} server exited before it listened")
+    port = json.loads(line)["port"]
+    time.sleep(1.5 if mode == "proxy" else 0.5)  # let the upstream channel open
+    rss0 = rss_kib(child.pid)
+    with Generators(port, n, generators, real=(mode == "proxy")) as gen:
+        if gen.open != n:
+            raise RuntimeError(f"{mode}: only {gen.open} of {n} connections subscribed and authorized")
+        time.sleep(0.5)
+        rss1 = rss_kib(child.pid)
+        if profiled:
+            child.send_signal(signal.SIGUSR1)
+        cpu0, pool0 = cpu_seconds(child.pid), pool.cpu_seconds() if pool else 0.0
+        closed = gen.run("closed", seconds)
+        cpu1, pool1 = cpu_seconds(child.pid), pool.cpu_seconds() if pool else 0.0
+        if profiled:
+            child.send_signal(signal.SIGUSR2)
+        if closed.rejected or closed.lost:
+            raise RuntimeError(f"{mode}: {closed.rejected} shares rejected, {closed.lost} connections lost")
+        paced: dict[str, float] = {}
+        if paced_rate and mode != "null":
+            p = gen.run("paced", seconds, paced_rate)
+            paced = {"paced_per_s": p.done / seconds, "paced_p50_ms": p.percentile_ms(0.5),
+                     "paced_p99_ms": p.percentile_ms(0.99)}
+    return paced | {
+        "shares_per_s": closed.done / seconds,
+        "p50_ms": closed.percentile_ms(0.50),
+        "p99_ms": closed.percentile_ms(0.99),
+        "kib_per_conn": (rss1 - rss0) / n,
+        "rss_mib": rss1 / 1024,
+        "cpu_us_per_share": (cpu1 - cpu0) / max(closed.done, 1) * 1e6,
+        "server_cpu": (cpu1 - cpu0) / seconds,
+        "generator_cpu": closed.cpu_s / seconds,
+        "generator_us_per_line": closed.cpu_s / max(closed.done, 1) * 1e6,
+        "generator_sys_share": closed.sys_s / max(closed.cpu_s, 1e-9),
+        "pool_apart": 1.0 if pool else 0.0,
+        "pool_us_per_share": (pool1 - pool0) / max(closed.done, 1) * 1e6,
+        "pool_cpu": (pool1 - pool0) / seconds,
+    }
 
 
 def print_profile(path: str, top: int = 15) -> None:
@@ -347,6 +404,11 @@ def report(n: int, proxy: dict[str, float], echo: dict[str, float], null: dict[s
           f" the generator's CPU per line there: {null['generator_us_per_line']:.1f} us"
           f" (one core would drive {1e6 / null['generator_us_per_line']:,.0f} lines/s)")
     print(f"  CPU per share: proxy {proxy['cpu_us_per_share']:.1f} us, echo {echo['cpu_us_per_share']:.1f} us")
+    if proxy.get("pool_apart"):
+        print(f"  dev pool (own process, not in the proxy's figures): {proxy['pool_us_per_share']:.1f} us CPU"
+              f" per proxy share ({proxy['pool_cpu']:.0%} of a core) over the closed loop")
+    else:
+        print("  dev pool: inside the proxy's process (--pool-in-process): its CPU is in the proxy's figures")
     if paced_rate:
         print(f"  paced at {paced_rate:,.0f}/s total: proxy p50 {proxy['paced_p50_ms']:.2f} ms p99 {proxy['paced_p99_ms']:.2f} ms"
               f" ({proxy['paced_per_s']:,.0f}/s); echo p50 {echo['paced_p50_ms']:.2f} ms p99 {echo['paced_p99_ms']:.2f} ms;"
@@ -360,10 +422,13 @@ def serve(args: argparse.Namespace) -> None:
         import uvloop
 
         factory = uvloop.new_event_loop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    upstream = (int(args.upstream[0]), args.upstream[1]) if args.upstream else None
     with asyncio.Runner(loop_factory=factory) as runner:
         if args.serve == "proxy":
             profiler = cProfile.Profile() if args.profile else None
-            runner.run(serve_proxy(args.forward_ratio, args.max_connections, profiler, args.share_log[0]))
+            runner.run(serve_proxy(args.forward_ratio, args.max_connections, profiler, args.share_log[0],
+                                   upstream, args.share_log_dir))
             if profiler is not None:
                 profiler.dump_stats(args.profile)
         else:
@@ -383,14 +448,22 @@ def main() -> None:
     ap.add_argument("--share-log", nargs="+", choices=["off", "fast", "sync"], default=["off"],
                     help="proxy runs: without the share log (default), and/or with it in a clickhouse.durability "
                          "mode (--share-log off fast sync compares the three against one echo/null baseline)")
+    ap.add_argument("--pool-in-process", action="store_true",
+                    help="run the dev pool inside the proxy's process (as before; its CPU then counts as the"
+                         " proxy's); by default it runs in a process of its own, as a remote pool would")
     ap.add_argument("--serve", choices=["proxy", "echo"], help=argparse.SUPPRESS)
+    ap.add_argument("--upstream", nargs=2, metavar=("PORT", "PUBKEY"), help=argparse.SUPPRESS)
+    ap.add_argument("--share-log-dir", help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
     limit = raise_nofile()
     if args.serve:
         serve(args)
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that every run's `finally` stops its children
+    where = "in the proxy's process" if args.pool_in_process else "in its own process"
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.seconds:g}s per run, {args.event_loop} loop, "
+          f"dev pool {where}, "
           f"~{args.forward_ratio:.0%} of shares forwarded upstream, {args.generators} generator process(es),"
           f" load average {os.getloadavg()[0]:.2f}")
     for wanted in args.connections:
@@ -399,7 +472,8 @@ def main() -> None:
             print(f"\nN = {wanted} capped to {n}: RLIMIT_NOFILE is {limit} here (the hard limit; raise it to measure {wanted})")
         loop, k = args.event_loop, args.generators
         proxies = {
-            mode: run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, args.profile, loop, mode, k)
+            mode: run_case("proxy", n, args.seconds, args.forward_ratio, args.paced_rate, args.profile, loop, mode, k,
+                           pool_apart=not args.pool_in_process)
             for mode in args.share_log
         }
         echo = run_case("echo", n, args.seconds, args.forward_ratio, args.paced_rate, event_loop=loop, generators=k)
@@ -414,4 +488,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # every run's `finally` has stopped its children by now
+        sys.exit("interrupted")

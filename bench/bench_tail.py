@@ -1,7 +1,8 @@
 """Diagnostic: what holds the proxy's event loop during the paced phase of bench_proxy.
 
-Runs bench/bench_proxy.py's proxy child (dev pool and proxy in one process,
-same settings) with two probes, enabled only over the paced phase:
+Runs bench/bench_proxy.py's proxy child (same settings; the dev pool in the
+same process, as ``bench_proxy --pool-in-process``, or with --pool-process in
+its own, as bench_proxy does by default) with two probes, enabled only over the paced phase:
 
 * every event-loop callback (``asyncio.events.Handle._run``, timers included)
   is timed in CPU time of the thread (``time.thread_time``: on a shared
@@ -311,7 +312,8 @@ def main() -> None:
     ap.add_argument("--tree", default=str(HERE.parent), help="the checkout whose proxy runs")
     ap.add_argument("--profile-tick", action="store_true", help="cProfile Proxy.tick in the paced phase (to stderr)")
     ap.add_argument("--pool-process", action="store_true",
-                    help="run the dev pool in its own process (bench_proxy runs it inside the proxy's)")
+                    help="run the dev pool in its own process (as bench_proxy does by default;"
+                         " without it, inside the proxy's, as bench_proxy --pool-in-process)")
     ap.add_argument("--gc-threshold", type=int, nargs=3, help="GC thresholds for tune_gc (default: the tree's)")
     ap.add_argument("--pool-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -2,32 +2,33 @@
 
 In one run, for each configuration (``--workers``, default ``1 2``):
 
-1. starts, in a child process, the dev pool and the proxy: the single-process
-   ``Proxy`` for 1, ``tproxy.workers.Cluster`` (parent + N workers on one
-   SO_REUSEPORT port) otherwise; share log off, vardiff off, every nonce a valid
-   share, about --forward-ratio of them forwarded upstream (as bench_proxy.py);
+1. starts the dev pool in a process of its own (bench/pool_process.py; in
+   production the pool is remote: with it inside the proxy's parent, its work
+   took a share of workers = 1's one process that workers = 2 spreads out;
+   --pool-in-process puts it back there, for comparison) and, in a child
+   process, the proxy: the single-process ``Proxy`` for 1,
+   ``tproxy.workers.Cluster`` (parent + N workers on one SO_REUSEPORT port)
+   otherwise; share log off, vardiff off, every nonce a valid share, about
+   --forward-ratio of them forwarded upstream (as bench_proxy.py);
 2. opens --connections SV1 connections from --generators load-generator
    processes (bench/sv1_loadgen.py: epoll, pre-rendered submit lines; every
    connection keeps one mining.submit in flight), and counts answered shares
    for --seconds;
 3. prints shares/s per configuration, the ratio to the first one, the CPU the
-   proxy processes used (the pool's and the parent's process, the workers) and
-   CPU-microseconds per share, the generators' CPU (cores, per share, kernel
+   proxy processes used (the parent's process, the workers) and
+   CPU-microseconds per share (the proxy's processes only), the pool process's CPU, the generators' CPU (cores, per share, kernel
    part), and the load average (the machine may be shared: on a loaded host
    the ratio says more about the neighbours than about us);
 4. runs the same generators against sv1_loadgen's null server: their ceiling.
 
 BENCH_CLUSTER=1 runs ``workers = 1`` as a cluster of one worker too (the cost of the pipe).
---share-log DIR turns the share log on (chdb in a fresh directory under DIR, ``durability``
-from --durability, default "sync"): with workers, the parent journals every row and the
-workers hold each reply for its ack; the pool+parent CPU then includes chdb's inserts.
 
 --hold N instead opens N connections against ``[proxy] workers = --hold-workers``
 (default 3: one process holds at most RLIMIT_NOFILE hard - 200 connections, and
 the hard limit is 20,000 here) from as many generator processes as their own
 limits need, sends one submit on each and waits until every one is answered,
-and prints the RSS per connection summed over the cluster's processes (parent,
-which also runs the dev pool, and workers: after minus before), then the same
+and prints the RSS per connection summed over the cluster's processes (parent
+and workers: after minus before; the dev pool runs apart unless --pool-in-process), then the same
 for the echo and null servers (one process each: at most one process's worth
 of connections). It first prints the limits that cap N (RLIMIT_NOFILE,
 ip_local_port_range, somaxconn, tcp_mem, file-max), a ``CAP`` line for one N exceeds.
@@ -46,6 +47,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_proxy import MINER_DIFFICULTY  # noqa: E402
+from pool_process import PoolProcess, pool_settings  # noqa: E402
 from sv1_loadgen import FD_HEADROOM, Generators, limit_report, raise_nofile  # noqa: E402
 
 LOADGEN = str(ROOT / "bench" / "sv1_loadgen.py")
@@ -73,7 +76,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def tree_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of ``pid`` (the pool and the proxy or the workers' parent) and of its live children."""
+    """CPU seconds of ``pid`` (the proxy or the workers' parent) and of its live children (the workers)."""
     children = 0.0
     with contextlib.suppress(OSError):
         for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
@@ -100,23 +103,26 @@ class DiscardSink:
             self.submit(record)
 
 
-async def serve(workers: int, forward_ratio: float, max_connections: int, share_log: str, durability: str) -> None:
-    from devnet.pool import DevPool, PoolSettings
+async def serve(
+    workers: int, forward_ratio: float, max_connections: int, upstream: tuple[int, str] | None,
+    share_log: str = "", durability: str = "sync",
+) -> None:
+    """The proxy upstream to ``upstream`` (port, authority public key), or to a dev pool in
+    this process if None."""
+    from devnet.pool import DevPool
     from sv2.keys import encode_public_key, encode_secret_key, generate_keypair
     from tproxy.config import Settings
     from tproxy.runtime import Proxy, tune_gc
     from tproxy.workers import Cluster
 
-    secret, xonly = generate_keypair()
-    pool = DevPool(
-        PoolSettings.model_validate({
-            "port": 0, "authority_secret_key": encode_secret_key(secret), "fixed_difficulty": 2.0**-32 / forward_ratio,
-            "new_block_interval_s": 0, "new_job_interval_s": 0, "share_batch_size": 10,
-        })
-    )
-    await pool.start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the bench's parent, which stops us
+    if upstream is None:
+        secret, xonly = generate_keypair()
+        pool = DevPool(pool_settings(forward_ratio, encode_secret_key(secret)))
+        await pool.start()
+        upstream = (pool.port, encode_public_key(xonly))
     settings = Settings.model_validate({
-        "upstreams": [{"address": "127.0.0.1", "port": pool.port, "authority_pubkey": encode_public_key(xonly)}],
+        "upstreams": [{"address": "127.0.0.1", "port": upstream[0], "authority_pubkey": upstream[1]}],
         "downstream": {"address": "127.0.0.1", "port": 0, "max_connections": max_connections, "idle_timeout_s": 600},
         "difficulty": {"start_difficulty": MINER_DIFFICULTY, "min_difficulty": MINER_DIFFICULTY, "vardiff": False},
         "proxy": {"instance_id": "bench", "job_keepalive_interval_s": 0, "workers": workers},
@@ -140,44 +146,69 @@ async def serve(workers: int, forward_ratio: float, max_connections: int, share_
 SHARE_LOG: dict[str, str] = {"dir": "", "durability": "sync"}  # --share-log, --durability
 
 
-def start_server(workers: int, n: int, forward_ratio: float) -> tuple[subprocess.Popen[str], int]:
-    """The pool and the proxy (``workers`` processes) in a child; returns it and its SV1 port."""
+def start_server(
+    workers: int, n: int, forward_ratio: float, pool: PoolProcess | None
+) -> tuple[subprocess.Popen[str], int]:
+    """The proxy (``workers`` processes) in a child, upstream to ``pool`` (or to a dev pool in
+    the child if None); returns it and its SV1 port."""
     log_dir = tempfile.mkdtemp(prefix="bench-workers-", dir=SHARE_LOG["dir"]) if SHARE_LOG["dir"] else ""
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(workers), "--forward-ratio", str(forward_ratio),
-         "--max-connections", str(n + 100), "--share-log-dir", log_dir, "--durability", SHARE_LOG["durability"]],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
+    cmd = [sys.executable, __file__, "--serve", str(workers), "--forward-ratio", str(forward_ratio),
+           "--max-connections", str(n + 100), "--share-log-dir", log_dir, "--durability", SHARE_LOG["durability"]]
+    if pool is not None:
+        cmd += ["--upstream", str(pool.port), pool.pubkey]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert server.stdout is not None
     line = server.stdout.readline()
     if not line:
+        stop(server)
         raise RuntimeError("the proxy child exited early")
     time.sleep(2.0)  # let every worker open its upstream channel
     return server, int(json.loads(line)["port"])
 
 
+def alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (an orphan's is reaped by init, maybe later)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def stop(p: subprocess.Popen[str]) -> None:
+    """SIGTERM the server (SIGKILL after 10 s), then wait until its workers (which end when
+    their parent goes away) are gone too: the dev pool process is stopped after them."""
+    workers = tree_pids(p.pid)[1:]
     p.terminate()
     try:
         p.wait(10)
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+    deadline = time.monotonic() + 10
+    while workers and time.monotonic() < deadline:
+        workers = [w for w in workers if alive(w)]
+        time.sleep(0.05)
+    for w in workers:
+        with contextlib.suppress(OSError):
+            os.kill(w, signal.SIGKILL)
 
 
-def run_case(workers: int, n: int, seconds: float, generators: int, forward_ratio: float) -> dict[str, float]:
-    server, port = start_server(workers, n, forward_ratio)
+def run_case(
+    workers: int, n: int, seconds: float, generators: int, forward_ratio: float, pool: PoolProcess | None
+) -> dict[str, float]:
+    server, port = start_server(workers, n, forward_ratio, pool)
     try:
         with Generators(port, n, generators) as gen:
             if gen.open != n:
                 raise RuntimeError(f"workers={workers}: only {gen.open} of {n} connections subscribed and authorized")
-            cpu0 = tree_cpu(server.pid)
+            cpu0, pool0 = tree_cpu(server.pid), pool.cpu_seconds() if pool else 0.0
             r = gen.run("closed", seconds)
-            cpu1 = tree_cpu(server.pid)
+            cpu1, pool1 = tree_cpu(server.pid), pool.cpu_seconds() if pool else 0.0
         if r.rejected or r.lost:
             raise RuntimeError(f"workers={workers}: {r.rejected} shares rejected, {r.lost} connections lost")
         return {
             "shares_per_s": r.done / seconds, "parent_cpu_s": cpu1[0] - cpu0[0], "workers_cpu_s": cpu1[1] - cpu0[1],
+            "pool_cpu_s": pool1 - pool0,
             "generators_cpu_s": r.cpu_s, "generators_sys_s": r.sys_s, "done": r.done,
             "p50_ms": r.percentile_ms(0.5), "p99_ms": r.percentile_ms(0.99),
         }
@@ -200,20 +231,29 @@ def run_null(n: int, seconds: float, generators: int) -> dict[str, float]:
         stop(server)
 
 
+def pool_cpu(r: dict[str, float], seconds: float) -> str:
+    """The dev pool process's CPU over the run (not part of the proxy's figures)."""
+    return (f" pool process {r['pool_cpu_s'] / seconds:.2f} cores"
+            f" ({1e6 * r['pool_cpu_s'] / max(1.0, r['done']):.1f} us/share, not in the proxy's),")
+
+
 def print_comparison(args: argparse.Namespace) -> None:
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, {args.connections} connections, "
-          f"{args.generators} generator process(es) (sv1_loadgen.py), {args.seconds:g} s per run, "
-          f"load average {os.getloadavg()}")
+          f"{args.generators} generator process(es) (sv1_loadgen.py), {args.seconds:g} s per run, dev pool "
+          f"{'in the proxy parent' if args.pool_in_process else 'in its own process'}, load average {os.getloadavg()}")
     base = None
     s = args.seconds
+    parent = "pool+parent" if args.pool_in_process else "parent"
     for w in args.workers:
-        r = run_case(w, args.connections, s, args.generators, args.forward_ratio)
+        with pool_for(args) as pool:
+            r = run_case(w, args.connections, s, args.generators, args.forward_ratio, pool)
         base = base or r["shares_per_s"]
         proxy_cpu = r["parent_cpu_s"] + r["workers_cpu_s"]
         print(f"  workers = {w}: {r['shares_per_s']:9,.0f} shares/s   x{r['shares_per_s'] / base:.2f}"
               f"   p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms"
-              f"   CPU: pool+parent {r['parent_cpu_s'] / s:.2f} cores, workers {r['workers_cpu_s'] / s:.2f}"
+              f"   CPU: {parent} {r['parent_cpu_s'] / s:.2f} cores, workers {r['workers_cpu_s'] / s:.2f}"
               f" ({1e6 * proxy_cpu / max(1.0, r['done']):.1f} CPU-us/share),"
+              f"{'' if args.pool_in_process else pool_cpu(r, s)}"
               f" generators {r['generators_cpu_s'] / s:.2f} cores ({1e6 * r['generators_cpu_s'] / max(1.0, r['done']):.1f}"
               f" us/share, {r['generators_sys_s'] / max(r['generators_cpu_s'], 1e-9):.0%} kernel)"
               f"   load average {os.getloadavg()[0]:.2f}", flush=True)
@@ -282,12 +322,12 @@ def print_hold(name: str, n: int, h: dict[str, Any]) -> None:
     total = (sum(h["rss_after"].values()) - sum(h["rss_before"].values())) / 1024
     print(f"    RSS per connection {h['kib_per_conn']:.1f} KiB (+{total:,.0f} MiB over {len(h['rss_before'])}"
           f" process(es): {procs})")
-    if len(h["rss_before"]) > 1:  # the first is the parent (with the dev pool), the others the workers
+    if len(h["rss_before"]) > 1:  # the first is the parent (with the dev pool if in-process), the others the workers
         parent = next(iter(h["rss_before"]))
         grew = {p: h["rss_after"][p] - h["rss_before"][p] for p in h["rss_before"]}
         workers = sum(v for p, v in grew.items() if p != parent)
         print(f"    of which the workers {workers / max(1, h['opened']):.1f} KiB/conn,"
-              f" the parent and the dev pool {grew[parent] / max(1, h['opened']):.1f} KiB/conn")
+              f" the parent {grew[parent] / max(1, h['opened']):.1f} KiB/conn")
 
 
 def hold_mode(args: argparse.Namespace) -> None:
@@ -301,11 +341,12 @@ def hold_mode(args: argparse.Namespace) -> None:
           f" {k} generator process(es), load average {os.getloadavg()}")
     for line in limit_report(n, k, w):
         print("  " + line)
-    server, port = start_server(w, n, args.forward_ratio)
-    try:
-        print_hold(f"proxy, workers = {w}", n, hold(server, port, n, k, real=True))
-    finally:
-        stop(server)
+    with pool_for(args) as pool:
+        server, port = start_server(w, n, args.forward_ratio, pool)
+        try:
+            print_hold(f"proxy, workers = {w}", n, hold(server, port, n, k, real=True))
+        finally:
+            stop(server)
     single = min(n, per_proc - 300)  # the echo server's own descriptors, listening socket
     if single < n:
         print(f"  echo / null servers: one process each, RLIMIT_NOFILE hard {hard}: cannot hold {n:,};"
@@ -324,6 +365,11 @@ def hold_mode(args: argparse.Namespace) -> None:
     print(f"  load average {os.getloadavg()[0]:.2f}")
 
 
+def pool_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[PoolProcess | None]:
+    """The dev pool's own process for one configuration (stopped on exit), or None with --pool-in-process."""
+    return contextlib.nullcontext() if args.pool_in_process else PoolProcess(args.forward_ratio)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -336,18 +382,28 @@ def main() -> None:
     ap.add_argument("--share-log", metavar="DIR", default="", help="share log on: chdb in a temporary directory under DIR")
     ap.add_argument("--durability", choices=["sync", "fast"], default="sync", help="with --share-log")
     ap.add_argument("--share-log-dir", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--pool-in-process", action="store_true",
+                    help="run the dev pool inside the proxy's (parent) process, as before; by default it runs in"
+                         " a process of its own, as a remote pool would")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--upstream", nargs=2, metavar=("PORT", "PUBKEY"), help=argparse.SUPPRESS)
     ap.add_argument("--max-connections", type=int, default=10_000, help=argparse.SUPPRESS)
     args = ap.parse_args()
     raise_nofile()
     SHARE_LOG.update(dir=args.share_log, durability=args.durability)
     if args.serve is not None:
-        asyncio.run(serve(args.serve, args.forward_ratio, args.max_connections, args.share_log_dir, args.durability))
+        upstream = (int(args.upstream[0]), args.upstream[1]) if args.upstream else None
+        asyncio.run(serve(args.serve, args.forward_ratio, args.max_connections, upstream, args.share_log_dir,
+                          args.durability))
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that every run's `finally` stops its children
     if args.hold:
         hold_mode(args)
     else:
         print_comparison(args)
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # every run's `finally` has stopped its children by now
+        sys.exit("interrupted")
