@@ -4,6 +4,10 @@
    thread -> clickhouse-connect -> embedded chdb engine), versus rows/s of plain
    clickhouse-connect inserts of the same rows, same batch size, same engine
    and schema, in the same run; and the ratio.
+   That burst (``--rows`` as fast as ``answer()`` takes them) overflows ``queue_size``
+   and detours via the spool; a paced phase (``--paced-rows`` at ``--paced-rate``,
+   default twice a 100,000-miner farm's 10,000 rows/s) gives the steady state: CPU
+   per row vs the plain insert.
 2. Latency of ``ShareLog.submit()`` inside a running event loop at a steady
    share rate, with the database up (embedded engine) and down (an HTTP URL
    on a closed port: every batch goes to the disk spool).
@@ -18,7 +22,8 @@
    database behind HTTP in its own process (the tests' chdb front), so the
    embedded engine's CPU is not charged to the proxy process.
 
-    .venv/bin/python bench/bench_shares.py [--rows 200000] [--batch-size 5000]
+    .venv/bin/python bench/bench_shares.py [--rows 200000] [--batch-size 5000] [--queue-size 100000]
+        [--paced-rows 100000] [--paced-rate 20000]
         [--proxy-connections 500] [--proxy-seconds 8] [--proxy-paced-rate 2000] [--skip-pipeline]
 """
 
