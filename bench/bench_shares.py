@@ -4,6 +4,10 @@
    thread -> clickhouse-connect -> embedded chdb engine), versus rows/s of plain
    clickhouse-connect inserts of the same rows, same batch size, same engine
    and schema, in the same run; and the ratio.
+   That burst (``--rows`` as fast as ``answer()`` takes them) overflows ``queue_size``
+   and detours via the spool; a paced phase (``--paced-rows`` at ``--paced-rate``,
+   default twice a 100,000-miner farm's 10,000 rows/s) gives the steady state: CPU
+   per row vs the plain insert.
 2. Latency of ``ShareLog.submit()`` inside a running event loop at a steady
    share rate, with the database up (embedded engine) and down (an HTTP URL
    on a closed port: every batch goes to the disk spool).
@@ -18,7 +22,8 @@
    database behind HTTP in its own process (the tests' chdb front), so the
    embedded engine's CPU is not charged to the proxy process.
 
-    .venv/bin/python bench/bench_shares.py [--rows 200000] [--batch-size 5000]
+    .venv/bin/python bench/bench_shares.py [--rows 200000] [--batch-size 5000] [--queue-size 100000]
+        [--paced-rows 100000] [--paced-rate 20000]
         [--proxy-connections 500] [--proxy-seconds 8] [--proxy-paced-rate 2000] [--skip-pipeline]
 """
 
@@ -82,10 +87,42 @@ async def pipeline_rate(recs: list[ShareRecord], settings: ClickHouseSettings) -
     return len(recs) / elapsed, t_submitted, st.spooled
 
 
-def plain_rate(recs: list[ShareRecord], settings: ClickHouseSettings, batch_size: int) -> float:
+async def pipeline_paced(recs: list[ShareRecord], settings: ClickHouseSettings, rate: float) -> tuple[float, float, int]:
+    """``ShareLog.answer`` at a steady ``rate`` (rows/s, in 10 ms ticks), as a farm sends shares,
+    until every row is in the database. Returns (process CPU seconds from the first answer() to
+    the end of the flush, seconds the flush took after the last answer(), rows via the spool).
+    The CPU is every thread's (the engine's included), so it compares with a plain insert's."""
+    log = ShareLog(settings, "bench-paced")
+    await log.start()
+    miners = [object() for _ in range(100)]
+    per_tick = max(1, int(rate / 100))
+    loop = asyncio.get_running_loop()
+    cpu = time.process_time()
+    t0 = loop.time()
+    for k in range(0, len(recs), per_tick):
+        for i, r in enumerate(recs[k : k + per_tick], k):
+            log.answer(miners[i % 100], _no_reply, b"", r)
+        # The next tick's deadline, not a fixed sleep: the rate holds even when a tick runs long.
+        await asyncio.sleep(max(0.0, t0 + (k + per_tick) / rate - loop.time()))
+    t_last = time.perf_counter()
+    assert await log.flush(600), log.stats()
+    lag = time.perf_counter() - t_last
+    used = time.process_time() - cpu
+    st = log.stats()
+    assert st.written == len(recs) and st.dropped == 0, st
+    await log.close()
+    return used, lag, st.spooled
+
+
+def _no_reply(line: bytes) -> None:
+    pass
+
+
+def plain_rate(recs: list[ShareRecord], settings: ClickHouseSettings, batch_size: int,
+               database: str = "bench_plain") -> float:
     """The same rows through clickhouse-connect alone: same engine, same schema (in its own
     database), same batch size, rows already built as tuples (no queue, no spool, no thread)."""
-    plain = settings.model_copy(update={"database": "bench_plain"})
+    plain = settings.model_copy(update={"database": database})
     sc = Schema(plain)
     client = clickhouse_connect.get_client(dsn=f"chdb://{settings.chdb_path}")
     try:
@@ -275,6 +312,9 @@ async def main() -> None:
     p.add_argument("--batch-size", type=int, default=5_000)
     p.add_argument("--queue-size", type=int, default=ClickHouseSettings().queue_size,
                    help="clickhouse.queue_size of the pipeline figure: above it batches detour via the spool")
+    p.add_argument("--paced-rows", type=int, default=100_000, help="rows of the paced phase (0 = none)")
+    p.add_argument("--paced-rate", type=float, default=20_000.0,
+                   help="rows/s of the paced phase (100,000 miners at 1 share/10 s = 10,000)")
     p.add_argument("--latency-shares", type=int, default=30_000)
     p.add_argument("--latency-rate", type=float, default=10_000.0, help="shares per second")
     p.add_argument("--proxy-connections", type=int, default=500)
@@ -321,9 +361,40 @@ async def pipeline_figures(tmp: Path, a: argparse.Namespace) -> None:
               f"{t_sub:.2f} s, {spooled} via the spool)  ratio to plain {rate / prate:.2f}  "
               f"CPU {mcpu:5.1f} us/row ({mcpu / pcpu:.2f} of plain)")
     print(f"  plain clickhouse-connect -> chdb   : {prate:12,.0f} rows/s  CPU {pcpu:5.1f} us/row")
+    if a.paced_rows:
+        await paced_figures(tmp, a, base, pcpu)
     if a.skip_latency:
         return
+    await latency_figures(tmp, a, emb)
 
+
+async def paced_figures(tmp: Path, a: argparse.Namespace, base: dict[str, object], pcpu: float) -> None:
+    """The steady state: a farm sends shares at a rate, not in a burst. 100,000 miners at one
+    share per 10 s is 10,000 rows/s; the default pace is twice that. The figure is CPU per row
+    (every thread's) next to the plain insert's, which does not depend on the rate."""
+    recs = records(a.paced_rows, "bench-paced")
+    print(f"paced: {a.paced_rows} rows at {a.paced_rate:,.0f} rows/s (steady state; the burst above is "
+          f"{a.rows} rows as fast as answer() takes them)")
+    figures = []
+    for mode in a.durability:
+        st = ClickHouseSettings(url=f"chdb://{tmp / 'db'}", spool_dir=str(tmp / f"spool-paced-{mode}"),
+                                durability=mode, **base)  # type: ignore[arg-type]
+        figures.append((mode, *await pipeline_paced(recs, st, a.paced_rate)))
+    # The plain insert's CPU per row does not depend on the rate; measured again here (same
+    # rows, after the paced runs) and averaged with the burst's, so a shift in the machine's
+    # load during the paced runs shows as a gap between the two.
+    cpu = time.process_time()
+    plain_rate(recs, ClickHouseSettings(url=f"chdb://{tmp / 'db'}"), a.batch_size, "bench_plain_paced")
+    pcpu2 = (time.process_time() - cpu) / a.paced_rows * 1e6
+    ref = (pcpu + pcpu2) / 2
+    for mode, used, lag, spooled in figures:
+        mcpu = used / a.paced_rows * 1e6
+        print(f"  pipeline (ShareLog -> chdb), {mode:4} : CPU {mcpu:5.1f} us/row ({mcpu / ref:.2f} of plain), "
+              f"{spooled} via the spool, last row in the database {lag:.2f} s after its answer()")
+    print(f"  plain clickhouse-connect -> chdb   : CPU {pcpu2:5.1f} us/row (burst run {pcpu:.1f}; ratios use the mean)")
+
+
+async def latency_figures(tmp: Path, a: argparse.Namespace, emb: ClickHouseSettings) -> None:
     lrecs = records(a.latency_shares, "bench-lat")
     print(f"ShareLog.submit() latency inside a running event loop, {a.latency_shares} shares at "
           f"{a.latency_rate:,.0f}/s (the call alone; the proxy's submit-to-reply follows)")

@@ -177,6 +177,9 @@ class _SpoolSnap(NamedTuple):
     ack_failures: int
 
 
+_Frame = tuple[FrameRef, tuple[tuple[object, ...], ...]]  # a spooled batch and its rows
+
+
 @dataclass(slots=True)
 class _Batch:
     kind: int
@@ -236,6 +239,7 @@ class ShareLog:
         self._down_since: float | None = None
         self._last_down_log = 0.0
         self._backoff_s = 0.0
+        self._ahead: Future[_Frame | None] | None = None  # replay's read of the next frame (one at most)
         self._wake_writer = asyncio.Event()
         self._wake_spooler = asyncio.Event()
         self._db_exec: ThreadPoolExecutor | None = None
@@ -837,9 +841,14 @@ class ShareLog:
             self._ready.appendleft(batch)
 
     async def _replay_one(self) -> bool:
-        """Insert the spool's oldest batch; True when the writer may go on at once."""
+        """Insert the spool's oldest batch; True when the writer may go on at once.
+
+        While it is inserted, the spool thread reads the next frame (``_read_ahead``), so a
+        spool drained at the database's pace does not wait for the disk and the decoding
+        between two inserts. The next call takes those rows if that frame is then the head."""
+        ahead, self._ahead = self._ahead, None
         try:
-            ref, rows = await self._in_spool(self._read_head)
+            ref, rows = await self._in_spool(self._read_head, ahead)
         except SpoolCorrupt:
             return True  # that segment is quarantined; go on with the next
         except OSError as e:
@@ -847,6 +856,8 @@ class ShareLog:
             return False
         if ref is None:
             return True
+        if self._spool_exec is not None:
+            self._ahead = self._spool_exec.submit(self._read_ahead)
         done, rejected = await self._write_rows(ref.kind, rows, ref.token)
         if not done:
             return False
@@ -868,11 +879,27 @@ class ShareLog:
                                         rejected[0][1])
         self._spool.ack(ref)
 
-    def _read_head(self) -> tuple[FrameRef | None, tuple[tuple[object, ...], ...]]:
+    def _read_head(self, ahead: Future[_Frame | None] | None) -> _Frame | tuple[None, tuple[()]]:
+        # Spool thread. ``ahead`` ran before this call on this (single) thread, so it is done.
         ref = self._spool.head()
         if ref is None:
             return None, ()
+        if ahead is not None and ahead.done() and not ahead.cancelled():
+            got = ahead.result()
+            if got is not None and got[0] == ref:
+                return got
         return ref, self._spool.read(ref)
+
+    def _read_ahead(self) -> _Frame | None:
+        # Spool thread: the frame after the head, read without side effects. A frame it
+        # cannot read now or finds damaged is read again (and judged) when it is the head.
+        ref = self._spool.second()
+        if ref is None:
+            return None
+        try:
+            return ref, self._spool.read(ref, quarantine=False)
+        except (OSError, SpoolCorrupt):
+            return None
 
     async def _spooler(self) -> None:
         while True:

@@ -31,7 +31,9 @@ mismatch) moves the segment to ``quarantine/`` with an error log line;
 replay goes on with the next segment. Frames before the damage that were already replayed are
 recorded in the ``.ack`` file, frames after it stay in the quarantined file.
 
-Replay reads frames in order. After each frame is in ClickHouse its end
+Replay reads frames in order (the share log reads the frame after the head
+ahead with ``read(ref, quarantine=False)``: damage is then reported, not acted
+on, until that frame is the head). After each frame is in ClickHouse its end
 offset is written to the ``.ack`` file (``.ack.tmp`` then rename; a failed
 write removes the tmp file, and stale ones are removed at open); a fully
 replayed, closed segment is deleted. Each frame keeps its batch's
@@ -383,10 +385,15 @@ class Spool:
     def head(self) -> FrameRef | None:
         return self._pending[0] if self._pending else None
 
-    def read(self, ref: FrameRef) -> tuple[tuple[object, ...], ...]:
-        """The rows of ``ref``; raises SpoolCorrupt (after quarantining the segment) on damage."""
+    def second(self) -> FrameRef | None:
+        """The frame replay takes after the head (read ahead while the head is inserted)."""
+        return self._pending[1] if len(self._pending) > 1 else None
+
+    def read(self, ref: FrameRef, *, quarantine: bool = True) -> tuple[tuple[object, ...], ...]:
         """The rows of ``ref``. Raises SpoolUnavailable when the file cannot be read now
-        (nothing changes), SpoolCorrupt (after quarantining the segment) on proven damage."""
+        (nothing changes), SpoolCorrupt on proven damage: after quarantining the segment,
+        or with nothing changed when ``quarantine`` is False (a read ahead leaves that
+        to the read that finds the frame at the head)."""
         try:
             data = self.read_file(self._seg_path(ref.segment), ref.offset, ref.end - ref.offset)
         except OSError as e:
@@ -403,7 +410,8 @@ class Spool:
                 raise SpoolCorrupt(f"frame at offset {ref.offset}: row count mismatch")
             return rows
         except (SpoolCorrupt, ValueError, EOFError, TypeError) as e:
-            self.drop_segment_to_quarantine(ref.segment, f"{type(e).__name__}: {e}")
+            if quarantine:
+                self.drop_segment_to_quarantine(ref.segment, f"{type(e).__name__}: {e}")
             raise SpoolCorrupt(str(e)) from e
 
     def drop_segment_to_quarantine(self, n: int, reason: str) -> str | None:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.share_log import INSTANCE, fast_settings, shares
+from tests.helpers.share_log import INSTANCE, assert_counters_consistent, fast_settings, shares
 from tproxy.shares.pipeline import ShareLog
 from tproxy.shares.record import PoolVerdictRecord, ShareRecord
 from tproxy.shares.settings import ClickHouseSettings
+from tproxy.shares.spool import KIND_SHARES, Spool
 
 
 async def totals(log: ShareLog) -> tuple[int, int, float, float]:
@@ -153,3 +154,39 @@ async def test_close_spools_and_next_start_replays(tmp_path: Path, opened: Any) 
     n, distinct, *_ = await totals(log2)
     assert n == distinct == 3000
     await log2.close()
+
+
+async def test_replay_read_ahead_leaves_damage_to_the_head_read(tmp_path: Path, opened: Any) -> None:
+    """Replay reads the next frame while the head is inserted. A damaged next frame is not
+    quarantined by that read ahead (its segment still holds the head): the frames before it
+    are written and acked, then it is quarantined when it is the head, as without read ahead."""
+    sent = shares(300)
+    sp = Spool(tmp_path / "spool", fsync=False)
+    sp.open()
+    for k in range(3):
+        part = sent[k * 100 : (k + 1) * 100]
+        sp.append(KIND_SHARES, f"{INSTANCE}:test:s:{k + 1}", part[0].received_at_ms,
+                  [(*r.as_row()[:2], 7, *r.as_row()[2:]) for r in part])
+    sp.close()
+    (seg,) = (tmp_path / "spool").glob("*.seg")
+    log = ShareLog(fast_settings(f"chdb://{tmp_path / 'db'}", tmp_path / "spool"), INSTANCE)
+    scan = log._spool.open
+
+    def open_then_damage() -> Any:
+        # The damage happens after the start-up scan, so replay's reads are what find it.
+        report = scan()
+        data = bytearray(seg.read_bytes())
+        data[-10] ^= 0x01  # in the body of the last frame
+        seg.write_bytes(bytes(data))
+        return report
+
+    log._spool.open = open_then_damage  # type: ignore[method-assign]
+    log = await opened(log)
+    assert await log.flush(60)
+    st = log.stats()
+    assert (st.recovered, st.written, st.replayed, st.quarantined_rows, st.spool_pending) == (300, 200, 200, 100, 0)
+    assert_counters_consistent(st)
+    sc = log._store.schema
+    (row,) = await log._query_rows(f"SELECT count(), uniqExact(share_seq), max(share_seq) FROM {sc.q(sc.shares)}")
+    assert tuple(row) == (200, 200, 200)
+    assert len(list((tmp_path / "spool" / "quarantine").glob("*.seg"))) == 1

@@ -124,6 +124,37 @@ def test_damage_found_at_read_quarantines(tmp_path: Path) -> None:
     assert len(list((tmp_path / "quarantine").glob("*.seg"))) == 1
 
 
+def test_read_without_quarantine_changes_nothing(tmp_path: Path) -> None:
+    # Replay's read ahead of the frame after the head: damage is reported, not acted on.
+    sp = Spool(tmp_path, fsync=False)
+    sp.open()
+    for k in range(2):
+        sp.append(KIND_SHARES, f"t:{k}", k, rows(k))
+    seg = next(tmp_path.glob("*.seg"))
+    data = bytearray(seg.read_bytes())
+    data[-10] ^= 0x01
+    seg.write_bytes(bytes(data))
+    second = sp.second()
+    assert second is not None and second.token == "t:1"
+    with pytest.raises(SpoolCorrupt):
+        sp.read(second, quarantine=False)
+    assert sp.pending_rows == 6 and seg.exists() and not (tmp_path / "quarantine").exists()
+    assert drain_until_damage(sp) == ["t:0"]
+    assert sp.pending_rows == 0 and len(list((tmp_path / "quarantine").glob("*.seg"))) == 1
+
+
+def drain_until_damage(sp: Spool) -> list[str]:
+    out = []
+    while (ref := sp.head()) is not None:
+        try:
+            sp.read(ref)
+        except SpoolCorrupt:
+            continue  # quarantined: its frames are gone from the pending list
+        out.append(ref.token)
+        sp.ack(ref)
+    return out
+
+
 def test_quarantine_single_frame(tmp_path: Path) -> None:
     sp = Spool(tmp_path, fsync=False)
     sp.open()
